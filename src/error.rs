@@ -1,0 +1,209 @@
+//! Error types
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+
+use crate::CloseReport;
+
+/// The step a close was in when it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClosePhase {
+    /// Sending our FIN (`shutdown(SHUT_WR)`).
+    Shutdown,
+    /// Reading and discarding until the peer's EOF.
+    Drain,
+    /// Waiting until the peer acknowledged all we sent and our FIN (`SIOCOUTQ` = 0).
+    AckWait,
+}
+
+impl fmt::Display for ClosePhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            ClosePhase::Shutdown => "sending our FIN",
+            ClosePhase::Drain => "waiting for the peer to close its side",
+            ClosePhase::AckWait => "waiting for the peer to acknowledge our data",
+        })
+    }
+}
+
+/// Why a close failed; see [`CloseError::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseErrorKind {
+    /// The total deadline passed during the given phase.
+    TimedOut(ClosePhase),
+    /// The peer sent nothing for longer than the idle timeout while we waited for its EOF.
+    IdleTimeout,
+    /// The kernel gave up on the connection: data stayed unacknowledged past
+    /// `TCP_USER_TIMEOUT` or the retransmission limit (`ETIMEDOUT`).
+    RetransmitTimeout,
+    /// The peer reset the connection (RST); what was still unacknowledged is lost.
+    PeerReset,
+    /// The peer sent more than the drain limit while we waited for its EOF.
+    DrainLimit,
+    /// Another I/O error; see [`Error::source`].
+    Io,
+}
+
+impl CloseErrorKind {
+    /// Whether this is one of the time bounds: the deadline, the idle timeout or the
+    /// kernel's retransmission timeout. These map to [`io::ErrorKind::TimedOut`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            CloseErrorKind::TimedOut(_)
+                | CloseErrorKind::IdleTimeout
+                | CloseErrorKind::RetransmitTimeout
+        )
+    }
+}
+
+/// A graceful close that could not confirm delivery.
+///
+/// It carries what happened: the [`kind`](Self::kind), the [`phase`](Self::phase) the
+/// close was in, and the partial [`report`](Self::report). It converts into an
+/// [`io::Error`] of kind [`TimedOut`](io::ErrorKind::TimedOut) for the time bounds and
+/// [`ConnectionReset`](io::ErrorKind::ConnectionReset) for a reset.
+///
+/// ```
+/// # use std::time::Duration;
+/// # use tokio_graceful_close::{AsyncGracefulClose, CloseErrorKind};
+/// # async fn dox(stream: tokio::net::TcpStream) {
+/// match stream.graceful_close(Duration::from_secs(5)).await {
+///     Ok(report) => println!("delivered in {:?}", report.elapsed()),
+///     Err(e) if e.kind().is_timeout() => {
+///         eprintln!("{e}; {:?} bytes never acknowledged", e.report().unacked_bytes())
+///     }
+///     Err(e) => eprintln!("close failed: {e}"),
+/// }
+/// # }
+/// ```
+pub struct CloseError {
+    kind: CloseErrorKind,
+    phase: ClosePhase,
+    report: CloseReport,
+    source: Option<io::Error>,
+}
+
+impl CloseError {
+    pub(crate) fn new(
+        kind: CloseErrorKind,
+        phase: ClosePhase,
+        report: CloseReport,
+        source: Option<io::Error>,
+    ) -> Self {
+        Self {
+            kind,
+            phase,
+            report,
+            source,
+        }
+    }
+
+    /// Why the close failed.
+    pub fn kind(&self) -> CloseErrorKind {
+        self.kind
+    }
+
+    /// The step the close was in when it failed.
+    pub fn phase(&self) -> ClosePhase {
+        self.phase
+    }
+
+    /// What the close did before it failed.
+    pub fn report(&self) -> &CloseReport {
+        &self.report
+    }
+
+    /// Takes the report out of the error.
+    pub fn into_report(self) -> CloseReport {
+        self.report
+    }
+
+    fn io_kind(&self) -> io::ErrorKind {
+        match self.kind {
+            k if k.is_timeout() => io::ErrorKind::TimedOut,
+            CloseErrorKind::PeerReset => io::ErrorKind::ConnectionReset,
+            CloseErrorKind::DrainLimit => io::ErrorKind::InvalidData,
+            _ => self
+                .source
+                .as_ref()
+                .map_or(io::ErrorKind::Other, io::Error::kind),
+        }
+    }
+}
+
+impl fmt::Debug for CloseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseError")
+            .field("kind", &self.kind)
+            .field("phase", &self.phase)
+            .field("report", &self.report)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for CloseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.report;
+        match self.kind {
+            CloseErrorKind::TimedOut(phase) => write!(
+                f,
+                "graceful close timed out after {:?} while {phase}",
+                r.elapsed
+            )?,
+            CloseErrorKind::IdleTimeout => write!(
+                f,
+                "graceful close gave up after {:?}: the peer stayed silent past the idle \
+                 timeout without closing its side",
+                r.elapsed
+            )?,
+            CloseErrorKind::RetransmitTimeout => write!(
+                f,
+                "graceful close failed after {:?}: the kernel gave up retransmitting to an \
+                 unreachable or stalled peer (TCP_USER_TIMEOUT or retry limit)",
+                r.elapsed
+            )?,
+            CloseErrorKind::PeerReset => write!(
+                f,
+                "graceful close failed after {:?}: the peer reset the connection while {}",
+                r.elapsed, self.phase
+            )?,
+            CloseErrorKind::DrainLimit => write!(
+                f,
+                "graceful close stopped after discarding {} bytes: the peer kept sending past \
+                 the drain limit",
+                r.drained_bytes
+            )?,
+            CloseErrorKind::Io => write!(f, "graceful close failed while {}", self.phase)?,
+        }
+        match r.unacked_bytes {
+            Some(n) if n > 0 && !r.acked => write!(f, "; {n} bytes unacknowledged")?,
+            _ => {}
+        }
+        if r.aborted {
+            f.write_str("; connection aborted with RST")?;
+        }
+        if let Some(src) = &self.source {
+            write!(f, ": {src}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Error for CloseError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_ref().map(|e| e as &(dyn Error + 'static))
+    }
+}
+
+impl From<CloseError> for io::Error {
+    /// Keeps the [`CloseError`] as the inner error, so it can be recovered with
+    /// [`io::Error::get_ref`] and `downcast_ref`.
+    fn from(err: CloseError) -> Self {
+        io::Error::new(err.io_kind(), err)
+    }
+}

@@ -1,0 +1,59 @@
+//! Close Tokio TCP and Unix streams without losing what you wrote.
+//!
+//! `write()` returning only means the kernel took the bytes. Closing a socket while the
+//! peer has sent data we never read makes Linux send RST and throw away everything
+//! still queued (RFC 1122 4.2.2.13): the tail of a response vanishes and the peer sees
+//! "connection reset". `SO_LINGER` with a timeout blocks the thread inside `close()`.
+//!
+//! [`AsyncGracefulClose::graceful_close`] does the close right, without blocking:
+//!
+//! 1. `shutdown(SHUT_WR)`: our FIN goes out after all queued data;
+//! 2. reads and discards until the peer's EOF, bounded by time and bytes;
+//! 3. waits, driven by the kernel's wakeups, until `SIOCOUTQ` (unacknowledged bytes,
+//!    our FIN included) reaches 0;
+//! 4. closes, and reports what happened ([`CloseReport`]) or why delivery could not be
+//!    confirmed ([`CloseError`]), optionally aborting with RST on a deadline.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tokio::io::AsyncWriteExt;
+//! use tokio_graceful_close::AsyncGracefulClose;
+//!
+//! # async fn dox() -> std::io::Result<()> {
+//! let mut stream = tokio::net::TcpStream::connect("127.0.0.1:25").await?;
+//! stream.write_all(&vec![b'x'; 1_000_000]).await?;
+//! let report = stream.graceful_close(Duration::from_secs(5)).await?;
+//! assert!(report.acked() && report.peer_eof());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Also here: [`AsyncGracefulClose::abort`] (RST on purpose, never blocks),
+//! [`AsyncGracefulClose::unacked_bytes`] and [`AsyncGracefulClose::wait_acked`] (a
+//! delivery barrier without closing).
+//!
+//! # Platforms
+//!
+//! | | half-close + drain | drain without copying | ACK confirmed | event-driven |
+//! |---|---|---|---|---|
+//! | Linux, Android | yes | TCP (`MSG_TRUNC`) | yes (`SIOCOUTQ`) | yes |
+//! | other Unix (untested) | yes | no | no (`acked() == false`) | drain only |
+//! | Windows | not supported (`compile_error!`) | | | |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod ext;
+mod future;
+mod machine;
+mod options;
+mod report;
+mod sys;
+
+pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};
+pub use crate::ext::AsyncGracefulClose;
+pub use crate::future::{GracefulClose, WaitAcked};
+pub use crate::options::{CloseOptions, OnTimeout};
+pub use crate::report::CloseReport;

@@ -1,0 +1,198 @@
+//! Options for a graceful close.
+
+use std::time::Duration;
+
+/// What a graceful close does when a bound is hit: the deadline, the idle timeout or
+/// the drain limit.
+///
+/// The default is [`OnTimeout::Close`], like nginx, whose `reset_timedout_connection`
+/// is off by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum OnTimeout {
+    /// Close the socket plainly and let the kernel carry on with whatever is queued: it
+    /// keeps retransmitting unacknowledged data as an orphan socket. If the peer sent
+    /// data we did not read, the kernel sends RST anyway (RFC 2525 2.17).
+    #[default]
+    Close,
+    /// Abort: set `SO_LINGER {1, 0}` and close, so the kernel sends RST, discards
+    /// both queues and frees the socket at once (no `FIN_WAIT`, no `TIME_WAIT`). This is
+    /// nginx's `reset_timedout_connection on`; use it against hostile peers.
+    Abort,
+}
+
+/// How a graceful close is bounded and what it waits for.
+///
+/// Built from the total deadline with [`CloseOptions::new`], then refined:
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio_graceful_close::{CloseOptions, OnTimeout};
+///
+/// let opts = CloseOptions::new(Duration::from_secs(10))
+///     .idle_timeout(Duration::from_secs(2))
+///     .drain_limit(1 << 20)
+///     .require_peer_eof(true)
+///     .on_timeout(OnTimeout::Abort);
+/// assert_eq!(opts.get_timeout(), Duration::from_secs(10));
+/// ```
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | [`timeout`](Self::new) | 30 s ([`Default`]) | the whole close, from its first poll |
+/// | [`idle_timeout`](Self::idle_timeout) | none | longest silence while waiting for the peer's EOF |
+/// | [`drain_limit`](Self::drain_limit) | 64 MiB | most bytes discarded while waiting for EOF |
+/// | [`require_peer_eof`](Self::require_peer_eof) | `true` | wait for the peer to close its side too |
+/// | [`on_timeout`](Self::on_timeout) | [`OnTimeout::Close`] | what to do when a bound is hit |
+/// | [`poll_interval`](Self::poll_interval) | 100 ms | the safety-net re-check of the send queue |
+/// | [`user_timeout`](Self::user_timeout) | not set | `TCP_USER_TIMEOUT` for the close |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseOptions {
+    pub(crate) timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) drain_limit: u64,
+    pub(crate) require_peer_eof: bool,
+    pub(crate) on_timeout: OnTimeout,
+    pub(crate) poll_interval: Duration,
+    pub(crate) user_timeout: Option<Duration>,
+    pub(crate) wakeups: bool,
+}
+
+impl CloseOptions {
+    /// The default drain limit: 64 MiB.
+    pub const DEFAULT_DRAIN_LIMIT: u64 = 64 << 20;
+    /// The default safety-net poll interval: 100 ms.
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+    /// The shortest poll interval accepted: 1 ms. Shorter values are raised to it.
+    pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
+
+    /// Options with a total deadline of `timeout` and every other option at its default.
+    ///
+    /// A zero timeout is allowed: the close then does everything that completes without
+    /// waiting and fails with a timeout if the peer has not finished already.
+    pub const fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            idle_timeout: None,
+            drain_limit: Self::DEFAULT_DRAIN_LIMIT,
+            require_peer_eof: true,
+            on_timeout: OnTimeout::Close,
+            poll_interval: Self::DEFAULT_POLL_INTERVAL,
+            user_timeout: None,
+            wakeups: true,
+        }
+    }
+
+    /// Sets the total deadline of the close, counted from its first poll.
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the longest silence tolerated from the peer while waiting for its EOF, like
+    /// nginx's `lingering_timeout`. Each received chunk restarts it. Without it only the
+    /// total deadline applies.
+    pub const fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Sets how many bytes the close discards at most while waiting for the peer's EOF.
+    /// A peer that sends more ends the close with
+    /// [`CloseErrorKind::DrainLimit`](crate::CloseErrorKind::DrainLimit). `u64::MAX`
+    /// means no limit beyond the deadline.
+    pub const fn drain_limit(mut self, bytes: u64) -> Self {
+        self.drain_limit = bytes;
+        self
+    }
+
+    /// Whether the close waits for the peer to close its side (EOF) as well as for the
+    /// acknowledgement of everything we sent. Default `true`.
+    ///
+    /// With `false` the close completes as soon as our data and FIN are acknowledged,
+    /// for peers that never close their side; data they send meanwhile is still drained.
+    pub const fn require_peer_eof(mut self, require: bool) -> Self {
+        self.require_peer_eof = require;
+        self
+    }
+
+    /// Sets what happens when the deadline, the idle timeout or the drain limit is hit.
+    pub const fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
+        self.on_timeout = on_timeout;
+        self
+    }
+
+    /// Sets the safety-net interval for re-checking the send queue (`SIOCOUTQ`).
+    ///
+    /// The close does not depend on it: the kernel wakes the socket when our FIN is
+    /// acknowledged and the close reacts to that wakeup. Where the kernel gives no
+    /// wakeup (a socket whose both directions are closed, acknowledgements of data
+    /// without a FIN), the queue is re-checked after 1 ms, 2 ms, 4 ms, ..., and then
+    /// every `interval`. Values below [`Self::MIN_POLL_INTERVAL`] are raised to it.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Self::MIN_POLL_INTERVAL);
+        self
+    }
+
+    /// Sets `TCP_USER_TIMEOUT` on the socket when the close starts: the kernel aborts
+    /// the connection with `ETIMEDOUT` once sent data has stayed unacknowledged that
+    /// long (zero-window probing included), and the close fails at once with
+    /// [`CloseErrorKind::RetransmitTimeout`](crate::CloseErrorKind::RetransmitTimeout)
+    /// instead of waiting for its deadline. Linux only; ignored for `AF_UNIX` sockets
+    /// and rounded to whole milliseconds (at least 1 ms).
+    pub const fn user_timeout(mut self, timeout: Duration) -> Self {
+        self.user_timeout = Some(timeout);
+        self
+    }
+
+    /// Turns readiness wakeups off so the send queue is polled at a fixed
+    /// `poll_interval` only. For benchmarks that show what the wakeups buy; not part of
+    /// the stable API.
+    #[doc(hidden)]
+    pub const fn event_wakeups(mut self, enabled: bool) -> Self {
+        self.wakeups = enabled;
+        self
+    }
+
+    /// The total deadline.
+    pub const fn get_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The idle timeout, if set.
+    pub const fn get_idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+
+    /// The drain limit in bytes.
+    pub const fn get_drain_limit(&self) -> u64 {
+        self.drain_limit
+    }
+
+    /// Whether the peer's EOF is required.
+    pub const fn get_require_peer_eof(&self) -> bool {
+        self.require_peer_eof
+    }
+
+    /// What happens when a bound is hit.
+    pub const fn get_on_timeout(&self) -> OnTimeout {
+        self.on_timeout
+    }
+
+    /// The safety-net poll interval.
+    pub const fn get_poll_interval(&self) -> Duration {
+        self.poll_interval
+    }
+
+    /// The `TCP_USER_TIMEOUT` applied during the close, if set.
+    pub const fn get_user_timeout(&self) -> Option<Duration> {
+        self.user_timeout
+    }
+}
+
+impl Default for CloseOptions {
+    /// A 30 second deadline (nginx's `lingering_time`) and the other defaults.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(30))
+    }
+}
