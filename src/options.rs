@@ -139,7 +139,7 @@ impl CloseOptions {
     /// long (zero-window probing included), and the close fails at once with
     /// [`CloseErrorKind::RetransmitTimeout`](crate::CloseErrorKind::RetransmitTimeout)
     /// instead of waiting for its deadline. Linux only; ignored for `AF_UNIX` sockets
-    /// and rounded to whole milliseconds (at least 1 ms).
+    /// and rounded to whole milliseconds (at least 1 ms, at most `i32::MAX` ms).
     pub const fn user_timeout(mut self, timeout: Duration) -> Self {
         self.user_timeout = Some(timeout);
         self

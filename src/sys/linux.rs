@@ -98,7 +98,9 @@ pub(crate) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     })
 }
 
-/// `setsockopt(TCP_USER_TIMEOUT)`.
+/// `setsockopt(TCP_USER_TIMEOUT)`. The kernel takes a non-negative `int` of
+/// milliseconds: longer timeouts are clamped to `i32::MAX` ms (about 24.8 days).
 pub(crate) fn set_user_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
-    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout))
+    let max = Duration::from_millis(i32::MAX as u64);
+    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout.min(max)))
 }

@@ -1,0 +1,102 @@
+//! The timeout logic with Tokio's paused clock and `tokio-test`'s mock task.
+
+#[path = "support/peer.rs"]
+mod peer;
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio_graceful_close::{AsyncGracefulClose, CloseErrorKind, CloseOptions, ClosePhase};
+use tokio_test::{assert_pending, assert_ready, task};
+
+#[tokio::test(start_paused = true)]
+async fn deadline_fires_exactly_on_time() {
+    let (c, _s) = peer::pair().await;
+    let err = c
+        .graceful_close(Duration::from_secs(10))
+        .await
+        .expect_err("silent peer");
+    assert_eq!(err.kind(), CloseErrorKind::TimedOut(ClosePhase::Drain));
+    let e = err.report().elapsed();
+    assert!(e >= Duration::from_secs(10) && e < Duration::from_millis(10_050), "{e:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_fires_before_the_deadline() {
+    let (c, _s) = peer::pair().await;
+    let opts = CloseOptions::new(Duration::from_secs(60)).idle_timeout(Duration::from_secs(2));
+    let err = c.graceful_close_with(opts).await.expect_err("silent peer");
+    assert_eq!(err.kind(), CloseErrorKind::IdleTimeout);
+    let e = err.report().elapsed();
+    assert!(e >= Duration::from_secs(2) && e < Duration::from_millis(2_050), "{e:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_timeout_fails_at_once_without_panicking() {
+    let (c, _s) = peer::pair().await;
+    let err = c.graceful_close(Duration::ZERO).await.expect_err("no time");
+    assert!(err.kind().is_timeout());
+    assert_eq!(err.report().elapsed(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn extreme_options_do_not_panic() {
+    let (c, s) = peer::pair().await;
+    drop(s);
+    let opts = CloseOptions::new(Duration::MAX)
+        .idle_timeout(Duration::MAX)
+        .poll_interval(Duration::ZERO)
+        .user_timeout(Duration::MAX)
+        .drain_limit(0);
+    assert_eq!(opts.get_poll_interval(), CloseOptions::MIN_POLL_INTERVAL);
+    let r = peer::within(5, c.graceful_close_with(opts)).await.expect("peer closed");
+    assert!(r.peer_eof() && r.acked());
+}
+
+#[tokio::test]
+async fn drain_limit_zero_rejects_any_data() {
+    let (c, mut s) = peer::pair().await;
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"x").await.unwrap();
+    let opts = CloseOptions::new(Duration::from_secs(5)).drain_limit(0);
+    let err = peer::within(5, c.graceful_close_with(opts)).await.expect_err("1 > 0");
+    assert_eq!(err.kind(), CloseErrorKind::DrainLimit);
+    assert_eq!(err.report().drained_bytes(), 1);
+}
+
+/// The future is pending while the peer is open and completes on the peer's FIN.
+#[tokio::test]
+async fn pending_until_the_peer_closes() {
+    let (c, s) = peer::pair().await;
+    let mut close = task::spawn(c.graceful_close(Duration::from_secs(5)));
+    assert_pending!(close.poll());
+    assert_pending!(close.poll());
+    drop(s);
+    // Let the I/O driver deliver the peer's FIN to the mock task.
+    for _ in 0..100 {
+        if close.is_woken() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(close.is_woken(), "the peer's FIN wakes the close");
+    let r = assert_ready!(close.poll()).expect("ok");
+    assert!(r.peer_eof() && r.acked());
+}
+
+/// Polled outside a Tokio runtime: an error, not a panic.
+#[test]
+fn polled_outside_a_runtime_is_an_error() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (c, _s) = rt.block_on(peer::pair());
+    let mut close = pin!(c.graceful_close(Duration::from_secs(1)));
+    let mut cx = Context::from_waker(Waker::noop());
+    match close.as_mut().poll(&mut cx) {
+        Poll::Ready(Err(e)) => {
+            assert_eq!(e.kind(), CloseErrorKind::Io);
+            assert!(e.to_string().contains("Tokio runtime"), "{e}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
