@@ -207,3 +207,76 @@ impl From<CloseError> for io::Error {
         io::Error::new(err.io_kind(), err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn report() -> CloseReport {
+        CloseReport {
+            elapsed: Duration::from_millis(1500),
+            drained_bytes: 42,
+            peer_eof: false,
+            acked: false,
+            unacked_bytes: Some(1001),
+            aborted: true,
+        }
+    }
+
+    #[test]
+    fn timeout_converts_to_timed_out_and_keeps_the_report() {
+        let e = CloseError::new(
+            CloseErrorKind::TimedOut(ClosePhase::AckWait),
+            ClosePhase::AckWait,
+            report(),
+            None,
+        );
+        let text = e.to_string();
+        assert!(text.contains("timed out after 1.5s"), "{text}");
+        assert!(text.contains("acknowledge"), "{text}");
+        assert!(text.contains("1001 bytes unacknowledged"), "{text}");
+        assert!(text.contains("RST"), "{text}");
+        let io: io::Error = e.into();
+        assert_eq!(io.kind(), io::ErrorKind::TimedOut);
+        let inner = io.get_ref().unwrap().downcast_ref::<CloseError>().unwrap();
+        assert_eq!(inner.report().unacked_bytes(), Some(1001));
+    }
+
+    #[test]
+    fn kinds_map_to_io_kinds() {
+        let mk = |kind, src| CloseError::new(kind, ClosePhase::Drain, report(), src);
+        let cases = [
+            (mk(CloseErrorKind::IdleTimeout, None), io::ErrorKind::TimedOut),
+            (mk(CloseErrorKind::RetransmitTimeout, None), io::ErrorKind::TimedOut),
+            (mk(CloseErrorKind::PeerReset, None), io::ErrorKind::ConnectionReset),
+            (mk(CloseErrorKind::DrainLimit, None), io::ErrorKind::InvalidData),
+            (
+                mk(
+                    CloseErrorKind::Io,
+                    Some(io::Error::from(io::ErrorKind::PermissionDenied)),
+                ),
+                io::ErrorKind::PermissionDenied,
+            ),
+            (mk(CloseErrorKind::Io, None), io::ErrorKind::Other),
+        ];
+        for (err, kind) in cases {
+            assert!(!err.to_string().is_empty());
+            assert_eq!(io::Error::from(err).kind(), kind);
+        }
+    }
+
+    #[test]
+    fn source_is_exposed() {
+        let e = CloseError::new(
+            CloseErrorKind::Io,
+            ClosePhase::Shutdown,
+            CloseReport::default(),
+            Some(io::Error::from_raw_os_error(nix::libc::EBADF)),
+        );
+        assert!(e.source().is_some());
+        assert!(e.to_string().contains("sending our FIN"), "{e}");
+        assert!(CloseErrorKind::TimedOut(ClosePhase::Drain).is_timeout());
+        assert!(!CloseErrorKind::PeerReset.is_timeout());
+    }
+}
