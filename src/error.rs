@@ -69,7 +69,7 @@ impl CloseErrorKind {
 ///
 /// ```
 /// # use std::time::Duration;
-/// # use tokio_graceful_close::{AsyncGracefulClose, CloseErrorKind};
+/// # use tokio_graceful_close::AsyncGracefulClose;
 /// # async fn dox(stream: tokio::net::TcpStream) {
 /// match stream.graceful_close(Duration::from_secs(5)).await {
 ///     Ok(report) => println!("delivered in {:?}", report.elapsed()),

@@ -96,11 +96,6 @@ impl Closer {
         }
     }
 
-    /// Whether the close ran to its end (successfully or not).
-    pub(crate) fn is_done(&self) -> bool {
-        self.stage == Stage::Done
-    }
-
     /// Whether the close started (its first poll happened) and has not ended.
     pub(crate) fn is_running(&self) -> bool {
         self.stage == Stage::Running
@@ -188,9 +183,8 @@ impl Closer {
 
             // 3. The time bounds.
             let now = Instant::now();
-            let waiting_ack = ack_now && (eof_ok || !this.opts.require_peer_eof);
             if now >= *this.deadline {
-                let phase = if waiting_ack {
+                let phase = if ack_now {
                     ClosePhase::AckWait
                 } else {
                     ClosePhase::Drain

@@ -64,8 +64,6 @@ pub(crate) fn discard(fd: BorrowedFd<'_>, kind: SocketKind, max: usize) -> io::R
 pub(crate) struct TcpInfo {
     /// `tcpi_state` (`TCP_CLOSE` = 7, ...).
     pub(crate) state: u8,
-    /// `tcpi_rtt`: smoothed round-trip time.
-    pub(crate) rtt: Duration,
     /// `tcpi_segs_out`: segments sent, including pure ACKs and retransmissions.
     #[allow(dead_code)]
     pub(crate) segs_out: u32,
@@ -92,7 +90,6 @@ pub(crate) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     let info = unsafe { info.assume_init() };
     Ok(TcpInfo {
         state: info.tcpi_state,
-        rtt: Duration::from_micros(u64::from(info.tcpi_rtt)),
         segs_out: info.tcpi_segs_out,
         data_segs_out: info.tcpi_data_segs_out,
     })

@@ -37,7 +37,6 @@ pub(crate) fn discard(fd: BorrowedFd<'_>, _kind: SocketKind, max: usize) -> io::
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct TcpInfo {
     pub(crate) state: u8,
-    pub(crate) rtt: Duration,
 }
 
 pub(crate) fn tcp_info(_fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
