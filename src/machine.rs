@@ -331,7 +331,11 @@ impl CloserProj<'_> {
         *self.stage = Stage::Done;
         let fd = io.as_fd();
         let unacked = sys::unacked(fd).ok();
-        let mut report = self.report(false, unacked);
+        // After a TCP reset the kernel leaves the sequence numbers alone, so 0 still
+        // proves every byte and our FIN were acknowledged before it. On AF_UNIX a peer
+        // that closed has purged its queue, which also reads 0: no proof there.
+        let acked = io.is_tcp() && unacked == Some(0);
+        let mut report = self.report(acked, unacked);
         if *self.mode == Mode::Close {
             let bound = kind.is_timeout() || kind == CloseErrorKind::DrainLimit;
             if bound && self.opts.on_timeout == OnTimeout::Abort {

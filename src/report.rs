@@ -32,6 +32,11 @@ impl CloseReport {
 
     /// Whether the kernel confirmed that the peer acknowledged every byte we wrote and
     /// our FIN (`SIOCOUTQ` reached 0). Always `false` where the platform cannot tell.
+    ///
+    /// On a [`CloseError`](crate::CloseError) it still says whether everything had been
+    /// acknowledged before the failure (TCP only: a reset after the peer acknowledged
+    /// all is not a loss). An RST does not acknowledge anything by itself, so data the
+    /// peer read but had not yet acknowledged when it reset counts as unacknowledged.
     pub fn acked(&self) -> bool {
         self.acked
     }

@@ -228,3 +228,55 @@ fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// A peer that reads everything, then resets instead of closing: an error (no EOF), but
+/// the report proves our data and FIN were acknowledged before the reset.
+#[tokio::test]
+async fn peer_reset_after_reading_everything_reports_acked() {
+    let (mut c, mut s) = peer::pair().await;
+    c.write_all(&[3u8; 50_000]).await.unwrap();
+    let server = tokio::spawn(async move {
+        let r = peer::read_to_end(&mut s).await; // our FIN arrives: all was read
+        // Let the peer's kernel send its (possibly delayed, <= 200 ms) ACK: an RST's own
+        // ACK field does not advance our snd_una, so without it nothing would be proven.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        peer::reset(s);
+        r
+    });
+    let err = c
+        .graceful_close(Duration::from_secs(5))
+        .await
+        .expect_err("RST, not EOF");
+    assert_eq!(err.kind(), CloseErrorKind::PeerReset, "{err}");
+    assert!(err.report().acked(), "{:?}", err.report());
+    assert_eq!(err.report().unacked_bytes(), Some(0));
+    assert_eq!(peer::within(5, server).await.unwrap(), (50_000, End::Eof));
+}
+
+/// The application already called `shutdown()`: the close carries on from there.
+#[tokio::test]
+async fn already_shut_down_by_the_application() {
+    let (l, addr) = peer::listener().await;
+    let server = peer::seed_peer(l);
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&vec![b'y'; 300_000]).await.unwrap();
+    c.shutdown().await.unwrap();
+    let r = c.graceful_close(Duration::from_secs(5)).await.expect("ok");
+    assert!(r.acked() && r.peer_eof());
+    assert_eq!(peer::within(5, server).await.unwrap(), (300_000, End::Eof));
+}
+
+#[tokio::test]
+async fn ipv6_loopback() {
+    let Ok(l) = tokio::net::TcpListener::bind("[::1]:0").await else {
+        eprintln!("SKIP: no IPv6 loopback on this machine");
+        return;
+    };
+    let addr = l.local_addr().unwrap();
+    let server = peer::seed_peer(l);
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(&vec![b'6'; 1_000_000]).await.unwrap();
+    let r = c.graceful_close(Duration::from_secs(5)).await.expect("ok");
+    assert!(r.acked() && r.peer_eof());
+    assert_eq!(peer::within(5, server).await.unwrap(), (1_000_000, End::Eof));
+}
