@@ -108,7 +108,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Seed experiment on loopback: unread greeting, {bytes} bytes written, then close; {runs} runs each.\n");
     println!("| close | runs with loss | bytes received (min / median) | peer saw EOF / RST | close took (median) |");
     println!("|---|---|---|---|---|");
-    for strategy in [Strategy::PlainDrop, Strategy::ShutdownDrop, Strategy::Graceful] {
+    for strategy in [
+        Strategy::PlainDrop,
+        Strategy::ShutdownDrop,
+        Strategy::Graceful,
+    ] {
         let mut got = Vec::with_capacity(runs);
         let mut times = Vec::with_capacity(runs);
         let mut resets = 0;

@@ -247,10 +247,22 @@ mod tests {
     fn kinds_map_to_io_kinds() {
         let mk = |kind, src| CloseError::new(kind, ClosePhase::Drain, report(), src);
         let cases = [
-            (mk(CloseErrorKind::IdleTimeout, None), io::ErrorKind::TimedOut),
-            (mk(CloseErrorKind::RetransmitTimeout, None), io::ErrorKind::TimedOut),
-            (mk(CloseErrorKind::PeerReset, None), io::ErrorKind::ConnectionReset),
-            (mk(CloseErrorKind::DrainLimit, None), io::ErrorKind::InvalidData),
+            (
+                mk(CloseErrorKind::IdleTimeout, None),
+                io::ErrorKind::TimedOut,
+            ),
+            (
+                mk(CloseErrorKind::RetransmitTimeout, None),
+                io::ErrorKind::TimedOut,
+            ),
+            (
+                mk(CloseErrorKind::PeerReset, None),
+                io::ErrorKind::ConnectionReset,
+            ),
+            (
+                mk(CloseErrorKind::DrainLimit, None),
+                io::ErrorKind::InvalidData,
+            ),
             (
                 mk(
                     CloseErrorKind::Io,

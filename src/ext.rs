@@ -27,11 +27,8 @@ pub(crate) mod sealed {
         #[doc(hidden)]
         fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
         #[doc(hidden)]
-        fn try_io<R>(
-            &self,
-            interest: Interest,
-            f: impl FnOnce() -> io::Result<R>,
-        ) -> io::Result<R>;
+        fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>)
+            -> io::Result<R>;
     }
 
     macro_rules! forward {

@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 use tokio::io::Interest;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{ClosePhase, CloseError, CloseErrorKind};
+use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 use crate::ext::sealed::Socket;
 use crate::sys::{self, SocketKind};
 use crate::{CloseOptions, CloseReport, OnTimeout};
@@ -146,8 +146,7 @@ impl Closer {
                             io::ErrorKind::InvalidData => CloseErrorKind::DrainLimit,
                             _ => classify(&e),
                         };
-                        let src = (kind == CloseErrorKind::Io
-                            || kind == CloseErrorKind::PeerReset)
+                        let src = (kind == CloseErrorKind::Io || kind == CloseErrorKind::PeerReset)
                             .then_some(e);
                         return Poll::Ready(Err(this.fail(io, kind, ClosePhase::Drain, src)));
                     }
@@ -256,9 +255,10 @@ impl Closer {
         *this.deadline = now
             .checked_add(this.opts.timeout)
             .unwrap_or_else(|| now + FAR_FUTURE);
-        *this.idle_deadline = this.opts.idle_timeout.map(|d| {
-            now.checked_add(d).unwrap_or(*this.deadline)
-        });
+        *this.idle_deadline = this
+            .opts
+            .idle_timeout
+            .map(|d| now.checked_add(d).unwrap_or(*this.deadline));
         *this.next_poll = now;
         let deadline = *this.deadline;
         let mut timer = this.timer;

@@ -51,7 +51,10 @@ async fn wait_acked_times_out_on_a_peer_that_never_reads() {
         .expect_err("never acked");
     assert!(t.elapsed() >= Duration::from_millis(290));
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
-    let inner = err.get_ref().and_then(|e| e.downcast_ref::<CloseError>()).unwrap();
+    let inner = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<CloseError>())
+        .unwrap();
     assert_eq!(inner.kind(), CloseErrorKind::TimedOut(ClosePhase::AckWait));
     assert!(inner.report().unacked_bytes().unwrap() > 0);
     // The barrier leaves the stream usable.
@@ -66,7 +69,10 @@ async fn wait_acked_reports_a_reset() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         peer::reset(s);
     });
-    let err = c.wait_acked(Duration::from_secs(10)).await.expect_err("reset");
+    let err = c
+        .wait_acked(Duration::from_secs(10))
+        .await
+        .expect_err("reset");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     reset.await.unwrap();
 }

@@ -28,9 +28,16 @@ async fn peer_that_never_closes_times_out_near_the_deadline() {
         .await
         .expect_err("no EOF from the peer");
     let took = t.elapsed();
-    assert_eq!(err.kind(), CloseErrorKind::TimedOut(ClosePhase::Drain), "{err}");
+    assert_eq!(
+        err.kind(),
+        CloseErrorKind::TimedOut(ClosePhase::Drain),
+        "{err}"
+    );
     assert_eq!(err.phase(), ClosePhase::Drain);
-    assert!(took >= Duration::from_millis(790) && took < Duration::from_millis(1500), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(790) && took < Duration::from_millis(1500),
+        "{took:?}"
+    );
     // Our data and FIN were acknowledged even though the peer never closed.
     assert_eq!(err.report().unacked_bytes(), Some(0));
     assert!(!err.report().peer_eof());
@@ -51,7 +58,11 @@ async fn peer_that_never_closes_is_ok_without_requiring_eof() {
     let opts = CloseOptions::new(Duration::from_secs(10)).require_peer_eof(false);
     let r = c.graceful_close_with(opts).await.expect("ACK confirmed");
     assert!(r.acked() && !r.peer_eof());
-    assert!(r.elapsed() < Duration::from_millis(500), "{:?}", r.elapsed());
+    assert!(
+        r.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        r.elapsed()
+    );
     assert_eq!(peer::within(10, keep).await.unwrap(), (100_000, End::Eof));
 }
 
@@ -63,7 +74,11 @@ async fn peer_that_never_reads_times_out_waiting_for_ack() {
     assert!(queued > 0);
     let opts = CloseOptions::new(Duration::from_millis(600)).require_peer_eof(false);
     let err = c.graceful_close_with(opts).await.expect_err("never acked");
-    assert_eq!(err.kind(), CloseErrorKind::TimedOut(ClosePhase::AckWait), "{err}");
+    assert_eq!(
+        err.kind(),
+        CloseErrorKind::TimedOut(ClosePhase::AckWait),
+        "{err}"
+    );
     let unacked = err.report().unacked_bytes().unwrap();
     assert!(unacked > 0, "bytes outstanding at the deadline");
     assert!(!err.report().aborted());
@@ -122,7 +137,11 @@ async fn flooding_peer_is_bounded_by_the_deadline() {
         .on_timeout(OnTimeout::Abort);
     let t = Instant::now();
     let err = c.graceful_close_with(opts).await.expect_err("flood");
-    assert_eq!(err.kind(), CloseErrorKind::TimedOut(ClosePhase::Drain), "{err}");
+    assert_eq!(
+        err.kind(),
+        CloseErrorKind::TimedOut(ClosePhase::Drain),
+        "{err}"
+    );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(err.report().drained_bytes() > 1 << 20, "it kept draining");
     assert!(err.report().aborted());
@@ -147,7 +166,10 @@ async fn idle_peer_hits_the_idle_timeout() {
     assert_eq!(err.kind(), CloseErrorKind::IdleTimeout, "{err}");
     let e = err.report().elapsed();
     // Three chunks 100 ms apart restart the idle timer: ~200 ms + 400 ms.
-    assert!(e >= Duration::from_millis(550) && e < Duration::from_secs(2), "{e:?}");
+    assert!(
+        e >= Duration::from_millis(550) && e < Duration::from_secs(2),
+        "{e:?}"
+    );
     assert_eq!(err.report().drained_bytes(), 12);
     trickle.abort();
 }
@@ -167,7 +189,11 @@ async fn peer_reset_mid_transfer_is_reported_promptly() {
     peer::reset(s);
     let err = peer::within(5, closing).await.unwrap().expect_err("reset");
     assert_eq!(err.kind(), CloseErrorKind::PeerReset, "{err}");
-    assert!(err.report().elapsed() < Duration::from_secs(2), "{:?}", err.report().elapsed());
+    assert!(
+        err.report().elapsed() < Duration::from_secs(2),
+        "{:?}",
+        err.report().elapsed()
+    );
     let io: std::io::Error = err.into();
     assert_eq!(io.kind(), std::io::ErrorKind::ConnectionReset);
 }
@@ -205,7 +231,11 @@ async fn peer_already_closed_before_we_start() {
     let r = c.graceful_close(Duration::from_secs(5)).await.expect("ok");
     assert!(r.peer_eof() && r.acked());
     assert_eq!(r.drained_bytes(), 0);
-    assert!(r.elapsed() < Duration::from_millis(200), "{:?}", r.elapsed());
+    assert!(
+        r.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        r.elapsed()
+    );
 }
 
 /// The peer reset before we started: the error comes at once.
@@ -215,7 +245,10 @@ async fn peer_already_reset_before_we_start() {
     peer::reset(s);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t = Instant::now();
-    let err = c.graceful_close(Duration::from_secs(5)).await.expect_err("reset");
+    let err = c
+        .graceful_close(Duration::from_secs(5))
+        .await
+        .expect_err("reset");
     assert_eq!(err.kind(), CloseErrorKind::PeerReset, "{err}");
     assert!(t.elapsed() < Duration::from_millis(500));
 }
@@ -237,8 +270,8 @@ async fn peer_reset_after_reading_everything_reports_acked() {
     c.write_all(&[3u8; 50_000]).await.unwrap();
     let server = tokio::spawn(async move {
         let r = peer::read_to_end(&mut s).await; // our FIN arrives: all was read
-        // Let the peer's kernel send its (possibly delayed, <= 200 ms) ACK: an RST's own
-        // ACK field does not advance our snd_una, so without it nothing would be proven.
+                                                 // Let the peer's kernel send its (possibly delayed, <= 200 ms) ACK: an RST's own
+                                                 // ACK field does not advance our snd_una, so without it nothing would be proven.
         tokio::time::sleep(Duration::from_millis(300)).await;
         peer::reset(s);
         r
@@ -278,5 +311,8 @@ async fn ipv6_loopback() {
     c.write_all(&vec![b'6'; 1_000_000]).await.unwrap();
     let r = c.graceful_close(Duration::from_secs(5)).await.expect("ok");
     assert!(r.acked() && r.peer_eof());
-    assert_eq!(peer::within(5, server).await.unwrap(), (1_000_000, End::Eof));
+    assert_eq!(
+        peer::within(5, server).await.unwrap(),
+        (1_000_000, End::Eof)
+    );
 }

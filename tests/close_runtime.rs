@@ -69,11 +69,18 @@ fn current_thread_runtime_keeps_ticking_while_closes_wait() {
         }
         (ticker.await.unwrap(), results)
     });
-    assert!(max_gap < Duration::from_millis(50), "runtime stalled for {max_gap:?}");
+    assert!(
+        max_gap < Duration::from_millis(50),
+        "runtime stalled for {max_gap:?}"
+    );
     for r in &results {
         let r = r.as_ref().expect("every slow peer eventually closes");
         assert!(r.acked() && r.peer_eof());
-        assert!(r.elapsed() >= Duration::from_millis(500), "{:?}", r.elapsed());
+        assert!(
+            r.elapsed() >= Duration::from_millis(500),
+            "{:?}",
+            r.elapsed()
+        );
     }
     let ends = peers_rt.block_on(peers).unwrap();
     assert!(ends.iter().all(|e| *e == (20_000, peer::End::Eof)));
@@ -94,8 +101,14 @@ async fn dropping_the_close_midway_never_blocks() {
     // Runs the close for 100 ms, then drops it.
     let r = tokio::time::timeout(Duration::from_millis(100), close).await;
     let took = t.elapsed();
-    assert!(r.is_err(), "the close cannot finish against a non-reading peer");
-    assert!(took < Duration::from_millis(1000), "cancel blocked for {took:?}");
+    assert!(
+        r.is_err(),
+        "the close cannot finish against a non-reading peer"
+    );
+    assert!(
+        took < Duration::from_millis(1000),
+        "cancel blocked for {took:?}"
+    );
     // The socket really is closed: the peer reads what arrived, then our FIN.
     let (n, end) = peer::within(20, peer::read_to_end(&mut s)).await;
     assert_eq!(end, peer::End::Eof);
@@ -116,6 +129,10 @@ async fn timed_out_close_with_app_linger_never_blocks() {
         .await
         .expect_err("never acked");
     assert!(err.kind().is_timeout());
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     drop(s);
 }

@@ -25,7 +25,11 @@ async fn one_run() {
         .await
         .expect("graceful close confirms delivery");
     let (n, end) = peer::within(10, server).await.unwrap();
-    assert_eq!((n, end), (BYTES, End::Eof), "the peer got everything, then EOF");
+    assert_eq!(
+        (n, end),
+        (BYTES, End::Eof),
+        "the peer got everything, then EOF"
+    );
     assert!(report.acked() && report.peer_eof());
     assert_eq!(report.unacked_bytes(), Some(0));
     assert_eq!(report.drained_bytes(), GREETING.len() as u64);
@@ -73,6 +77,10 @@ async fn unix_peer_closing_without_reading_is_a_reset() {
         .graceful_close(Duration::from_secs(5))
         .await
         .expect_err("unread data on the peer is not a delivery");
-    assert_eq!(err.kind(), tokio_graceful_close::CloseErrorKind::PeerReset, "{err}");
+    assert_eq!(
+        err.kind(),
+        tokio_graceful_close::CloseErrorKind::PeerReset,
+        "{err}"
+    );
     assert!(err.report().elapsed() < Duration::from_secs(1));
 }

@@ -20,7 +20,10 @@ async fn deadline_fires_exactly_on_time() {
         .expect_err("silent peer");
     assert_eq!(err.kind(), CloseErrorKind::TimedOut(ClosePhase::Drain));
     let e = err.report().elapsed();
-    assert!(e >= Duration::from_secs(10) && e < Duration::from_millis(10_050), "{e:?}");
+    assert!(
+        e >= Duration::from_secs(10) && e < Duration::from_millis(10_050),
+        "{e:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -30,7 +33,10 @@ async fn idle_timeout_fires_before_the_deadline() {
     let err = c.graceful_close_with(opts).await.expect_err("silent peer");
     assert_eq!(err.kind(), CloseErrorKind::IdleTimeout);
     let e = err.report().elapsed();
-    assert!(e >= Duration::from_secs(2) && e < Duration::from_millis(2_050), "{e:?}");
+    assert!(
+        e >= Duration::from_secs(2) && e < Duration::from_millis(2_050),
+        "{e:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -51,16 +57,22 @@ async fn extreme_options_do_not_panic() {
         .user_timeout(Duration::MAX)
         .drain_limit(0);
     assert_eq!(opts.get_poll_interval(), CloseOptions::MIN_POLL_INTERVAL);
-    let r = peer::within(5, c.graceful_close_with(opts)).await.expect("peer closed");
+    let r = peer::within(5, c.graceful_close_with(opts))
+        .await
+        .expect("peer closed");
     assert!(r.peer_eof() && r.acked());
 }
 
 #[tokio::test]
 async fn drain_limit_zero_rejects_any_data() {
     let (c, mut s) = peer::pair().await;
-    tokio::io::AsyncWriteExt::write_all(&mut s, b"x").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"x")
+        .await
+        .unwrap();
     let opts = CloseOptions::new(Duration::from_secs(5)).drain_limit(0);
-    let err = peer::within(5, c.graceful_close_with(opts)).await.expect_err("1 > 0");
+    let err = peer::within(5, c.graceful_close_with(opts))
+        .await
+        .expect_err("1 > 0");
     assert_eq!(err.kind(), CloseErrorKind::DrainLimit);
     assert_eq!(err.report().drained_bytes(), 1);
 }
