@@ -47,6 +47,8 @@
 mod error;
 mod ext;
 mod future;
+mod integrations;
+mod io;
 mod machine;
 mod options;
 mod report;
@@ -55,5 +57,15 @@ mod sys;
 pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 pub use crate::ext::AsyncGracefulClose;
 pub use crate::future::{GracefulClose, WaitAcked};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use crate::integrations::axum::{AddConnectInfo, GracefulConnectInfo, GracefulListener};
+#[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
+pub use crate::integrations::hyper::GracefulServeExt;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, GracefulConnect};
+pub use crate::io::GracefulIo;
 pub use crate::options::{CloseOptions, OnTimeout};
 pub use crate::report::CloseReport;

@@ -1,0 +1,222 @@
+//! `axum::serve` with graceful closes: [`GracefulListener`].
+//!
+//! `axum::serve` hands every accepted stream to hyper, which calls `poll_shutdown` when
+//! a connection ends cleanly and drops the stream on its error paths. A listener whose
+//! `Io` is a [`GracefulIo`] turns both into a graceful close, so an early answer (413,
+//! 401, 503) to a client still uploading is delivered whole instead of being destroyed
+//! by the RST of a close with unread data.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::{ready, Future, Ready};
+use std::task::{Context, Poll};
+
+use ::axum::extract::ConnectInfo;
+use ::axum::http::Request;
+use ::axum::serve::{IncomingStream, Listener};
+use tower::Service;
+
+use crate::io::OnClose;
+use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, GracefulIo};
+
+/// An [`axum::serve::Listener`](::axum::serve::Listener) whose connections close
+/// gracefully: its `Io` is a [`GracefulIo`] around the inner listener's stream.
+///
+/// The address type is unchanged. `axum::serve` then needs no other change:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tokio_graceful_close::{CloseOptions, GracefulListener};
+///
+/// # async fn dox() -> std::io::Result<()> {
+/// let app = Router::new().route("/", get(|| async { "hello" }));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let opts = CloseOptions::new(Duration::from_secs(10)).idle_timeout(Duration::from_secs(2));
+/// axum::serve(GracefulListener::new(listener, opts), app).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # `ConnectInfo`
+///
+/// axum implements `Connected` only for its own listeners, and the orphan rule keeps
+/// other crates from adding `SocketAddr: Connected<IncomingStream<'_, GracefulListener<_>>>`.
+/// Wrap the router in [`GracefulConnectInfo`] instead of calling
+/// `into_make_service_with_connect_info`; handlers keep extracting
+/// `ConnectInfo<SocketAddr>` (or the inner listener's `Addr`):
+///
+/// ```no_run
+/// # use std::{net::SocketAddr, time::Duration};
+/// # use axum::{extract::ConnectInfo, routing::get, Router};
+/// # use tokio_graceful_close::{CloseOptions, GracefulConnectInfo, GracefulListener};
+/// # async fn dox() -> std::io::Result<()> {
+/// let app = Router::new().route(
+///     "/",
+///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+/// );
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let listener = GracefulListener::new(listener, CloseOptions::new(Duration::from_secs(10)));
+/// axum::serve(listener, GracefulConnectInfo::new(app)).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Graceful shutdown
+///
+/// With `with_graceful_shutdown`, axum waits for every connection to end, and so for
+/// their graceful closes: bound them with the [`CloseOptions`] deadline.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub struct GracefulListener<L> {
+    inner: L,
+    options: CloseOptions,
+    on_close: Option<OnClose>,
+}
+
+// ===== impl GracefulListener =====
+
+impl<L> GracefulListener<L> {
+    /// Wraps `listener`: every connection it accepts closes gracefully with `options`.
+    pub fn new(listener: L, options: CloseOptions) -> Self {
+        GracefulListener {
+            inner: listener,
+            options,
+            on_close: None,
+        }
+    }
+
+    /// Calls `f` with the outcome of every connection's close, to count them; see
+    /// [`GracefulIo::on_close`].
+    pub fn on_close<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
+    {
+        self.on_close = Some(OnClose::new(f));
+        self
+    }
+
+    /// The options every connection closes with.
+    pub fn options(&self) -> &CloseOptions {
+        &self.options
+    }
+
+    /// Gets a reference to the inner listener.
+    pub fn get_ref(&self) -> &L {
+        &self.inner
+    }
+
+    /// Gets a mutable reference to the inner listener.
+    pub fn get_mut(&mut self) -> &mut L {
+        &mut self.inner
+    }
+
+    /// Gives the inner listener back.
+    pub fn into_inner(self) -> L {
+        self.inner
+    }
+}
+
+impl<L> Listener for GracefulListener<L>
+where
+    L: Listener,
+    L::Io: AsyncGracefulClose,
+{
+    type Io = GracefulIo<L::Io>;
+    type Addr = L::Addr;
+
+    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
+        let options = self.options.clone();
+        let on_close = self.on_close.clone();
+        let accept = self.inner.accept();
+        async move {
+            let (io, addr) = accept.await;
+            (GracefulIo::with_callback(io, options, on_close), addr)
+        }
+    }
+
+    fn local_addr(&self) -> tokio::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+impl<L: fmt::Debug> fmt::Debug for GracefulListener<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GracefulListener")
+            .field("inner", &self.inner)
+            .field("options", &self.options)
+            .field("on_close", &self.on_close.is_some())
+            .finish()
+    }
+}
+
+// ===== impl GracefulConnectInfo =====
+
+/// Serves a router behind a [`GracefulListener`] with [`ConnectInfo`] for every request,
+/// as `Router::into_make_service_with_connect_info` does for axum's own listeners.
+///
+/// It is the "make service" given to `axum::serve`: per connection it returns an
+/// [`AddConnectInfo`] that inserts `ConnectInfo(remote_addr)` into each request.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[derive(Debug, Clone)]
+pub struct GracefulConnectInfo<S> {
+    inner: S,
+}
+
+impl<S> GracefulConnectInfo<S> {
+    /// Wraps the service (usually an `axum::Router`).
+    pub const fn new(inner: S) -> Self {
+        GracefulConnectInfo { inner }
+    }
+}
+
+impl<'a, L, S> Service<IncomingStream<'a, GracefulListener<L>>> for GracefulConnectInfo<S>
+where
+    L: Listener,
+    L::Io: AsyncGracefulClose,
+    L::Addr: Clone + Send + Sync + 'static,
+    S: Clone,
+{
+    type Response = AddConnectInfo<S, L::Addr>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'a, GracefulListener<L>>) -> Self::Future {
+        ready(Ok(AddConnectInfo {
+            inner: self.inner.clone(),
+            addr: stream.remote_addr().clone(),
+        }))
+    }
+}
+
+/// The per-connection service of [`GracefulConnectInfo`]: inserts
+/// [`ConnectInfo`]`(addr)` into every request's extensions.
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+#[derive(Debug, Clone)]
+pub struct AddConnectInfo<S, A> {
+    inner: S,
+    addr: A,
+}
+
+impl<S, A, B> Service<Request<B>> for AddConnectInfo<S, A>
+where
+    S: Service<Request<B>>,
+    A: Clone + Send + Sync + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.addr.clone()));
+        self.inner.call(req)
+    }
+}

@@ -1,0 +1,15 @@
+//! Adapters for the HTTP ecosystem, one per file, each behind its feature.
+//!
+//! | feature | type | wraps | for |
+//! |---|---|---|---|
+//! | (none) | [`GracefulIo`](crate::GracefulIo) | a `TcpStream` / `UnixStream` | any Tokio I/O user |
+//! | `axum` | [`GracefulListener`](crate::GracefulListener) | an `axum::serve::Listener` | `axum::serve` |
+//! | `tower` | [`GracefulCloseLayer`](crate::GracefulCloseLayer) | a connector or a connection service | hyper-util's client, tower servers |
+//! | `hyper` | [`GracefulServeExt`](crate::GracefulServeExt) | `http1::Builder` | hyper's own servers |
+
+#[cfg(feature = "axum")]
+pub(crate) mod axum;
+#[cfg(feature = "hyper")]
+pub(crate) mod hyper;
+#[cfg(feature = "tower")]
+pub(crate) mod tower;

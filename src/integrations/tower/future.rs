@@ -1,0 +1,61 @@
+//! Future types
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
+
+use crate::io::OnClose;
+use crate::{AsyncGracefulClose, CloseOptions, GracefulIo};
+
+pin_project! {
+    /// Response future of [`GracefulCloseService`](crate::GracefulCloseService) used as
+    /// a connector: the inner connector's future, with its connection wrapped in a
+    /// [`GracefulIo`].
+    #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct GracefulConnect<F> {
+        #[pin]
+        inner: F,
+        options: Arc<CloseOptions>,
+        on_close: Option<OnClose>,
+    }
+}
+
+impl<F> GracefulConnect<F> {
+    pub(super) fn new(inner: F, options: Arc<CloseOptions>, on_close: Option<OnClose>) -> Self {
+        GracefulConnect {
+            inner,
+            options,
+            on_close,
+        }
+    }
+}
+
+impl<F, S, E> Future for GracefulConnect<F>
+where
+    F: Future<Output = Result<TokioIo<S>, E>>,
+    S: AsyncGracefulClose + Send + 'static,
+{
+    type Output = Result<TokioIo<GracefulIo<S>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let io = ready!(this.inner.poll(cx))?.into_inner();
+        let options = CloseOptions::clone(this.options);
+        let io = GracefulIo::with_callback(io, options, this.on_close.clone());
+        Poll::Ready(Ok(TokioIo::new(io)))
+    }
+}
+
+impl<F> fmt::Debug for GracefulConnect<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GracefulConnect")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,76 @@
+use std::fmt;
+use std::sync::Arc;
+
+use tower::Layer;
+
+use super::GracefulCloseService;
+use crate::io::OnClose;
+use crate::{CloseError, CloseOptions, CloseReport};
+
+/// Makes every connection of a connector, or of a connection service, a
+/// [`GracefulIo`](crate::GracefulIo); see [`GracefulCloseService`] for both uses.
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio_graceful_close::{CloseOptions, GracefulCloseLayer};
+///
+/// let layer = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(5)))
+///     .on_close(|res| {
+///         if let Err(e) = res {
+///             eprintln!("{e}");
+///         }
+///     });
+/// # let _ = layer;
+/// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+#[derive(Clone)]
+pub struct GracefulCloseLayer {
+    pub(super) options: Arc<CloseOptions>,
+    pub(super) on_close: Option<OnClose>,
+}
+
+impl GracefulCloseLayer {
+    /// Connections made or served through the layer close gracefully with `options`.
+    pub fn new(options: CloseOptions) -> Self {
+        GracefulCloseLayer {
+            options: Arc::new(options),
+            on_close: None,
+        }
+    }
+
+    /// Calls `f` with the outcome of every connection's close; see
+    /// [`GracefulIo::on_close`](crate::GracefulIo::on_close).
+    pub fn on_close<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
+    {
+        self.on_close = Some(OnClose::new(f));
+        self
+    }
+
+    /// The options every connection closes with.
+    pub fn options(&self) -> &CloseOptions {
+        &self.options
+    }
+}
+
+impl<S> Layer<S> for GracefulCloseLayer {
+    type Service = GracefulCloseService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GracefulCloseService {
+            inner,
+            options: self.options.clone(),
+            on_close: self.on_close.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for GracefulCloseLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GracefulCloseLayer")
+            .field("options", &self.options)
+            .field("on_close", &self.on_close.is_some())
+            .finish()
+    }
+}

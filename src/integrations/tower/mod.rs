@@ -1,0 +1,184 @@
+//! A tower layer that makes connections close gracefully: [`GracefulCloseLayer`].
+//!
+//! The same layer serves both ends:
+//!
+//! - around a **connector** (`Service<Uri>`, such as hyper-util's `HttpConnector`,
+//!   whose connections are `TokioIo<TcpStream>`), every connection it makes becomes a
+//!   `TokioIo<GracefulIo<TcpStream>>`: when hyper-util's pool drops an idle or broken
+//!   connection, it is closed gracefully in the background;
+//! - around a **connection service** (`Service<TcpStream>` or `Service<UnixStream>`,
+//!   the function a server calls with each accepted stream), the service receives a
+//!   [`GracefulIo`] instead of the bare stream.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use tower::Service;
+
+use crate::io::OnClose;
+use crate::{AsyncGracefulClose, CloseOptions, GracefulIo};
+
+pub(crate) mod future;
+mod layer;
+
+pub use self::future::GracefulConnect;
+pub use self::layer::GracefulCloseLayer;
+
+/// The service made by [`GracefulCloseLayer`].
+///
+/// # Around a connector
+///
+/// As a `Service<Uri>` it wraps the connection each connect returns:
+///
+/// ```
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http_body_util::Empty;
+/// use hyper_util::client::legacy::{connect::HttpConnector, Client};
+/// use hyper_util::rt::TokioExecutor;
+/// use tokio_graceful_close::{CloseOptions, GracefulCloseLayer};
+/// use tower::Layer;
+///
+/// # fn dox() {
+/// let connector = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(5)))
+///     .layer(HttpConnector::new());
+/// let client: Client<_, Empty<Bytes>> =
+///     Client::builder(TokioExecutor::new()).build(connector);
+/// # let _ = client;
+/// # }
+/// ```
+///
+/// # Around a connection service
+///
+/// As a `Service<S>` for an accepted stream `S` (`TcpStream`, `UnixStream`) it calls
+/// the inner service with a [`GracefulIo<S>`](GracefulIo):
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+/// use tokio::net::TcpStream;
+/// use tokio_graceful_close::{CloseOptions, GracefulCloseLayer, GracefulIo};
+/// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+///
+/// # async fn dox(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// let mut svc = ServiceBuilder::new()
+///     .layer(GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(5))))
+///     .service(service_fn(|mut io: GracefulIo<TcpStream>| async move {
+///         io.write_all(b"bye\n").await?;
+///         io.shutdown().await // the graceful close
+///     }));
+/// let (stream, _) = listener.accept().await?;
+/// svc.ready().await?.call(stream).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+#[derive(Clone)]
+pub struct GracefulCloseService<S> {
+    inner: S,
+    options: Arc<CloseOptions>,
+    on_close: Option<OnClose>,
+}
+
+// ===== impl GracefulCloseService =====
+
+impl<S> GracefulCloseService<S> {
+    /// Wraps `inner`; its connections close gracefully with `options`.
+    pub fn new(inner: S, options: CloseOptions) -> Self {
+        GracefulCloseService {
+            inner,
+            options: Arc::new(options),
+            on_close: None,
+        }
+    }
+
+    /// Gets a reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Gets a mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Gives the inner service back.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    fn wrap<T: AsyncGracefulClose + Send + 'static>(&self, stream: T) -> GracefulIo<T> {
+        GracefulIo::with_callback(
+            stream,
+            CloseOptions::clone(&self.options),
+            self.on_close.clone(),
+        )
+    }
+}
+
+/// Around a connector: every connection becomes a `TokioIo<GracefulIo<_>>`.
+impl<C, T> Service<Uri> for GracefulCloseService<C>
+where
+    C: Service<Uri, Response = TokioIo<T>>,
+    T: AsyncGracefulClose + Send + 'static,
+{
+    type Response = TokioIo<GracefulIo<T>>;
+    type Error = C::Error;
+    type Future = GracefulConnect<C::Future>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let fut = self.inner.call(dst);
+        GracefulConnect::new(fut, self.options.clone(), self.on_close.clone())
+    }
+}
+
+/// Around a connection service: it is called with a [`GracefulIo`].
+impl<Svc, T> Service<T> for GracefulCloseService<Svc>
+where
+    Svc: Service<GracefulIo<T>>,
+    T: AsyncGracefulClose + Send + 'static,
+{
+    type Response = Svc::Response;
+    type Error = Svc::Error;
+    type Future = Svc::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, stream: T) -> Self::Future {
+        let io = self.wrap(stream);
+        self.inner.call(io)
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for GracefulCloseService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GracefulCloseService")
+            .field("inner", &self.inner)
+            .field("options", &self.options)
+            .field("on_close", &self.on_close.is_some())
+            .finish()
+    }
+}
+
+/// hyper-util's client reads the connection's metadata through the wrapper.
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+impl<S> Connection for GracefulIo<S>
+where
+    S: AsyncGracefulClose + Connection + Send + 'static,
+{
+    fn connected(&self) -> Connected {
+        self.get_ref().connected()
+    }
+}
