@@ -32,6 +32,10 @@
 //! [`AsyncGracefulClose::unacked_bytes`] and [`AsyncGracefulClose::wait_acked`] (a
 //! delivery barrier without closing).
 //!
+//! Nagle control: [`Corked`] (`TCP_CORK` while a message is assembled, the tail sent on
+//! `flush`) and [`write_corked`] (a header and a body as one segment); its docs say when
+//! to use the cork, `TCP_NODELAY` or neither.
+//!
 //! # Platforms
 //!
 //! | | half-close + drain | drain without copying | ACK confirmed | event-driven |
@@ -44,6 +48,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
+mod cork;
 mod error;
 mod ext;
 mod future;
@@ -54,6 +59,7 @@ mod options;
 mod report;
 mod sys;
 
+pub use crate::cork::{write_corked, CorkExt, Corked, WriteCorked};
 pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 pub use crate::ext::AsyncGracefulClose;
 pub use crate::future::{GracefulClose, WaitAcked};

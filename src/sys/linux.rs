@@ -101,3 +101,24 @@ pub(crate) fn set_user_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Res
     let max = Duration::from_millis(i32::MAX as u64);
     socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout.min(max)))
 }
+
+/// `setsockopt(IPPROTO_TCP, TCP_CORK)`: while set, the kernel sends only full-sized
+/// segments and holds a partial tail; clearing it hands the tail to the normal send
+/// path at once (tcp(7)). Linux releases a cork by itself after 200 ms.
+///
+/// Takes a raw descriptor because `Corked` uncorks from a field dropped just before the
+/// stream it wraps. No memory is at stake: a descriptor that is no longer open only
+/// makes the call fail with `EBADF`.
+pub(crate) fn set_cork(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
+    let value = libc::c_int::from(on);
+    // Safety: `value` is a live `c_int` for the whole call and its exact size is passed;
+    // the kernel only reads it.
+    syscall!(setsockopt(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_CORK,
+        std::ptr::from_ref(&value).cast(),
+        mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! Nagle bench (being written).
+fn main() {}
