@@ -107,7 +107,7 @@ pin_project! {
     ///
     /// Wraps any `S: AsFd + AsyncWrite`: an owned [`TcpStream`](tokio::net::TcpStream),
     /// a `&mut TcpStream`, or another adapter that exposes its socket through [`AsFd`],
-    /// such as this crate's `GracefulIo`. Reads are forwarded unchanged.
+    /// such as [`GracefulIo`](crate::GracefulIo). Reads are forwarded unchanged.
     ///
     /// # Notes
     ///

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio_graceful_close::{write_corked, AsyncGracefulClose, CorkExt, Corked};
+use tokio_graceful_close::{
+    write_corked, AsyncGracefulClose, CloseOptions, CorkExt, Corked, GracefulIo,
+};
 
 const HEADER: &[u8] = b"LEN 0011\r\n";
 const BODY: &[u8] = b"hello world";
@@ -480,6 +482,50 @@ async fn shutdown_pushes_a_corked_tail() {
         let report = within("graceful close", close).await.unwrap().unwrap();
         assert!(report.acked());
         assert!(took < PROMPT, "tail and FIN took {took:?}");
+        true
+    })
+    .await;
+}
+
+/// Composition: `Corked` over `GracefulIo`. `Corked::poll_shutdown` uncorks, then
+/// `GracefulIo`'s shutdown runs the graceful close: the held tail reaches the peer in
+/// full before its EOF, and the close completes once the peer closes too.
+#[tokio::test]
+async fn corked_over_graceful_io_sends_tail_before_graceful_close() {
+    conclusive("GracefulIo", || async {
+        let (client, mut server) = pair().await;
+        let start = Instant::now();
+        let mut corked = GracefulIo::new(client, CloseOptions::new(WAIT))
+            .corked()
+            .unwrap();
+        corked.write_all(HEADER).await.unwrap();
+        corked.write_all(BODY).await.unwrap();
+        let held = corked.get_ref().get_ref().unsent_bytes().unwrap();
+        if start.elapsed() > CORK_WINDOW {
+            return false;
+        }
+        assert_eq!(held, TOTAL, "held under the cork");
+
+        server.write_all(b"ping").await.unwrap();
+        let mut ping = [0; 4];
+        within("read through both", corked.read_exact(&mut ping))
+            .await
+            .unwrap();
+        assert_eq!(&ping, b"ping");
+
+        let close = tokio::spawn(async move {
+            let res = corked.shutdown().await;
+            (res, corked.is_corked())
+        });
+        assert_eq!(
+            read_to_eof(&mut server).await,
+            message(),
+            "whole tail, then EOF"
+        );
+        drop(server); // our EOF lets the graceful close finish its drain
+        let (res, still_corked) = within("graceful shutdown", close).await.unwrap();
+        res.unwrap();
+        assert!(!still_corked);
         true
     })
     .await;
