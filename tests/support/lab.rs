@@ -158,6 +158,12 @@ pub fn skip_reason() -> Option<String> {
     )
 }
 
+/// Prints `SKIP: <reason>` straight to the process's stderr, so that it shows even
+/// where the test harness captures `eprintln!` of passing tests.
+pub fn skip(reason: &str) {
+    let _ = writeln!(io::stderr(), "SKIP: {reason}");
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A running lab; dropping it deletes both namespaces (and the veth pair with them).
@@ -182,7 +188,7 @@ impl Lab {
     /// may be skipped (not root and not CI). Panics if it must be built and cannot.
     pub fn require(config: LabConfig) -> Option<Lab> {
         if let Some(reason) = skip_reason() {
-            eprintln!("SKIP: {reason}");
+            skip(&reason);
             return None;
         }
         match Lab::build(config) {
@@ -350,11 +356,21 @@ impl Lab {
     /// Black-holes the link (`true`): every packet arriving on either side is dropped,
     /// while both links stay up and both senders believe they sent. `false` lifts it.
     pub fn blackhole(&self, on: bool) -> io::Result<()> {
+        self.hole(on.then_some("drop"))
+    }
+
+    /// Makes the far host unreachable (`true`): every TCP segment arriving on either
+    /// side is answered with ICMP host-unreachable, as a router does for a host that is
+    /// gone, and dropped. `false` lifts it.
+    pub fn unreachable(&self, on: bool) -> io::Result<()> {
+        self.hole(on.then_some("ip protocol tcp reject with icmp type host-unreachable"))
+    }
+
+    fn hole(&self, verdict: Option<&str>) -> io::Result<()> {
         for side in [Side::A, Side::B] {
-            let rule = if on {
-                format!("add rule inet lab hole iifname \"{DEV}\" drop\n")
-            } else {
-                String::new()
+            let rule = match verdict {
+                Some(v) => format!("add rule inet lab hole iifname \"{DEV}\" {v}\n"),
+                None => String::new(),
             };
             let script = format!("{}flush chain inet lab hole\n{rule}", Self::TABLE);
             self.nft(side, &script)?;
