@@ -1,0 +1,255 @@
+//! `GracefulIo` on real loopback sockets: forwarding, the graceful `poll_shutdown`,
+//! the background close on drop, the plain close outside a runtime, `into_inner`.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_graceful_close::{CloseError, CloseOptions, CloseReport, GracefulIo};
+
+const T: Duration = Duration::from_secs(10);
+
+type Outcome = Result<CloseReport, String>;
+
+async fn pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (client.unwrap(), accepted.unwrap().0)
+}
+
+/// A `GracefulIo` whose outcomes go to the returned channel.
+fn wrap(
+    stream: TcpStream,
+    opts: CloseOptions,
+) -> (GracefulIo<TcpStream>, mpsc::UnboundedReceiver<Outcome>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let io =
+        GracefulIo::new(stream, opts).on_close(move |res: &Result<CloseReport, CloseError>| {
+            let _ = tx.send(res.as_ref().map(Clone::clone).map_err(ToString::to_string));
+        });
+    (io, rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<Outcome>) -> Outcome {
+    timeout(T, rx.recv())
+        .await
+        .expect("no close outcome reported")
+        .expect("callback dropped without reporting")
+}
+
+/// Nothing more arrives on `rx` within a short while.
+async fn no_more(rx: &mut mpsc::UnboundedReceiver<Outcome>) {
+    match timeout(Duration::from_millis(300), rx.recv()).await {
+        Err(_) | Ok(None) => {}
+        Ok(Some(o)) => panic!("unexpected second outcome: {o:?}"),
+    }
+}
+
+#[tokio::test]
+async fn forwards_reads_and_vectored_writes() {
+    let (a, mut b) = pair().await;
+    let (mut io, _rx) = wrap(a, CloseOptions::new(T));
+    assert_eq!(io.is_write_vectored(), io.get_ref().is_write_vectored());
+    assert!(io.is_write_vectored(), "TcpStream writes vectored");
+    let bufs = [
+        IoSlice::new(b"hello "),
+        IoSlice::new(b"vectored "),
+        IoSlice::new(b"world"),
+    ];
+    // One call, one writev: all 20 bytes fit an empty loopback socket.
+    let n = timeout(T, io.write_vectored(&bufs)).await.unwrap().unwrap();
+    assert_eq!(n, 20, "the slices were written together");
+    io.flush().await.unwrap();
+    let mut got = [0u8; 20];
+    timeout(T, b.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(&got, b"hello vectored world");
+
+    b.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    timeout(T, io.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(&got, b"ping");
+
+    assert_eq!(io.as_raw_fd(), io.get_ref().as_raw_fd());
+    assert_eq!(io.as_fd().as_raw_fd(), io.get_mut().as_raw_fd());
+}
+
+#[tokio::test]
+async fn shutdown_is_the_graceful_close() {
+    let (a, mut b) = pair().await;
+    let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
+    // The peer sends a request we never read: a plain close would reset.
+    b.write_all(&vec![b'r'; 100_000]).await.unwrap();
+    let answer = vec![b'a'; 2_000_000];
+    let peer = tokio::spawn(async move {
+        let mut got = Vec::new();
+        tokio::time::sleep(Duration::from_millis(100)).await; // still in flight at close
+        b.read_to_end(&mut got).await.map(|_| got)
+    });
+    io.write_all(&answer).await.unwrap();
+    timeout(T, io.shutdown())
+        .await
+        .expect("shutdown hung")
+        .expect("delivery confirmed");
+    let got = timeout(T, peer).await.unwrap().unwrap().unwrap();
+    assert_eq!(got.len(), answer.len(), "the peer got every byte");
+    let report = next(&mut rx).await.expect("the callback sees the success");
+    assert!(report.acked() && report.peer_eof(), "{report:?}");
+    assert!(report.drained_bytes() >= 1, "{report:?}");
+    // A second shutdown returns the same outcome; the callback is not called again.
+    io.shutdown().await.unwrap();
+    drop(io);
+    no_more(&mut rx).await;
+}
+
+#[tokio::test]
+async fn failed_close_is_an_io_error_with_the_close_error_inside() {
+    let (a, b) = pair().await;
+    let opts = CloseOptions::new(Duration::from_millis(200));
+    let (mut io, mut rx) = wrap(a, opts);
+    // The peer never closes its side: the deadline ends the close.
+    let err = timeout(T, io.shutdown()).await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<CloseError>());
+    assert!(inner.is_some(), "the CloseError is inside: {err:?}");
+    let msg = next(&mut rx).await.unwrap_err();
+    assert!(msg.contains("timed out"), "{msg}");
+    let again = io.shutdown().await.unwrap_err();
+    assert_eq!(again.kind(), io::ErrorKind::TimedOut);
+    drop(io);
+    no_more(&mut rx).await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_closes_gracefully_in_the_background() {
+    let (a, mut b) = pair().await;
+    let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
+    b.write_all(&vec![b'r'; 100_000]).await.unwrap(); // unread by us
+    let answer = vec![b'a'; 4_000_000];
+    io.write_all(&answer[..1_000_000]).await.unwrap();
+    let writer = tokio::spawn(async move {
+        io.write_all(&answer[1_000_000..]).await.unwrap();
+        drop(io); // no shutdown: the error path of a server
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut got = Vec::new();
+    timeout(T, b.read_to_end(&mut got))
+        .await
+        .expect("peer read hung")
+        .expect("no reset: the drop did not close plainly");
+    assert_eq!(got.len(), 4_000_000);
+    writer.await.unwrap();
+    drop(b);
+    let report = next(&mut rx).await.expect("background close confirmed");
+    assert!(report.acked() && report.peer_eof(), "{report:?}");
+    assert!(report.drained_bytes() >= 100_000, "{report:?}");
+    no_more(&mut rx).await;
+}
+
+#[tokio::test]
+async fn drop_after_a_started_shutdown_finishes_it_in_the_background() {
+    let (a, mut b) = pair().await;
+    let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
+    io.write_all(b"bye").await.unwrap();
+    // Start the close (it waits for the peer's EOF), then give up on it.
+    assert!(timeout(Duration::from_millis(100), io.shutdown())
+        .await
+        .is_err());
+    drop(io);
+    let mut got = Vec::new();
+    timeout(T, b.read_to_end(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, b"bye");
+    drop(b);
+    let report = next(&mut rx).await.expect("the started close completed");
+    assert!(report.acked() && report.peer_eof(), "{report:?}");
+    // Same close: the elapsed time counts from the first poll, before the drop.
+    assert!(report.elapsed() >= Duration::from_millis(100), "{report:?}");
+}
+
+#[test]
+fn drop_outside_a_runtime_closes_at_once_and_disarms_linger() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (io, b, mut rx) = rt.block_on(async {
+        let (a, b) = pair().await;
+        let (mut io, rx) = wrap(a, CloseOptions::new(T));
+        // Fill both buffers (the peer does not read) so that a lingering close would
+        // sleep, and ask for a 5 s linger.
+        let chunk = vec![0u8; 1 << 16];
+        loop {
+            match timeout(Duration::from_millis(200), io.write(&chunk)).await {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => panic!("{e}"),
+                Err(_) => break,
+            }
+        }
+        socket2::SockRef::from(io.get_ref())
+            .set_linger(Some(Duration::from_secs(5)))
+            .unwrap();
+        (io, b, rx)
+    });
+    let start = Instant::now();
+    drop(io); // no runtime entered here
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the drop blocked for {took:?}"
+    );
+    let msg = rx.try_recv().expect("reported at once").unwrap_err();
+    assert!(msg.contains("outside a Tokio runtime"), "{msg}");
+    let _guard = rt.enter();
+    drop(b);
+}
+
+#[tokio::test]
+async fn into_inner_gives_the_stream_back_open() {
+    let (a, mut b) = pair().await;
+    let (io, mut rx) = wrap(a, CloseOptions::new(T));
+    let mut a = io.into_inner();
+    a.write_all(b"still open").await.unwrap();
+    let mut got = [0u8; 10];
+    timeout(T, b.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(&got, b"still open");
+    b.write_all(b"yes").await.unwrap();
+    let mut got = [0u8; 3];
+    timeout(T, a.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(&got, b"yes");
+    no_more(&mut rx).await;
+}
+
+#[tokio::test]
+async fn unix_streams_close_gracefully_too() {
+    let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+    let seen = Arc::new(Mutex::new(None));
+    let seen2 = seen.clone();
+    let mut io = GracefulIo::new(a, CloseOptions::new(T)).on_close(move |res| {
+        *seen2.lock().unwrap() = Some(res.is_ok());
+    });
+    io.write_all(b"over unix").await.unwrap();
+    let peer = tokio::spawn(async move {
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.map(|_| got)
+    });
+    timeout(T, io.shutdown()).await.unwrap().unwrap();
+    assert_eq!(
+        timeout(T, peer).await.unwrap().unwrap().unwrap(),
+        b"over unix"
+    );
+    assert_eq!(*seen.lock().unwrap(), Some(true));
+}
+
+#[test]
+fn graceful_io_is_unpin_send_and_sync() {
+    fn check<T: Unpin + Send + Sync>() {}
+    check::<GracefulIo<TcpStream>>();
+    check::<GracefulIo<tokio::net::UnixStream>>();
+    // Nothing to pay until the close: the closer is boxed lazily.
+    assert!(std::mem::size_of::<GracefulIo<TcpStream>>() <= 160);
+    fn writer<W: AsyncWrite>() {}
+    writer::<GracefulIo<TcpStream>>();
+}
