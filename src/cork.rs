@@ -105,6 +105,11 @@ pin_project! {
     /// - [`into_inner`](Corked::into_inner) and dropping clear it too: nothing is ever
     ///   left held by this type.
     ///
+    /// To close gracefully, take the stream back with `into_inner` and call
+    /// [`graceful_close`](crate::AsyncGracefulClose::graceful_close) on it, or wrap a
+    /// [`GracefulIo`](crate::GracefulIo), whose shutdown `Corked` forwards after the
+    /// uncork. Either way every held byte reaches the peer before the FIN.
+    ///
     /// Wraps any `S: AsFd + AsyncWrite`: an owned [`TcpStream`](tokio::net::TcpStream),
     /// a `&mut TcpStream`, or another adapter that exposes its socket through [`AsFd`],
     /// such as [`GracefulIo`](crate::GracefulIo). Reads are forwarded unchanged.
@@ -156,6 +161,7 @@ impl<S: AsFd> Corked<S> {
     ///
     /// The error of `setsockopt`, e.g. `EOPNOTSUPP` for an `AF_UNIX` socket, or
     /// [`Unsupported`](io::ErrorKind::Unsupported) on systems without a cork option.
+    /// An owned stream is dropped with the error; wrap `&mut stream` to keep it.
     pub fn new(inner: S) -> io::Result<Self> {
         let mut cork = CorkState::new(inner.as_fd());
         cork.set(inner.as_fd(), true)?;

@@ -302,6 +302,22 @@ async fn write_corked_large_message_arrives_intact() {
 
 // ===== the cork is never left on =====
 
+/// Cancelling `write_corked` half-way (the peer does not read, so 64 MiB cannot fit in
+/// the socket buffers and the future is pending) clears the cork: what was written is
+/// not left held.
+#[tokio::test]
+async fn cancelled_write_corked_uncorks() {
+    let (mut client, _server) = pair().await;
+    let big = vec![7u8; 64 << 20];
+    let res = tokio::time::timeout(
+        Duration::from_millis(200),
+        write_corked(&mut client, &[HEADER, &big]),
+    )
+    .await;
+    assert!(res.is_err(), "64 MiB cannot fit in loopback socket buffers");
+    assert!(!socket2::SockRef::from(&client).tcp_cork().unwrap());
+}
+
 /// `flush` sends the tail at once and leaves the socket uncorked; the next write corks
 /// again; `into_inner` uncorks and sends that tail too. Reads pass through.
 /// `TCP_NODELAY` is on so that the second tail cannot be held by Nagle behind the
