@@ -157,6 +157,9 @@ pin_project! {
 impl<S: AsFd> Corked<S> {
     /// Sets `TCP_CORK` on the stream's socket and wraps it.
     ///
+    /// Whatever the option was before, the socket is left uncorked when the adapter is
+    /// done with it.
+    ///
     /// # Errors
     ///
     /// The error of `setsockopt`, e.g. `EOPNOTSUPP` for an `AF_UNIX` socket, or
@@ -168,8 +171,8 @@ impl<S: AsFd> Corked<S> {
         Ok(Corked { cork, inner })
     }
 
-    /// Whether the socket is corked right now: `true` from the first write after
-    /// construction or a flush, until the next flush or shutdown.
+    /// Whether this adapter has the socket corked: from construction, and again from
+    /// the first write after a flush, until the next flush, shutdown or `into_inner`.
     pub fn is_corked(&self) -> bool {
         self.cork.on
     }
@@ -182,7 +185,8 @@ impl<S: AsFd> Corked<S> {
     /// Gets a mutable reference to the wrapped stream.
     ///
     /// Writing through it bypasses nothing: the socket stays corked. Replacing the
-    /// stream is not supported; the cork was set on the original socket.
+    /// stream is not supported: the adapter would go on corking and uncorking the
+    /// descriptor of the socket it was given.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
@@ -210,6 +214,12 @@ impl<S: AsFd> Corked<S> {
 impl<S: AsFd> AsFd for Corked<S> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.as_fd()
+    }
+}
+
+impl<S: AsRawFd> AsRawFd for Corked<S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.as_raw_fd()
     }
 }
 
@@ -423,7 +433,10 @@ impl<S: AsFd + AsyncWrite + Unpin> Future for WriteCorked<'_, S> {
             }
         }
         if this.cork.on {
-            ready!(Pin::new(&mut *this.stream).poll_flush(cx))?;
+            if let Err(e) = ready!(Pin::new(&mut *this.stream).poll_flush(cx)) {
+                let _ = this.cork.uncork(this.stream.as_fd());
+                return Poll::Ready(Err(e));
+            }
             this.cork.uncork(this.stream.as_fd())?;
         }
         Poll::Ready(Ok(()))

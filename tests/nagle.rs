@@ -15,12 +15,15 @@
 //! connection when it does not hold; they never pass without asserting.
 #![cfg(any(target_os = "linux", target_os = "android"))]
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_graceful_close::{
     write_corked, AsyncGracefulClose, CloseOptions, CorkExt, Corked, GracefulIo,
@@ -298,6 +301,76 @@ async fn write_corked_large_message_arrives_intact() {
         .await
         .unwrap();
     assert!(within("reader", reader).await.unwrap(), "bytes differ");
+}
+
+/// A buffering adapter: keeps writes in user space and, on flush, hands them to the
+/// socket with one `write` per chunk.
+struct Chunked {
+    stream: TcpStream,
+    chunks: VecDeque<Vec<u8>>,
+}
+
+impl AsFd for Chunked {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+}
+
+impl AsyncWrite for Chunked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().chunks.push_back(buf.to_vec());
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        while let Some(chunk) = this.chunks.front_mut() {
+            let n = ready!(Pin::new(&mut this.stream).poll_write(cx, chunk))?;
+            chunk.drain(..n);
+            if chunk.is_empty() {
+                this.chunks.pop_front();
+            }
+        }
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_flush(cx))?;
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Over a stream that buffers in user space, `flush` must flush the inner stream while
+/// still corked and uncork only after: the two chunks it writes then leave as one
+/// segment. Uncorking first would send them as two (each its own `write`, the first
+/// sent at once on an idle connection).
+#[tokio::test]
+async fn corked_flushes_inner_buffers_before_uncorking() {
+    conclusive("buffered inner", || async {
+        let (client, mut server) = pair().await;
+        let before = data_segs(&client);
+        let start = Instant::now();
+        let inner = Chunked {
+            stream: client,
+            chunks: VecDeque::new(),
+        };
+        let mut corked = inner.corked().unwrap();
+        corked.write_all(HEADER).await.unwrap();
+        corked.write_all(BODY).await.unwrap();
+        within("flush", corked.flush()).await.unwrap();
+        if start.elapsed() > CORK_WINDOW {
+            return false;
+        }
+        let client = corked.into_inner().stream;
+        assert_eq!(read_n(&mut server, TOTAL).await, message());
+        assert_eq!(data_segs(&client) - before, 1);
+        true
+    })
+    .await;
 }
 
 // ===== the cork is never left on =====
