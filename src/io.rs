@@ -137,8 +137,8 @@ enum State {
 /// ```
 ///
 /// Pass it wherever a Tokio stream goes: `hyper_util::rt::TokioIo::new(io)` for hyper,
-/// or see [`GracefulListener`](crate::GracefulListener) (feature `axum`) and
-/// [`GracefulCloseLayer`](crate::GracefulCloseLayer) (feature `tower`).
+/// or see `GracefulListener` (feature `axum`), `GracefulServeExt` (feature `hyper`) and
+/// `GracefulCloseLayer` (feature `tower`).
 ///
 /// # Notes
 ///

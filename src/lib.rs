@@ -36,6 +36,19 @@
 //! `flush`) and [`write_corked`] (a header and a body as one segment); its docs say when
 //! to use the cork, `TCP_NODELAY` or neither.
 //!
+//! # HTTP servers and clients
+//!
+//! [`GracefulIo`] wraps a stream so that its `poll_shutdown` is the graceful close and
+//! its drop finishes one in the background; hyper, axum and tower users get it with a
+//! one-line change (all optional, the default build pulls none of these crates):
+//!
+//! | feature | one line |
+//! |---|---|
+//! | (none) | `TokioIo::new(GracefulIo::new(stream, opts))` |
+//! | `axum` | `axum::serve(GracefulListener::new(listener, opts), app)` |
+//! | `hyper` | `http1::Builder::new().serve_graceful(GracefulIo::new(stream, opts), svc)` |
+//! | `tower` | `GracefulCloseLayer::new(opts).layer(HttpConnector::new())` |
+//!
 //! # Platforms
 //!
 //! | | half-close + drain | drain without copying | ACK confirmed | event-driven |

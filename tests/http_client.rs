@@ -29,6 +29,13 @@ const T: Duration = Duration::from_secs(10);
 
 type Outcome = Result<CloseReport, String>;
 
+fn outcome_of(res: &Result<CloseReport, tokio_graceful_close::CloseError>) -> Outcome {
+    match res {
+        Ok(report) => Ok(report.clone()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
 }
@@ -53,7 +60,7 @@ async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
 
 fn layer(tx: mpsc::UnboundedSender<Outcome>) -> GracefulCloseLayer {
     GracefulCloseLayer::new(CloseOptions::new(T)).on_close(move |res| {
-        let _ = tx.send(res.as_ref().map(Clone::clone).map_err(ToString::to_string));
+        let _ = tx.send(outcome_of(res));
     })
 }
 

@@ -25,6 +25,13 @@ const BIG: usize = 2 << 20;
 
 type Outcome = Result<CloseReport, String>;
 
+fn outcome_of(res: &Result<CloseReport, tokio_graceful_close::CloseError>) -> Outcome {
+    match res {
+        Ok(report) => Ok(report.clone()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn big_body() -> Bytes {
     Bytes::from((0..BIG).map(|i| (i % 253) as u8).collect::<Vec<u8>>())
 }
@@ -70,7 +77,7 @@ async fn server(proto: Proto) -> Server {
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let io = GracefulIo::new(stream, CloseOptions::new(T)).on_close(move |res| {
-            let _ = out_tx.send(res.as_ref().map(Clone::clone).map_err(ToString::to_string));
+            let _ = out_tx.send(outcome_of(res));
         });
         let svc = service_fn(move |req| handle(req, ent_tx.clone()));
         let task = tokio::spawn(async move {

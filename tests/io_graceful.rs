@@ -16,6 +16,13 @@ const T: Duration = Duration::from_secs(10);
 
 type Outcome = Result<CloseReport, String>;
 
+fn outcome_of(res: &Result<CloseReport, tokio_graceful_close::CloseError>) -> Outcome {
+    match res {
+        Ok(report) => Ok(report.clone()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -31,7 +38,7 @@ fn wrap(
     let (tx, rx) = mpsc::unbounded_channel();
     let io =
         GracefulIo::new(stream, opts).on_close(move |res: &Result<CloseReport, CloseError>| {
-            let _ = tx.send(res.as_ref().map(Clone::clone).map_err(ToString::to_string));
+            let _ = tx.send(outcome_of(res));
         });
     (io, rx)
 }
