@@ -925,6 +925,104 @@ fn zero_window_peer_abort_frees_socket() {
     });
 }
 
+/// Scenario 6 with `user_timeout`: the kernel stops probing the zero window after that
+/// long and the close fails at once with `RetransmitTimeout`, not at its deadline.
+#[test]
+fn zero_window_peer_user_timeout() {
+    lab_test(Gate::Shared, async {
+        let cfg = LabConfig::new().rate_kbit(20_000).queue(256 * 1024);
+        let lab = lab_or_skip!(cfg);
+        big_send_buffers(&lab, Side::A);
+        const DEADLINE: Duration = Duration::from_secs(10);
+        let l = lab
+            .listen_with(Side::B, 0, |s| s.set_recv_buffer_size(4096))
+            .unwrap();
+        let to = addr(&l);
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let acceptor = tokio::spawn(async move {
+            let s = accept(&l).await; // never read
+            let _ = held_rx.await;
+            drop(s);
+        });
+        let mut c = within(10, "connect", lab.connect(Side::A, to))
+            .await
+            .unwrap();
+        within(10, "write", c.write_all(payload(512 * 1024)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await; // the window closes
+        let opts = CloseOptions::new(DEADLINE)
+            .require_peer_eof(false)
+            .user_timeout(USER_TIMEOUT);
+        let err = within(20, "close", c.graceful_close_with(opts))
+            .await
+            .expect_err("a peer that never reads cannot acknowledge everything");
+        eprintln!(
+            "zero window, user_timeout 1 s: {:?} after {}: {err}",
+            err.kind(),
+            secs(err.report().elapsed())
+        );
+        let _ = held_tx.send(());
+        within(10, "acceptor", acceptor).await.unwrap();
+        assert_eq!(err.kind(), CloseErrorKind::RetransmitTimeout, "{err:?}");
+        // Probing began before the close, so the kernel may give up sooner than 1 s in.
+        assert!(
+            err.report().elapsed() <= USER_TIMEOUT + Duration::from_millis(2500),
+            "not promptly after the user timeout: {err:?}"
+        );
+        assert!(!err.report().acked());
+    });
+}
+
+// ===== wait_acked over the link =====
+
+/// `wait_acked` is a delivery barrier over a slow link: it returns when the peer's
+/// kernel has everything (not before the link could carry it), and `SIOCOUTQ` is 0.
+#[test]
+fn wait_acked_is_a_delivery_barrier() {
+    lab_test(Gate::Shared, async {
+        let cfg = LabConfig::new().rate_kbit(8_000).queue(256 * 1024);
+        let lab = lab_or_skip!(cfg);
+        big_send_buffers(&lab, Side::A);
+        let l = lab.listen(Side::B, 0).unwrap();
+        let to = addr(&l);
+        let peer = tokio::spawn(async move {
+            let mut s = accept(&l).await;
+            sink(&mut s, None).await
+        });
+        let mut c = within(10, "connect", lab.connect(Side::A, to))
+            .await
+            .unwrap();
+        within(10, "write", c.write_all(payload(1 << 20)))
+            .await
+            .unwrap();
+        let queued = c.unacked_bytes().unwrap();
+        let start = Instant::now();
+        within(20, "wait_acked", c.wait_acked(Duration::from_secs(15)))
+            .await
+            .expect("everything acknowledged");
+        let took = start.elapsed();
+        let left = c.unacked_bytes().unwrap();
+        let rate = lab.config().bytes_per_sec().unwrap();
+        let expected = Duration::from_secs_f64(queued as f64 / rate);
+        eprintln!(
+            "wait_acked: {queued} bytes unacknowledged -> Ok after {} (link needs >= {}), \
+             {left} left",
+            secs(took),
+            secs(expected)
+        );
+        assert!(queued >= 512 * 1024, "only {queued} bytes queued");
+        assert_eq!(left, 0);
+        assert!(
+            took >= expected.mul_f64(0.8),
+            "Ok after {took:?} < {expected:?}"
+        );
+        c.shutdown().await.unwrap();
+        let got = within(10, "peer", peer).await.unwrap();
+        assert_eq!((got.bytes, got.end, got.intact), (1 << 20, End::Eof, true));
+    });
+}
+
 // ===== 7. a thousand at once =====
 
 fn open_fds() -> usize {
