@@ -223,3 +223,54 @@ async fn connect_info_keeps_working() {
     assert!(answer.ends_with(&local.to_string()), "{answer}");
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_listeners_close_gracefully_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = std::env::temp_dir().join(format!("tgc-http-axum-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let counts = Arc::new(Counts::default());
+    let seen = counts.clone();
+    let listener = GracefulListener::new(listener, example::close_options()).on_close(move |res| {
+        let n = if res.is_ok() { &seen.ok } else { &seen.err };
+        n.fetch_add(1, Ordering::SeqCst);
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, example::app()).await.unwrap() });
+    let run = async {
+        let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+            example::UPLOAD_LEN
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let (mut r, mut w) = stream.into_split();
+        let writer = tokio::spawn(async move {
+            let _ = w.write_all(&vec![b'u'; example::UPLOAD_LEN]).await;
+            w
+        });
+        let mut raw = Vec::new();
+        r.read_to_end(&mut raw).await.unwrap();
+        drop(writer.await.unwrap().reunite(r).unwrap());
+        raw
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("upload timed out");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 413"));
+    assert_eq!(&raw[end + 4..], &example::error_body()[..]);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while counts.ok.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the close was not reported as confirmed");
+    assert_eq!(counts.err.load(Ordering::SeqCst), 0);
+    server.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}
