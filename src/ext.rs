@@ -104,6 +104,13 @@ pub trait AsyncGracefulClose: sealed::Socket + Sized {
     /// Nothing blocks a thread: the waits are driven by Tokio's readiness events and a
     /// timer. No `SO_LINGER` with a non-zero time is ever used.
     ///
+    /// # Panics
+    ///
+    /// Like [`tokio::time::timeout`], the close needs the runtime's time driver: polled
+    /// on a runtime built without `enable_time` (or `enable_all`), Tokio panics when the
+    /// deadline timer is created. Polled outside any Tokio runtime, it returns an
+    /// [`Io`](crate::CloseErrorKind::Io) error instead.
+    ///
     /// # Cancellation safety
     ///
     /// Dropping the future closes the socket at once without blocking (a non-zero
