@@ -57,7 +57,12 @@
 //! | other Unix (untested) | yes | no | no (`acked() == false`) | drain only |
 //! | Windows | not supported (`compile_error!`) | | | |
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
+#![deny(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
