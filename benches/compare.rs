@@ -255,7 +255,7 @@ fn spawn_close(st: Strategy, s: TcpStream, k: Knobs) -> tokio::task::JoinHandle<
         F: std::future::Future + Send + 'static,
     {
         // Not `async move { f.await; }`: rustc would keep two copies of `f`.
-        let f = Discard { f };
+        let f = Discard { f, polled: false };
         FUTURE_SIZE.store(std::mem::size_of_val(&f), Ordering::Relaxed);
         tokio::spawn(f)
     }
@@ -302,6 +302,7 @@ pin_project_lite::pin_project! {
     struct Discard<F> {
         #[pin]
         f: F,
+        polled: bool,
     }
 }
 
@@ -311,9 +312,17 @@ impl<F: std::future::Future> std::future::Future for Discard<F> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        self.project().f.poll(cx).map(|_| ())
+        let this = self.project();
+        if !*this.polled {
+            *this.polled = true;
+            FIRST_POLLS.fetch_add(1, Ordering::Relaxed);
+        }
+        this.f.poll(cx).map(|_| ())
     }
 }
+
+/// How many futures spawned by `spawn_close` have been polled at least once.
+static FIRST_POLLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// `size_of` of the last future `spawn_close` spawned.
 static FUTURE_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -1210,7 +1219,7 @@ fn strace_sequences(cfg: &Cfg) -> Vec<String> {
     let out = std::env::temp_dir().join(format!("tgc-strace-{}.txt", std::process::id()));
     let status = run_child_with_deadline(
         std::process::Command::new("strace")
-            .args(["-f", "-qq", "-e", "signal=none", "-o"])
+            .args(["-f", "-qq", "-y", "-e", "signal=none", "-o"])
             .arg(&out)
             .arg(&exe)
             .env("TGC_BENCH_CHILD", "fig4trace")
@@ -1277,6 +1286,7 @@ fn describe_syscall(line: &str) -> String {
         "EPOLL_CTL_DEL",
         "EPOLL_CTL_MOD",
         "FIONREAD",
+        "eventfd",
     ] {
         if line.contains(key) {
             arg = key.to_string();
@@ -1334,16 +1344,30 @@ fn fig5(cfg: &Cfg) {
     let sizes: Vec<usize> = if cfg.quick {
         vec![2_000]
     } else {
-        vec![10_000, 50_000]
+        // 50,000 would need 50,000 descriptors in one process: more than this
+        // sandbox's hard RLIMIT_NOFILE (20,000, no CAP_SYS_RESOURCE to raise it).
+        let hard = support::nofile_hard();
+        let mut v = vec![10_000];
+        for n in [50_000, 19_000] {
+            if n + 1_000 <= hard as usize {
+                v.push(n);
+                break;
+            }
+        }
+        v
     };
     let mut rows = Vec::new();
     let mut notes = vec![format!(
-        "Each cell is a fresh child process (current-thread runtime, peers in the same process, 8 listeners on 127.0.0.1–8). Heap = live bytes of a counting global allocator after all closes were spawned and polled once, minus before (the task holding the future; the socket's Tokio registration is counted separately). `size_of::<GracefulClose<TcpStream>>()` = {} bytes. Start = spawning + first poll of all closes; finish = the peers close, until the last close completed. Peak RSS = VmHWM of the child.",
+        "Each cell is a fresh child process (current-thread runtime) holding only its own sockets; the peers live in a helper process behind 8 listeners on 127.0.0.1–8. Hard RLIMIT_NOFILE here: {} (50,000 closes need 50,000 descriptors in the closing process). Heap = live bytes of a counting global allocator after all closes were spawned and polled once, minus before (the task holding the future; the socket's Tokio registration is counted separately). `size_of::<GracefulClose<TcpStream>>()` = {} bytes. Start = spawning + first poll of all closes; finish = the peers close, until the last close completed. Peak RSS = VmHWM of the child.",
+        support::nofile_hard(),
         std::mem::size_of::<GracefulClose<TcpStream>>()
     )];
     for &n in &sizes {
         let mut ours_heap = f64::NAN;
         for st in [Ours, OursPoll(10), Nginx(4096), Go] {
+            if !selected(st) {
+                continue;
+            }
             let out = run_child_with_deadline(
                 std::process::Command::new(&exe)
                     .env("TGC_BENCH_CHILD", format!("fig5:{}:{n}", st.id()))
@@ -1416,22 +1440,81 @@ fn fig5(cfg: &Cfg) {
     );
 }
 
-fn child_fig5(st: Strategy, n: usize) {
-    support::raise_nofile(2 * n as u64 + 1024);
-    let ips: Vec<String> = (1..=8).map(|i| format!("127.0.0.{i}")).collect();
-    let listeners: Vec<std::net::TcpListener> =
-        ips.iter().map(|ip| listener_on(ip, None)).collect();
-    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+/// The peers of figure 5 live in a helper process, so that the closing process holds
+/// only its own sockets (RLIMIT_NOFILE is per process).
+fn child_fig5_peers(n: usize) {
+    use std::io::BufRead;
+    support::raise_nofile(n as u64 + 1024);
+    let listeners: Vec<std::net::TcpListener> = (1..=8)
+        .map(|i| listener_on(&format!("127.0.0.{i}"), None))
+        .collect();
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    println!("ADDRS {}", addrs.join(" "));
+    let _ = std::io::stdout().flush();
     let mut peers = Vec::with_capacity(n);
+    for l in &listeners {
+        l.set_nonblocking(true).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while peers.len() < n && Instant::now() < deadline {
+        let mut idle = true;
+        for l in &listeners {
+            while let Ok((p, _)) = l.accept() {
+                peers.push(p);
+                idle = false;
+            }
+        }
+        if idle {
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+    println!("ACCEPTED {}", peers.len());
+    let _ = std::io::stdout().flush();
+    // Any line, or EOF (the parent died): close every peer at once.
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    drop(peers);
+}
+
+fn child_fig5(st: Strategy, n: usize) {
+    use std::io::BufRead;
+    let limit = support::raise_nofile(n as u64 + 1024);
+    let exe = std::env::current_exe().expect("exe");
+    let mut helper = std::process::Command::new(exe)
+        .env("TGC_BENCH_CHILD", format!("fig5peers:{n}"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("peer helper");
+    let helper_pid = helper.id();
+    let mut helper_in = helper.stdin.take().expect("stdin");
+    let mut helper_out = std::io::BufReader::new(helper.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let _ = helper_out.read_line(&mut line);
+    let addrs: Vec<SocketAddr> = line
+        .trim()
+        .strip_prefix("ADDRS ")
+        .unwrap_or_else(|| panic!("helper said {line:?} (fd limit {limit})"))
+        .split(' ')
+        .map(|a| a.parse().unwrap())
+        .collect();
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
         let c = std::net::TcpStream::connect_timeout(&addrs[i % 8], Duration::from_secs(5))
-            .expect("connect");
-        let (p, _) = listeners[i % 8].accept().expect("accept");
+            .unwrap_or_else(|e| panic!("connect #{i} (fd limit {limit}): {e}"));
         c.set_nonblocking(true).unwrap();
         clients.push(c);
-        peers.push(p);
     }
+    line.clear();
+    let _ = helper_out.read_line(&mut line);
+    assert_eq!(line.trim(), format!("ACCEPTED {n}"), "peer helper");
+    let peers = Releaser {
+        stdin: Some(helper_in_take(&mut helper_in)),
+        pid: helper_pid,
+    };
     let rt = runtime();
     rt.block_on(async move {
         let h0 = live_heap();
@@ -1448,15 +1531,15 @@ fn child_fig5(st: Strategy, n: usize) {
         }
         // Spawned, not yet polled: the task allocations alone.
         let spawned_per = (live_heap() - heap0) as f64 / n as f64;
-        // Let every close run its first poll.
-        for _ in 0..4 {
+        // Until every close has run its first poll.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while FIRST_POLLS.load(Ordering::Relaxed) < n && Instant::now() < deadline {
             tokio::task::yield_now().await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
         let start = t0.elapsed();
         let (heap1, rss1) = (live_heap(), support::rss().0);
         let t1 = Instant::now();
-        drop(peers);
+        drop(peers); // the helper closes every peer
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut completed = 0;
         for h in handles {
@@ -1478,6 +1561,26 @@ fn child_fig5(st: Strategy, n: usize) {
     });
 }
 
+/// Tells the peer helper to close everything (on drop), then reaps it.
+struct Releaser {
+    stdin: Option<std::process::ChildStdin>,
+    pid: u32,
+}
+
+fn helper_in_take(s: &mut std::process::ChildStdin) -> std::process::ChildStdin {
+    // Safety: dup of our own pipe fd; the original closes when the Child is dropped.
+    unsafe { std::process::ChildStdin::from(OwnedFd::from_raw_fd(libc::dup(s.as_raw_fd()))) }
+}
+
+impl std::ops::Drop for Releaser {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.stdin.take() {
+            let _ = s.write_all(b"close\n");
+        }
+        let _ = self.pid;
+    }
+}
+
 // ===== figure 6: runtime health =====
 
 fn fig6(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
@@ -1485,6 +1588,9 @@ fn fig6(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     let mut rows = Vec::new();
     let (mut ours_p99, mut ours_max) = (f64::NAN, f64::NAN);
     for st in [Ours, Drop, Nginx(4096), SoLinger] {
+        if !selected(st) {
+            continue;
+        }
         let (late, total) = health_run(rt, st, n);
         if st == Ours {
             (ours_p99, ours_max) = (late.p99(), late.max());
@@ -1513,7 +1619,7 @@ fn fig6(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
             "max vs ours",
         ],
         &rows,
-        &[format!("Each of the {n} connections has 64 KiB queued behind a closed window (peer SO_RCVBUF 4 KiB); peer i reads its 64 KiB and closes at t0 + i ms. All closes start at t0. Lateness = when a tick ran − when it was due (missed ticks burst, each counted).")],
+        &[format!("Each of the {n} connections has 64 KiB queued behind a closed window (peer SO_RCVBUF 4 KiB); peer i reads its 64 KiB and closes at t0 + i ms. All closes start at t0. Lateness = when a tick ran − when it was due (missed ticks burst, each counted). Tokio's timer has 1 ms granularity, so up to ~1 ms of lateness is the floor for every strategy.")],
     );
 }
 
@@ -1601,6 +1707,9 @@ fn fig7(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     let mut rows = Vec::new();
     let (mut ours_cpu, mut ours_total) = (f64::NAN, f64::NAN);
     for st in [Ours, Nginx(4096), Nginx(65536)] {
+        if !selected(st) {
+            continue;
+        }
         let mut cpu = Vec::new();
         let mut total = Vec::new();
         let mut wall = Vec::new();
@@ -1690,6 +1799,7 @@ fn main() {
         let parts: Vec<&str> = child.split(':').collect();
         match parts.as_slice() {
             ["fig4trace"] => child_fig4_trace(),
+            ["fig5peers", n] => child_fig5_peers(n.parse().expect("n")),
             ["fig5", st, n] => child_fig5(
                 Strategy::from_id(st).expect("strategy"),
                 n.parse().expect("n"),

@@ -143,6 +143,15 @@ pub fn raise_nofile(want: u64) -> u64 {
     rl.rlim_max
 }
 
+/// The hard `RLIMIT_NOFILE`.
+pub fn nofile_hard() -> u64 {
+    // Safety: all-zero is a valid rlimit.
+    let mut rl: libc::rlimit = unsafe { std::mem::zeroed() };
+    // Safety: `rl` is a valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    rl.rlim_max
+}
+
 // ===== syscall counting =====
 
 /// A per-thread counter of `raw_syscalls:sys_enter` (a `perf_event_open` tracepoint),
