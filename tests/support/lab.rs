@@ -4,8 +4,8 @@
 //! side's egress is shaped with `tc qdisc tbf` (rate, queue), so written data stays
 //! unacknowledged for hundreds of milliseconds; an optional random loss is applied with
 //! nftables on each side's input (`numgen random mod 100 < N drop`, so the sender
-//! believes the segment left); the link can be cut (`ip link set down`) or black-holed
-//! mid-transfer.
+//! believes the segment left); the link can be cut (`ip link set down`), black-holed,
+//! or made unreachable (ICMP host-unreachable) mid-transfer.
 //!
 //! Sockets are created inside a namespace by a thread that `setns`es into it
 //! ([`Lab::run_in`]). A socket keeps its namespace for life, so it is then handed to
