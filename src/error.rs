@@ -37,7 +37,9 @@ pub enum CloseErrorKind {
     /// The peer sent nothing for longer than the idle timeout while we waited for its EOF.
     IdleTimeout,
     /// The kernel gave up on the connection: data stayed unacknowledged past
-    /// `TCP_USER_TIMEOUT` or the retransmission limit (`ETIMEDOUT`).
+    /// `TCP_USER_TIMEOUT` or the retransmission limit. The OS error is `ETIMEDOUT`, or
+    /// the last soft error that explains it (`EHOSTUNREACH`, `ENETUNREACH` after an
+    /// ICMP unreachable or a lost route), kept as [`Error::source`].
     RetransmitTimeout,
     /// The peer reset the connection (RST); what was still unacknowledged is lost.
     PeerReset,

@@ -140,15 +140,14 @@ impl Closer {
             // 1. Drain until the peer's EOF.
             if closing && !*this.peer_eof {
                 match poll_drain(io, kind, cx, &mut this) {
-                    Poll::Ready(Ok(())) => *this.peer_eof = true,
+                    Poll::Ready(Ok(DrainEnd::Eof)) => *this.peer_eof = true,
+                    Poll::Ready(Ok(DrainEnd::OverLimit)) => {
+                        let kind = CloseErrorKind::DrainLimit;
+                        return Poll::Ready(Err(this.fail(io, kind, ClosePhase::Drain, None)));
+                    }
                     Poll::Ready(Err(e)) => {
-                        let kind = match e.kind() {
-                            io::ErrorKind::InvalidData => CloseErrorKind::DrainLimit,
-                            _ => classify(&e),
-                        };
-                        let src = (kind == CloseErrorKind::Io || kind == CloseErrorKind::PeerReset)
-                            .then_some(e);
-                        return Poll::Ready(Err(this.fail(io, kind, ClosePhase::Drain, src)));
+                        let kind = classify(&e);
+                        return Poll::Ready(Err(this.fail(io, kind, ClosePhase::Drain, Some(e))));
                     }
                     Poll::Pending => {}
                 }
@@ -174,8 +173,8 @@ impl Closer {
                     Ok(_) => {}
                     Err(e) => {
                         let kind = classify(&e);
-                        let src = (kind == CloseErrorKind::Io).then_some(e);
-                        return Poll::Ready(Err(this.fail(io, kind, ClosePhase::AckWait, src)));
+                        let phase = ClosePhase::AckWait;
+                        return Poll::Ready(Err(this.fail(io, kind, phase, Some(e))));
                     }
                 }
             }
@@ -373,20 +372,35 @@ fn classify(e: &io::Error) -> CloseErrorKind {
         Some(nix::libc::ECONNRESET) | Some(nix::libc::EPIPE) | Some(nix::libc::ECONNABORTED) => {
             CloseErrorKind::PeerReset
         }
-        Some(nix::libc::ETIMEDOUT) => CloseErrorKind::RetransmitTimeout,
+        // The kernel's give-up (`tcp_write_err`) reports `sk_err_soft ?: ETIMEDOUT`: the
+        // last soft error, a failed route lookup or an ICMP unreachable, when there was one.
+        Some(
+            nix::libc::ETIMEDOUT
+            | nix::libc::EHOSTUNREACH
+            | nix::libc::ENETUNREACH
+            | nix::libc::EHOSTDOWN
+            | nix::libc::ENETDOWN,
+        ) => CloseErrorKind::RetransmitTimeout,
         _ if e.kind() == io::ErrorKind::ConnectionReset => CloseErrorKind::PeerReset,
         _ => CloseErrorKind::Io,
     }
 }
 
-/// Reads and discards until EOF (`Ready(Ok)`), an error, or no more data (`Pending`).
-/// Going past the drain limit is reported as `InvalidData`.
+/// How a drain ended.
+enum DrainEnd {
+    /// The peer closed its side.
+    Eof,
+    /// The peer sent more than the drain limit.
+    OverLimit,
+}
+
+/// Reads and discards until EOF, the drain limit, an error, or no more data (`Pending`).
 fn poll_drain<S: Socket>(
     io: &S,
     kind: SocketKind,
     cx: &mut Context<'_>,
     this: &mut CloserProj<'_>,
-) -> Poll<io::Result<()>> {
+) -> Poll<io::Result<DrainEnd>> {
     let limit = this.opts.drain_limit;
     for _ in 0..MAX_READS_PER_POLL {
         ready!(io.poll_read_ready(cx))?;
@@ -396,11 +410,11 @@ fn poll_drain<S: Socket>(
             .saturating_add(1)
             .min(MAX_DISCARD) as usize;
         match io.try_io(Interest::READABLE, || sys::discard(io.as_fd(), kind, want)) {
-            Ok(0) => return Poll::Ready(Ok(())),
+            Ok(0) => return Poll::Ready(Ok(DrainEnd::Eof)),
             Ok(n) => {
                 *this.drained += n as u64;
                 if *this.drained > limit {
-                    return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
+                    return Poll::Ready(Ok(DrainEnd::OverLimit));
                 }
                 if let Some(idle) = this.opts.idle_timeout {
                     *this.idle_deadline = Some(Instant::now() + idle);
