@@ -860,12 +860,14 @@ fn ack_run(
                 t0,
             };
             let r = f.await;
+            let done = Instant::now();
             eprintln!("polls(ms): {:?}", polls.lock().unwrap());
-            r
+            (r, done)
         } else {
-            close(st, c, k).await
+            let r = close(st, c, k).await;
+            (r, Instant::now())
         };
-        let done = Instant::now();
+        let (claim, done) = claim;
         let outq_at_end = support::outq(dup_fd).unwrap_or(0);
         (done, claim, outq_at_end, t0)
     });
@@ -919,8 +921,8 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
                 continue;
             }
             let n = match net {
-                Net::Loopback => cfg.n(10, 100),
-                Net::Lab(_) => cfg.n(5, 40),
+                Net::Loopback => cfg.n(10, 200),
+                Net::Lab(_) => cfg.n(5, 60),
             };
             let runs: Vec<AckRun> = (0..n)
                 .filter_map(|_| ack_run(rt, st, &mut rng, net))
@@ -1258,7 +1260,21 @@ fn strace_sequences(cfg: &Cfg) -> Vec<String> {
             continue;
         }
         if let Some((p, _, calls)) = current.as_mut() {
-            if *p == pid && !rest.starts_with("<...") && !rest.starts_with("+++") {
+            if *p != pid || rest.starts_with("+++") {
+                continue;
+            }
+            if rest.starts_with("<...") {
+                // `<... name resumed> ...) = result`: complete the pending entry.
+                if let Some(last) = calls.last_mut() {
+                    if let Some(stem) = last.strip_suffix("=…") {
+                        let stem = match (stem.contains('('), syscall_key(rest)) {
+                            (false, Some(k)) => format!("{stem}({k})"),
+                            _ => stem.to_string(),
+                        };
+                        *last = format!("{stem}={}", syscall_result(rest));
+                    }
+                }
+            } else {
                 calls.push(describe_syscall(rest));
             }
         }
@@ -1272,10 +1288,9 @@ fn marker(rest: &str, tag: &str) -> Option<String> {
     Some(s.split('"').next().unwrap_or("").trim().to_string())
 }
 
-fn describe_syscall(line: &str) -> String {
-    let name = line.split('(').next().unwrap_or("?");
-    let mut arg = String::new();
-    for key in [
+/// The argument worth showing (ioctl request, socket option, flag), if any.
+fn syscall_key(line: &str) -> Option<String> {
+    [
         "TIOCOUTQ",
         "SIOCOUTQNSD",
         "TCP_INFO",
@@ -1287,27 +1302,34 @@ fn describe_syscall(line: &str) -> String {
         "EPOLL_CTL_MOD",
         "FIONREAD",
         "eventfd",
-    ] {
-        if line.contains(key) {
-            arg = key.to_string();
-            break;
-        }
-    }
+    ]
+    .into_iter()
+    .find(|k| line.contains(k))
+    .map(String::from)
+}
+
+fn syscall_result(line: &str) -> String {
+    line.rsplit(" = ")
+        .next()
+        .map(|r| {
+            let mut it = r.split_whitespace();
+            let v = it.next().unwrap_or("");
+            if v == "-1" {
+                it.next().unwrap_or("").to_string()
+            } else {
+                v.to_string()
+            }
+        })
+        .unwrap_or_default()
+}
+
+fn describe_syscall(line: &str) -> String {
+    let name = line.split('(').next().unwrap_or("?");
+    let arg = syscall_key(line).unwrap_or_default();
     let result = if line.contains("<unfinished") {
         "…".to_string()
     } else {
-        line.rsplit(" = ")
-            .next()
-            .map(|r| {
-                let mut it = r.split_whitespace();
-                let v = it.next().unwrap_or("");
-                if v == "-1" {
-                    it.next().unwrap_or("").to_string()
-                } else {
-                    v.to_string()
-                }
-            })
-            .unwrap_or_default()
+        syscall_result(line)
     };
     if arg.is_empty() {
         format!("{name}={result}")
@@ -1489,8 +1511,6 @@ fn child_fig5(st: Strategy, n: usize) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("peer helper");
-    let helper_pid = helper.id();
-    let mut helper_in = helper.stdin.take().expect("stdin");
     let mut helper_out = std::io::BufReader::new(helper.stdout.take().expect("stdout"));
     let mut line = String::new();
     let _ = helper_out.read_line(&mut line);
@@ -1511,10 +1531,7 @@ fn child_fig5(st: Strategy, n: usize) {
     line.clear();
     let _ = helper_out.read_line(&mut line);
     assert_eq!(line.trim(), format!("ACCEPTED {n}"), "peer helper");
-    let peers = Releaser {
-        stdin: Some(helper_in_take(&mut helper_in)),
-        pid: helper_pid,
-    };
+    let mut peers = Releaser(helper);
     let rt = runtime();
     rt.block_on(async move {
         let h0 = live_heap();
@@ -1539,7 +1556,7 @@ fn child_fig5(st: Strategy, n: usize) {
         let start = t0.elapsed();
         let (heap1, rss1) = (live_heap(), support::rss().0);
         let t1 = Instant::now();
-        drop(peers); // the helper closes every peer
+        peers.release(); // the helper closes every peer
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut completed = 0;
         for h in handles {
@@ -1562,22 +1579,29 @@ fn child_fig5(st: Strategy, n: usize) {
 }
 
 /// Tells the peer helper to close everything (on drop), then reaps it.
-struct Releaser {
-    stdin: Option<std::process::ChildStdin>,
-    pid: u32,
-}
+struct Releaser(std::process::Child);
 
-fn helper_in_take(s: &mut std::process::ChildStdin) -> std::process::ChildStdin {
-    // Safety: dup of our own pipe fd; the original closes when the Child is dropped.
-    unsafe { std::process::ChildStdin::from(OwnedFd::from_raw_fd(libc::dup(s.as_raw_fd()))) }
+impl Releaser {
+    /// Tells the helper to close every peer; does not wait.
+    fn release(&mut self) {
+        if let Some(mut s) = self.0.stdin.take() {
+            let _ = s.write_all(b"close\n");
+        }
+    }
 }
 
 impl std::ops::Drop for Releaser {
     fn drop(&mut self) {
-        if let Some(mut s) = self.stdin.take() {
-            let _ = s.write_all(b"close\n");
+        self.release();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
         }
-        let _ = self.pid;
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
