@@ -100,6 +100,8 @@ enum Strategy {
     Ours,
     /// `graceful_close` with readiness wakeups off, polling every this many ms.
     OursPoll(u64),
+    /// `graceful_close`, readiness-driven, with this safety-net `poll_interval` (ms).
+    OursEv(u64),
 }
 
 use Strategy::*;
@@ -117,6 +119,7 @@ impl Strategy {
             SoLinger => "SO_LINGER 5 s (blocking)".into(),
             Ours => "**ours** graceful_close".into(),
             OursPoll(ms) => format!("ours, interval-only {ms} ms"),
+            OursEv(ms) => format!("ours, event-driven, poll_interval {ms} ms"),
         }
     }
 
@@ -131,13 +134,14 @@ impl Strategy {
             SoLinger => "solinger".into(),
             Ours => "ours".into(),
             OursPoll(ms) => format!("ourspoll{ms}"),
+            OursEv(ms) => format!("oursev{ms}"),
         }
     }
 
     fn from_id(s: &str) -> Option<Strategy> {
         all_strategies()
             .into_iter()
-            .chain([Nginx(65536)])
+            .chain([Nginx(65536), OursEv(1), OursEv(1000)])
             .find(|st| st.id() == s)
     }
 
@@ -198,6 +202,7 @@ fn our_options(st: Strategy, k: Knobs) -> CloseOptions {
         OursPoll(ms) => o
             .event_wakeups(false)
             .poll_interval(Duration::from_millis(ms)),
+        OursEv(ms) => o.poll_interval(Duration::from_millis(ms)),
         _ => o,
     }
 }
@@ -243,7 +248,9 @@ async fn close(st: Strategy, s: TcpStream, k: Knobs) -> Claim {
             so_linger(s);
             None
         }
-        Ours | OursPoll(_) => Some(s.graceful_close_with(our_options(st, k)).await.is_ok()),
+        Ours | OursPoll(_) | OursEv(_) => {
+            Some(s.graceful_close_with(our_options(st, k)).await.is_ok())
+        }
     }
 }
 
@@ -267,7 +274,7 @@ fn spawn_close(st: Strategy, s: TcpStream, k: Knobs) -> tokio::task::JoinHandle<
         Envoy => spawn(envoy(s)),
         Fbthrift => spawn(fbthrift(s)),
         SoLinger => spawn(async move { so_linger(s) }),
-        Ours | OursPoll(_) => spawn(s.graceful_close_with(our_options(st, k))),
+        Ours | OursPoll(_) | OursEv(_) => spawn(s.graceful_close_with(our_options(st, k))),
     }
 }
 
@@ -851,7 +858,8 @@ fn ack_run(
             require_peer_eof: false,
             ..Knobs::default()
         };
-        let claim = if std::env::var("TGC_BENCH_DEBUG").is_ok() && matches!(st, Ours | OursPoll(_))
+        let claim = if std::env::var("TGC_BENCH_DEBUG").is_ok()
+            && matches!(st, Ours | OursPoll(_) | OursEv(_))
         {
             let polls = Arc::new(Mutex::new(Vec::new()));
             let f = Traced {
@@ -916,7 +924,15 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     };
     for (path, net) in nets {
         let (mut ours_med, mut ours_p99) = (f64::NAN, f64::NAN);
-        for st in [Ours, OursPoll(1), OursPoll(10), OursPoll(50), Fbthrift] {
+        for st in [
+            Ours,
+            OursEv(1),
+            OursEv(1000),
+            OursPoll(1),
+            OursPoll(10),
+            OursPoll(50),
+            Fbthrift,
+        ] {
             if !selected(st) {
                 continue;
             }
