@@ -459,7 +459,7 @@ fn poll_ack<S: Socket>(io: &S, cx: &mut Context<'_>, wakeups: bool) -> io::Resul
     // Then SIOCOUTQ never moves again (kernel.md "Reset and give-up").
     // TCP: one TCP_INFO tells; SO_ERROR only then, for the cause. AF_UNIX: a peer that
     // closed without reading sets ECONNRESET on us.
-    if io.is_tcp() && sys::tcp_info(fd)?.state != sys::TCP_CLOSE {
+    if io.is_tcp() && sys::tcp_state(fd)? != sys::TCP_CLOSE {
         return Ok(Ack::Pending);
     }
     match socket2::SockRef::from(&fd).take_error()? {

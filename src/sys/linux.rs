@@ -59,21 +59,9 @@ pub(crate) fn discard(fd: BorrowedFd<'_>, kind: SocketKind, max: usize) -> io::R
     }
 }
 
-/// The parts of `struct tcp_info` the crate uses.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TcpInfo {
-    /// `tcpi_state` (`TCP_CLOSE` = 7, ...).
-    pub(crate) state: u8,
-    /// `tcpi_segs_out`: segments sent, including pure ACKs and retransmissions.
-    #[allow(dead_code)]
-    pub(crate) segs_out: u32,
-    /// `tcpi_data_segs_out`: segments sent that carried data.
-    #[allow(dead_code)]
-    pub(crate) data_segs_out: u32,
-}
-
-/// `getsockopt(IPPROTO_TCP, TCP_INFO)`.
-pub(crate) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
+/// `getsockopt(IPPROTO_TCP, TCP_INFO)`, of which only `tcpi_state` is used
+/// (`TCP_CLOSE` = 7 once the connection is gone).
+pub(crate) fn tcp_state(fd: BorrowedFd<'_>) -> io::Result<u8> {
     let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // Safety: `info` is valid for `len` bytes; the kernel writes at most `len` bytes and
@@ -88,11 +76,7 @@ pub(crate) fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     // Safety: the struct was zeroed, so fields an older kernel did not fill are 0, and
     // `tcp_info` is plain integers, for which every bit pattern is valid.
     let info = unsafe { info.assume_init() };
-    Ok(TcpInfo {
-        state: info.tcpi_state,
-        segs_out: info.tcpi_segs_out,
-        data_segs_out: info.tcpi_data_segs_out,
-    })
+    Ok(info.tcpi_state)
 }
 
 /// `setsockopt(TCP_USER_TIMEOUT)`. The kernel takes a non-negative `int` of

@@ -34,12 +34,7 @@ pub(crate) fn discard(fd: BorrowedFd<'_>, _kind: SocketKind, max: usize) -> io::
     super::discard_by_copy(fd, max)
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct TcpInfo {
-    pub(crate) state: u8,
-}
-
-pub(crate) fn tcp_info(_fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
+pub(crate) fn tcp_state(_fd: BorrowedFd<'_>) -> io::Result<u8> {
     Err(unsupported())
 }
 
