@@ -784,6 +784,8 @@ struct AckRun {
     resolution: f64,
     /// SIOCOUTQ at the close's end (dup'd fd).
     outq_at_end: usize,
+    /// Syscalls of the runtime thread during the whole close (start to fd released).
+    syscalls: Option<u64>,
 }
 
 /// Our side writes 64 KiB into a peer whose receive window is closed (4 KiB
@@ -798,6 +800,7 @@ fn ack_run(
     st: Strategy,
     rng: &mut Rng,
     net: Net<'_>,
+    counter: Option<&support::SyscallCounter>,
 ) -> Option<AckRun> {
     let (rcvbuf, bytes, delay) = match net {
         Net::Loopback => (
@@ -858,6 +861,9 @@ fn ack_run(
             require_peer_eof: false,
             ..Knobs::default()
         };
+        if let Some(k) = counter {
+            k.start();
+        }
         let claim = if std::env::var("TGC_BENCH_DEBUG").is_ok()
             && matches!(st, Ours | OursPoll(_) | OursEv(_))
         {
@@ -876,10 +882,11 @@ fn ack_run(
             (r, Instant::now())
         };
         let (claim, done) = claim;
+        let syscalls = counter.map(|k| k.stop());
         let outq_at_end = support::outq(dup_fd).unwrap_or(0);
-        (done, claim, outq_at_end, t0)
+        (done, claim, outq_at_end, t0, syscalls)
     });
-    let (done, _claim, outq_at_end, t0_copy) = res;
+    let (done, _claim, outq_at_end, t0_copy, syscalls) = res;
     let spun = spin_rx.recv_timeout(Duration::from_secs(10)).ok();
     let _ = end_tx.send(());
     let _ = peer.join();
@@ -903,15 +910,18 @@ fn ack_run(
         latency,
         resolution: secs(resolution),
         outq_at_end,
+        syscalls,
     })
 }
 
 fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     let mut rng = Rng::new(0x5eed_f163);
+    let counter = support::SyscallCounter::for_this_thread();
     let lab = build_lab();
     let mut rows = Vec::new();
     let mut notes = vec![
         "Detection latency = instant the close future completed − instant a side thread spinning on SIOCOUTQ of a dup'd fd first saw 0. Resolution = gap between the spinner's last non-zero and first zero reading (an upper bound on how late it saw the 0); runs where it exceeds 20 µs are excluded. On 2 cores the spinner, the runtime thread and the peer compete: a runtime thread kept off the CPU until the peer finished reading makes an interval poller look faster than its interval (its late tick lands just after the 0).".to_string(),
+        "Syscalls per close: the runtime thread's `raw_syscalls:sys_enter` count from the start of the close to the fd's release (as in figure 4), whole wait included; it is the price of polling.".to_string(),
         "Loopback: 64 KiB queued behind a closed receive window (peer SO_RCVBUF 4 KiB, not reading); the close starts at once, the peer opens the window after a random 10–40 ms and never closes. Ours runs with `require_peer_eof(false)`, so it ends on the ACK of data + FIN. fbthrift does not half-close: its 0 is data-only.".to_string(),
     ];
     match &lab {
@@ -941,7 +951,7 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
                 Net::Lab(_) => cfg.n(5, 60),
             };
             let runs: Vec<AckRun> = (0..n)
-                .filter_map(|_| ack_run(rt, st, &mut rng, net))
+                .filter_map(|_| ack_run(rt, st, &mut rng, net, counter.as_ref()))
                 .collect();
             if std::env::var("TGC_BENCH_DEBUG").is_ok() {
                 let v: Vec<String> = runs
@@ -975,6 +985,11 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
                     .collect(),
             );
             let res = Samples::new(runs.iter().map(|r| r.resolution).collect());
+            let sc = Samples::new(
+                runs.iter()
+                    .filter_map(|r| r.syscalls.map(|x| x as f64))
+                    .collect(),
+            );
             if st == Ours {
                 (ours_med, ours_p99) = (lat.median(), lat.p99());
             }
@@ -995,6 +1010,11 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
                 fmt_secs(lat.median()),
                 fmt_secs(lat.p99()),
                 fmt_secs(res.median()),
+                if sc.is_empty() {
+                    "n/a".into()
+                } else {
+                    format!("{:.0} / {:.0}", sc.median(), sc.p99())
+                },
                 ratio(lat.median(), ours_med),
                 ratio(lat.p99(), ours_p99),
             ]);
@@ -1015,6 +1035,7 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
             "median",
             "p99",
             "spinner resolution (median)",
+            "syscalls per close (median / p99)",
             "median vs ours",
             "p99 vs ours",
         ],
