@@ -1417,9 +1417,13 @@ fn fig5(cfg: &Cfg) {
     };
     let mut rows = Vec::new();
     let mut notes = vec![format!(
-        "Each cell is a fresh child process (current-thread runtime) holding only its own sockets; the peers live in a helper process behind 8 listeners on 127.0.0.1–8. Hard RLIMIT_NOFILE here: {} (50,000 closes need 50,000 descriptors in the closing process). Heap = live bytes of a counting global allocator after all closes were spawned and polled once, minus before (the task holding the future; the socket's Tokio registration is counted separately). `size_of::<GracefulClose<TcpStream>>()` = {} bytes. Start = spawning + first poll of all closes; finish = the peers close, until the last close completed. Peak RSS = VmHWM of the child.",
+        "Each cell is a fresh child process (current-thread runtime) holding only its own sockets; the peers live in a helper process behind 8 listeners on 127.0.0.1–8. Hard RLIMIT_NOFILE here: {} (50,000 closes need 50,000 descriptors in the closing process). Heap = live bytes of a counting global allocator after all closes were spawned and polled once, minus before (the task holding the future; the socket's Tokio registration is counted separately). `size_of::<GracefulClose<TcpStream>>()` = {} bytes, of which `TcpStream` {}, `CloseOptions` {}, a Tokio `Sleep` {}, a `tracing::Span` {}. Start = spawning + first poll of all closes; finish = the peers close, until the last close completed. Peak RSS = VmHWM of the child.",
         support::nofile_hard(),
-        std::mem::size_of::<GracefulClose<TcpStream>>()
+        std::mem::size_of::<GracefulClose<TcpStream>>(),
+        std::mem::size_of::<TcpStream>(),
+        std::mem::size_of::<CloseOptions>(),
+        std::mem::size_of::<tokio::time::Sleep>(),
+        std::mem::size_of::<tracing::Span>(),
     )];
     for &n in &sizes {
         let mut ours_heap = f64::NAN;
