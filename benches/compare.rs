@@ -829,7 +829,10 @@ fn ack_run(
     let res = rt.block_on(async {
         let mut c = net.connect(addr).await;
         support::set_sndbuf(&c, 4 << 20);
-        c.write_all(&vec![b'a'; bytes]).await.expect("write");
+        tokio::time::timeout(Duration::from_secs(10), c.write_all(&vec![b'a'; bytes]))
+            .await
+            .expect("write timed out (SO_SNDBUF too small?)")
+            .expect("write");
         // Safety: dup of a live fd; the OwnedFd closes the duplicate.
         let dup = unsafe { OwnedFd::from_raw_fd(libc::dup(c.as_raw_fd())) };
         let dup_fd = dup.as_raw_fd();
@@ -1701,7 +1704,11 @@ fn health_run(rt: &tokio::runtime::Runtime, st: Strategy, n: usize) -> (Samples,
         let Ok(t0) = t0_rx.recv_timeout(Duration::from_secs(30)) else {
             return;
         };
+        let give_up = t0 + Duration::from_secs(60);
         for (i, p) in peers.iter_mut().enumerate() {
+            if Instant::now() > give_up {
+                break;
+            }
             let due = t0 + Duration::from_millis(i as u64);
             thread::sleep(due.saturating_duration_since(Instant::now()));
             let _ = read_to_end(p, BYTES);
@@ -1716,7 +1723,10 @@ fn health_run(rt: &tokio::runtime::Runtime, st: Strategy, n: usize) -> (Samples,
             let mut c = connect(addr).await;
             peers.push(accept(&l));
             support::set_sndbuf(&c, 1 << 20);
-            c.write_all(&vec![b'h'; BYTES]).await.expect("write");
+            tokio::time::timeout(Duration::from_secs(10), c.write_all(&vec![b'h'; BYTES]))
+                .await
+                .expect("write timed out (SO_SNDBUF too small?)")
+                .expect("write");
             clients.push(c);
         }
         let _ = peer_tx.send(peers);
