@@ -923,7 +923,7 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     let lab = build_lab();
     let mut rows = Vec::new();
     let mut notes = vec![
-        "Detection latency = instant the close future completed − instant a side thread spinning on SIOCOUTQ of a dup'd fd first saw 0. Resolution = gap between the spinner's last non-zero and first zero reading (an upper bound on how late it saw the 0); runs where it exceeds 20 µs are excluded. On 2 cores the spinner, the runtime thread and the peer compete: a runtime thread kept off the CPU until the peer finished reading makes an interval poller look faster than its interval (its late tick lands just after the 0).".to_string(),
+        "Detection latency = instant the close future completed − instant a side thread spinning on SIOCOUTQ of a dup'd fd first saw 0. Resolution = gap between the spinner's last non-zero and first zero reading (an upper bound on how late it saw the 0); "valid runs" are those where it was ≤ 20 µs and the spinner saw the 0 no later than the close did (otherwise the spinner was off the CPU at the transition and the run is dropped). On 2 cores the spinner, the runtime thread and the peer compete: a runtime thread kept off the CPU until the peer finished reading makes an interval poller look faster than its interval (its late tick lands just after the 0).".to_string(),
         "Syscalls per close: the runtime thread's `raw_syscalls:sys_enter` count from the start of the close to the fd's release (as in figure 4), whole wait included; it is the price of polling.".to_string(),
         "Loopback: 64 KiB queued behind a closed receive window (peer SO_RCVBUF 4 KiB, not reading); the close starts at once, the peer opens the window after a random 10–40 ms and never closes. Ours runs with `require_peer_eof(false)`, so it ends on the ACK of data + FIN. fbthrift does not half-close: its 0 is data-only.".to_string(),
     ];
@@ -971,16 +971,6 @@ fn fig3(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
                 .collect();
             // Valid: the spinner read SIOCOUTQ at most 20 µs before it saw the 0.
             let valid = |r: &AckRun| r.latency >= 0.0 && r.resolution <= MAX_SPIN_GAP;
-            let excluded = runs
-                .iter()
-                .filter(|r| !valid(r) && r.outq_at_end == 0)
-                .count();
-            if excluded > 0 {
-                notes.push(format!(
-                    "{} ({path}): {excluded} run(s) excluded: the spinner was off the CPU when SIOCOUTQ reached 0 (gap > 20 µs, or the close saw the 0 first).",
-                    st.name()
-                ));
-            }
             let lat = Samples::new(
                 runs.iter()
                     .filter(|r| valid(r))
