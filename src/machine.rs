@@ -71,8 +71,9 @@ pin_project! {
 enum Ack {
     /// Everything acknowledged.
     Done,
-    /// Bytes still unacknowledged.
-    Pending,
+    /// Bytes still unacknowledged. `edge_armed`: the task is registered for the next
+    /// write-readiness edge (false once Tokio keeps the stream write-ready for good).
+    Pending { edge_armed: bool },
     /// This platform cannot tell.
     Unknown,
 }
@@ -156,6 +157,7 @@ impl Closer {
             // 2. Wait for the acknowledgement of our data and FIN.
             let eof_ok = *this.peer_eof || !closing;
             let ack_now = eof_ok || (!this.opts.require_peer_eof && sys::ACK_CHECK);
+            let mut edge_armed = false;
             if ack_now {
                 match poll_ack(io, cx, this.opts.wakeups) {
                     Ok(Ack::Done) => return Poll::Ready(Ok(this.succeed(true))),
@@ -170,7 +172,8 @@ impl Closer {
                         let phase = ClosePhase::AckWait;
                         return Poll::Ready(Err(this.fail(io, CloseErrorKind::Io, phase, Some(e))));
                     }
-                    Ok(_) => {}
+                    Ok(Ack::Pending { edge_armed: armed }) => edge_armed = armed,
+                    Ok(Ack::Unknown) => {}
                     Err(e) => {
                         let kind = classify(&e);
                         let phase = ClosePhase::AckWait;
@@ -205,12 +208,21 @@ impl Closer {
                 wake_at = wake_at.min(idle);
             }
             if ack_now {
-                if now >= *this.next_poll {
-                    if this.opts.wakeups {
-                        *this.next_poll = now + *this.poll_step;
+                // With our FIN in flight on TCP and the edge armed, the kernel's wakeup on
+                // the FIN's acknowledgement is guaranteed (`sk_state_change`): the timer is
+                // only a rare safety net. Without an armed edge (both directions shut), for
+                // a data-only barrier or on AF_UNIX, re-check after 1 ms, 2 ms, 4 ms, ...
+                let fin_wakes = closing && io.is_tcp() && edge_armed;
+                let fast = this.opts.wakeups && !fin_wakes;
+                let step = if fast {
+                    *this.poll_step
+                } else {
+                    this.opts.poll_interval
+                };
+                if now >= *this.next_poll || *this.next_poll > now + step {
+                    *this.next_poll = now + step;
+                    if fast {
                         *this.poll_step = (*this.poll_step * 2).min(this.opts.poll_interval);
-                    } else {
-                        *this.next_poll = now + this.opts.poll_interval;
                     }
                 }
                 wake_at = wake_at.min(*this.next_poll);
@@ -435,12 +447,16 @@ fn poll_ack<S: Socket>(io: &S, cx: &mut Context<'_>, wakeups: bool) -> io::Resul
     if !sys::ACK_CHECK {
         return Ok(Ack::Unknown);
     }
+    let mut edge_armed = false;
     if wakeups {
         // Once both directions are shut (EPOLLHUP) Tokio keeps the stream write-ready
         // for good; after two edges in a row the timer takes over, so this never spins.
         for _ in 0..2 {
             match io.poll_write_ready(cx) {
-                Poll::Pending => break,
+                Poll::Pending => {
+                    edge_armed = true;
+                    break;
+                }
                 Poll::Ready(Err(e)) => return Err(e),
                 Poll::Ready(Ok(())) => {
                     // Clears the cached readiness (unless a newer edge came meanwhile).
@@ -460,7 +476,7 @@ fn poll_ack<S: Socket>(io: &S, cx: &mut Context<'_>, wakeups: bool) -> io::Resul
     // TCP: one TCP_INFO tells; SO_ERROR only then, for the cause. AF_UNIX: a peer that
     // closed without reading sets ECONNRESET on us.
     if io.is_tcp() && sys::tcp_state(fd)? != sys::TCP_CLOSE {
-        return Ok(Ack::Pending);
+        return Ok(Ack::Pending { edge_armed });
     }
     match socket2::SockRef::from(&fd).take_error()? {
         Some(e) => Err(e),
@@ -468,6 +484,6 @@ fn poll_ack<S: Socket>(io: &S, cx: &mut Context<'_>, wakeups: bool) -> io::Resul
             io::ErrorKind::ConnectionReset,
             "the connection was closed by the kernel with data unacknowledged",
         )),
-        None => Ok(Ack::Pending),
+        None => Ok(Ack::Pending { edge_armed }),
     }
 }

@@ -125,10 +125,12 @@ impl CloseOptions {
     /// Sets the safety-net interval for re-checking the send queue (`SIOCOUTQ`).
     ///
     /// The close does not depend on it: the kernel wakes the socket when our FIN is
-    /// acknowledged and the close reacts to that wakeup. Where the kernel gives no
-    /// wakeup (a socket whose both directions are closed, acknowledgements of data
-    /// without a FIN), the queue is re-checked after 1 ms, 2 ms, 4 ms, ..., and then
-    /// every `interval`. Values below [`Self::MIN_POLL_INTERVAL`] are raised to it.
+    /// acknowledged and the close reacts to that wakeup, re-checking only every
+    /// `interval` meanwhile. Where no such wakeup can be relied on (both directions
+    /// already shut, where Tokio keeps the stream write-ready for good; a data-only
+    /// [`wait_acked`](crate::AsyncGracefulClose::wait_acked); `AF_UNIX` sockets) the
+    /// queue is re-checked after 1 ms, 2 ms, 4 ms, ..., and then every `interval`.
+    /// Values below [`Self::MIN_POLL_INTERVAL`] are raised to it.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Self::MIN_POLL_INTERVAL);
         self
