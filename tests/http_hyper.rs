@@ -177,8 +177,15 @@ async fn http1_keep_alive_closes_once_when_the_client_leaves() {
 async fn http2_through_the_auto_builder() {
     let mut s = server(Proto::Auto).await;
     let stream = TcpStream::connect(s.addr).await.unwrap();
+    // The client closes gracefully too: a plain client socket closed while the server's
+    // final frames (GOAWAY) are still unread makes the client's kernel answer with RST,
+    // and the server's close then rightly reports PeerReset (seen in CI).
+    let (client_done, mut client_outcome) = mpsc::unbounded_channel();
+    let client_io = GracefulIo::new(stream, CloseOptions::new(T)).on_close(move |res| {
+        let _ = client_done.send(res.as_ref().map(|r| r.acked()).map_err(|e| e.to_string()));
+    });
     let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client_io))
             .await
             .unwrap();
     let client_conn = tokio::spawn(conn);
@@ -207,6 +214,8 @@ async fn http2_through_the_auto_builder() {
     timeout(T, client_conn).await.unwrap().unwrap().unwrap();
     let report = outcome(&mut s.outcomes).await.expect("close confirmed");
     assert!(report.acked() && report.peer_eof(), "{report:?}");
+    let client = timeout(T, client_outcome.recv()).await.unwrap().unwrap();
+    assert_eq!(client, Ok(true), "the client's own close");
 }
 
 /// Pipelines `GET /big` and a `POST` to `path` whose 5 MB body the server never reads,
