@@ -124,6 +124,7 @@ impl Closer {
             }
             Stage::Init => {
                 if let Err(e) = self.as_mut().start(io) {
+                    *self.as_mut().project().stage = Stage::Done;
                     return Poll::Ready(Err(e));
                 }
             }
