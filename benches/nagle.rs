@@ -23,9 +23,15 @@ fn main() {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[path = "../tests/support/tcp_info.rs"]
+mod tcp_info;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
 mod imp {
     use std::io::{Read, Write};
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsFd;
+
+    use super::tcp_info::tcp_info;
     use std::time::{Duration, Instant};
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,22 +88,7 @@ mod imp {
     }
 
     fn data_segs_out(fd: impl AsFd) -> u32 {
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        // Safety: `tcp_info` is plain integers; all zeroes is a valid value.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        // Safety: `info` is valid for writes of `len` bytes; the kernel writes at most
-        // `len` bytes.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_fd().as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                std::ptr::from_mut(&mut info).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-        info.tcpi_data_segs_out
+        tcp_info(fd).tcpi_data_segs_out
     }
 
     struct Row {

@@ -3,6 +3,9 @@
 //! connection service.
 #![cfg(feature = "tower")]
 
+#[path = "support/outcome.rs"]
+mod outcome;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,23 +21,15 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use outcome::{outcome_of, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_graceful_close::{CloseOptions, CloseReport, GracefulCloseLayer, GracefulIo};
+use tokio_graceful_close::{CloseOptions, GracefulCloseLayer, GracefulIo};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 const T: Duration = Duration::from_secs(10);
-
-type Outcome = Result<CloseReport, String>;
-
-fn outcome_of(res: &Result<CloseReport, tokio_graceful_close::CloseError>) -> Outcome {
-    match res {
-        Ok(report) => Ok(report.clone()),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))

@@ -1,11 +1,15 @@
 //! `GracefulIo` on real loopback sockets: forwarding, the graceful `poll_shutdown`,
 //! the background close on drop, the plain close outside a runtime, `into_inner`.
 
+#[path = "support/outcome.rs"]
+mod outcome;
+
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use outcome::{outcome_of, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -13,15 +17,6 @@ use tokio::time::timeout;
 use tokio_graceful_close::{CloseError, CloseOptions, CloseReport, GracefulIo};
 
 const T: Duration = Duration::from_secs(10);
-
-type Outcome = Result<CloseReport, String>;
-
-fn outcome_of(res: &Result<CloseReport, tokio_graceful_close::CloseError>) -> Outcome {
-    match res {
-        Ok(report) => Ok(report.clone()),
-        Err(e) => Err(e.to_string()),
-    }
-}
 
 async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -15,14 +15,18 @@
 //! connection when it does not hold; they never pass without asserting.
 #![cfg(any(target_os = "linux", target_os = "android"))]
 
+#[path = "support/tcp_info.rs"]
+mod tcp_info;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use tcp_info::tcp_info;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio_graceful_close::{
@@ -71,24 +75,6 @@ async fn pair_delayed_ack() -> (TcpStream, TcpStream) {
         .set_tcp_quickack(false)
         .unwrap();
     (client, server)
-}
-
-fn tcp_info(fd: impl AsFd) -> libc::tcp_info {
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // Safety: `tcp_info` is plain integers; all zeroes is a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    // Safety: `info` is valid for writes of `len` bytes; the kernel writes at most `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_fd().as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            std::ptr::from_mut(&mut info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0, "TCP_INFO: {}", io::Error::last_os_error());
-    info
 }
 
 /// `tcpi_data_segs_out`: segments carrying data sent so far.
