@@ -82,6 +82,20 @@ fn notify(on_close: Option<&OnClose>, res: &Result<CloseReport, CloseError>, pat
     }
 }
 
+/// Closes `stream` at once, never blocking (a non-zero `SO_LINGER` is disarmed first),
+/// and reports why no graceful close could run.
+fn close_plainly<S: AsFd>(stream: S, on_close: Option<&OnClose>, why: &str, path: Path) {
+    disarm_linger(stream.as_fd());
+    drop(stream);
+    let res = Err(CloseError::new(
+        CloseErrorKind::Io,
+        ClosePhase::Shutdown,
+        CloseReport::default(),
+        Some(io::Error::other(why)),
+    ));
+    notify(on_close, &res, path);
+}
+
 /// Where the close of a [`GracefulIo`] stands.
 #[derive(Debug)]
 enum State {
@@ -335,20 +349,12 @@ where
                     on_close,
                 }));
             }
-            Err(_) => {
-                disarm_linger(stream.as_fd());
-                drop(stream);
-                let err = io::Error::other(
-                    "dropped outside a Tokio runtime: closed at once without a graceful close",
-                );
-                let res = Err(CloseError::new(
-                    CloseErrorKind::Io,
-                    ClosePhase::Shutdown,
-                    CloseReport::default(),
-                    Some(err),
-                ));
-                notify(on_close.as_ref(), &res, Path::NoRuntime);
-            }
+            Err(_) => close_plainly(
+                stream,
+                on_close.as_ref(),
+                "dropped outside a Tokio runtime: closed at once without a graceful close",
+                Path::NoRuntime,
+            ),
         }
     }
 }
@@ -415,16 +421,12 @@ impl<S: AsyncGracefulClose> Drop for Background<S> {
     fn drop(&mut self) {
         // Only when the runtime drops the task before the close ended.
         if let Some(stream) = self.stream.take() {
-            disarm_linger(stream.as_fd());
-            drop(stream);
-            let err = io::Error::other("the runtime shut down before the graceful close ended");
-            let res = Err(CloseError::new(
-                CloseErrorKind::Io,
-                ClosePhase::Shutdown,
-                CloseReport::default(),
-                Some(err),
-            ));
-            notify(self.on_close.as_ref(), &res, Path::Background);
+            close_plainly(
+                stream,
+                self.on_close.as_ref(),
+                "the runtime shut down before the graceful close ended",
+                Path::Background,
+            );
         }
     }
 }
