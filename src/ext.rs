@@ -3,25 +3,32 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
+#[cfg(unix)]
+use tokio::net::UnixStream;
 
-use crate::{sys, CloseOptions, GracefulClose, WaitAcked};
+use crate::sys::{self, SocketKind};
+use crate::{CloseOptions, GracefulClose, WaitAcked};
 
 pub(crate) mod sealed {
     use std::io;
-    use std::os::fd::AsFd;
     use std::task::{Context, Poll};
 
     use tokio::io::Interest;
 
+    use crate::sys::{Sock, SocketKind};
+
     /// The socket operations a graceful close needs; implemented for Tokio's streams.
     ///
     /// Sealed: the close relies on the exact readiness semantics of Tokio's own I/O
-    /// driver registration, which outside types cannot promise.
-    pub trait Socket: AsFd {
-        /// `true` for TCP, `false` for `AF_UNIX` streams.
+    /// driver registration, which outside types cannot promise. (The crate-private
+    /// types in its signatures are what keeps it sealed.)
+    #[allow(private_interfaces)]
+    pub trait Socket {
         #[doc(hidden)]
-        fn is_tcp(&self) -> bool;
+        fn as_sock(&self) -> Sock<'_>;
+        #[doc(hidden)]
+        fn kind(&self) -> SocketKind;
         #[doc(hidden)]
         fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
         #[doc(hidden)]
@@ -32,10 +39,23 @@ pub(crate) mod sealed {
     }
 
     macro_rules! forward {
-        ($ty:ty, $tcp:expr) => {
+        ($ty:ty, $kind:expr) => {
+            #[allow(private_interfaces)]
             impl Socket for $ty {
-                fn is_tcp(&self) -> bool {
-                    $tcp
+                #[inline]
+                fn as_sock(&self) -> Sock<'_> {
+                    #[cfg(unix)]
+                    {
+                        std::os::fd::AsFd::as_fd(self)
+                    }
+                    #[cfg(windows)]
+                    {
+                        std::os::windows::io::AsSocket::as_socket(self)
+                    }
+                }
+                #[inline]
+                fn kind(&self) -> SocketKind {
+                    $kind
                 }
                 fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                     <$ty>::poll_read_ready(self, cx)
@@ -54,13 +74,15 @@ pub(crate) mod sealed {
         };
     }
 
-    forward!(tokio::net::TcpStream, true);
-    forward!(tokio::net::UnixStream, false);
+    forward!(tokio::net::TcpStream, SocketKind::Tcp);
+    #[cfg(unix)]
+    forward!(tokio::net::UnixStream, SocketKind::Unix);
 }
 
 /// Closes a Tokio stream without losing what was written, and tells what happened.
 ///
-/// Implemented for [`TcpStream`] and [`UnixStream`]. Import it to call its methods:
+/// Implemented for [`TcpStream`] and, on Unix, `UnixStream`. Import it to call its
+/// methods:
 ///
 /// ```
 /// use std::time::Duration;
@@ -104,25 +126,31 @@ pub trait AsyncGracefulClose: sealed::Socket + Sized {
     /// Nothing blocks a thread: the waits are driven by Tokio's readiness events and a
     /// timer. No `SO_LINGER` with a non-zero time is ever used.
     ///
-    /// # Panics
+    /// # Runtime
     ///
-    /// Like [`tokio::time::timeout`], the close needs the runtime's time driver: polled
-    /// on a runtime built without `enable_time` (or `enable_all`), Tokio panics when the
-    /// deadline timer is created. Polled outside any Tokio runtime, it returns an
-    /// [`Io`](crate::CloseErrorKind::Io) error instead.
+    /// Like [`tokio::time::timeout`], a close that has to wait needs the runtime's time
+    /// driver. On a runtime built without `enable_time` (or `enable_all`) it fails with
+    /// an [`Io`](crate::CloseErrorKind::Io) error saying so (Tokio's panic message for the
+    /// missing driver is still printed by the panic hook; the close catches it). Polled
+    /// outside any Tokio runtime, it fails with an `Io` error too. Either way the socket
+    /// is closed without blocking.
     ///
     /// # Cancellation safety
     ///
-    /// Dropping the future closes the socket at once without blocking (a non-zero
-    /// `SO_LINGER` set by the application is disarmed first). Data not yet
+    /// Dropping the future, polled or not, closes the socket at once without blocking (a
+    /// non-zero `SO_LINGER` set by the application is disarmed first). Data not yet
     /// acknowledged is then left to the kernel.
     ///
     /// # Platform notes
     ///
-    /// Linux reads `SIOCOUTQ`, `TCP_INFO` and drains with `recv(MSG_TRUNC)`. Other Unix
-    /// systems half-close and drain but cannot confirm the acknowledgement: `Ok` then
-    /// means the peer's EOF was read, [`CloseReport::acked`](crate::CloseReport::acked)
-    /// is `false`, and the peer's EOF is always waited for.
+    /// Linux reads `SIOCOUTQ`, `TCP_INFO` and drains with `recv(MSG_TRUNC)`. Where the
+    /// platform cannot confirm the acknowledgement, `Ok` means the peer's EOF was read,
+    /// [`CloseReport::acked`](crate::CloseReport::acked) is `false`, and the peer's EOF
+    /// is always waited for.
+    ///
+    /// On `AF_UNIX` streams there is no acknowledgement: `acked()` means the peer read
+    /// everything we wrote. A peer that closed with our bytes unread gives
+    /// [`PeerReset`](crate::CloseErrorKind::PeerReset), never `Ok`.
     ///
     /// # Examples
     ///
@@ -148,36 +176,45 @@ pub trait AsyncGracefulClose: sealed::Socket + Sized {
     /// RST at once, discards both queues and keeps no `TIME_WAIT`. Never blocks.
     ///
     /// For stateless clients and hostile peers. Tokio's own spelling is
-    /// `set_zero_linger` followed by a drop.
+    /// `set_zero_linger` (Tokio 1.50 and later) followed by a drop.
+    ///
+    /// `AF_UNIX` has no reset: there it is a plain close (the peer reads what was queued,
+    /// then EOF; it sees `ECONNRESET` only if we left input unread).
     ///
     /// # Errors
     ///
     /// If `setsockopt` fails the stream is still closed (plainly) and the error returned.
     fn abort(self) -> io::Result<()> {
-        let res = socket2::SockRef::from(&self).set_linger(Some(Duration::ZERO));
+        let res = match self.kind() {
+            SocketKind::Tcp => {
+                socket2::SockRef::from(&self.as_sock()).set_linger(Some(Duration::ZERO))
+            }
+            #[cfg(unix)]
+            SocketKind::Unix => Ok(()),
+        };
         drop(self);
         res
     }
 
-    /// Bytes written but not yet acknowledged by the peer: `ioctl(SIOCOUTQ)`.
-    ///
-    /// On TCP our FIN counts as one byte once sent and until acknowledged. On `AF_UNIX`
-    /// sockets it counts the bytes the peer has not yet read.
+    /// TCP bytes written but not yet acknowledged by the peer: `ioctl(SIOCOUTQ)` on
+    /// Linux. Our FIN counts as one byte once sent and until acknowledged.
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::Unsupported`] off Linux; `EINVAL` on a listening socket.
+    /// [`io::ErrorKind::Unsupported`] where the platform has no such count, and on
+    /// `AF_UNIX` streams (whose `SIOCOUTQ` counts memory, not bytes).
     fn unacked_bytes(&self) -> io::Result<usize> {
-        sys::unacked(self.as_fd())
+        sys::unacked(self.as_sock(), self.kind())
     }
 
-    /// Bytes queued but not yet sent: `ioctl(SIOCOUTQNSD)`. TCP on Linux only.
+    /// TCP bytes queued but not yet sent: `ioctl(SIOCOUTQNSD)` on Linux.
     ///
     /// # Errors
     ///
-    /// [`io::ErrorKind::Unsupported`] off Linux; an OS error on `AF_UNIX` sockets.
+    /// [`io::ErrorKind::Unsupported`] where the platform has no such count, and on
+    /// `AF_UNIX` streams.
     fn unsent_bytes(&self) -> io::Result<usize> {
-        sys::unsent(self.as_fd())
+        sys::unsent(self.as_sock(), self.kind())
     }
 
     /// Waits until the peer has acknowledged every byte written so far (`SIOCOUTQ` = 0),
@@ -185,17 +222,21 @@ pub trait AsyncGracefulClose: sealed::Socket + Sized {
     ///
     /// Equivalent to `async fn wait_acked(&mut self, timeout: Duration) -> io::Result<()>`.
     ///
-    /// Acknowledgements of data wake the socket only when the send buffer was full, so
-    /// the queue is also re-checked after 1 ms, 2 ms, 4 ms, ... up to every
-    /// [`CloseOptions::DEFAULT_POLL_INTERVAL`]. It takes `&mut self` because it clears
-    /// the stream's cached write readiness: nothing else may write meanwhile.
+    /// Acknowledgements of data wake nobody (the kernel signals them only when the send
+    /// buffer had filled), so the queue is checked at once and then after 1 ms, 2 ms,
+    /// 4 ms, ... up to every [`CloseOptions::DEFAULT_POLL_INTERVAL`]. It leaves the
+    /// stream as it found it: nothing is read, and the readiness Tokio caches for the
+    /// stream is not touched, so a write right after it completes at once.
+    ///
+    /// On `AF_UNIX` streams it waits until the peer has read everything written so far.
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::TimedOut`] at the deadline (the inner error is a
     /// [`CloseError`](crate::CloseError) with the report),
-    /// [`io::ErrorKind::ConnectionReset`] if the peer reset the connection,
-    /// [`io::ErrorKind::Unsupported`] off Linux.
+    /// [`io::ErrorKind::ConnectionReset`] if the peer reset the connection (or, on
+    /// `AF_UNIX`, closed with our bytes unread), [`io::ErrorKind::Unsupported`] where the
+    /// platform cannot tell.
     ///
     /// # Examples
     ///
@@ -215,4 +256,5 @@ pub trait AsyncGracefulClose: sealed::Socket + Sized {
 }
 
 impl AsyncGracefulClose for TcpStream {}
+#[cfg(unix)]
 impl AsyncGracefulClose for UnixStream {}

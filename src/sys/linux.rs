@@ -1,38 +1,89 @@
 //! Linux and Android: `SIOCOUTQ`, `SIOCOUTQNSD`, `TCP_INFO` and `MSG_TRUNC` drains.
+//!
+//! The facts this file relies on, read from the kernel (net/ipv4/tcp.c, tcp_input.c,
+//! tcp_output.c, net/unix/af_unix.c) and checked on loopback and over the namespace lab:
+//!
+//! - `SIOCOUTQ` on TCP is `write_seq - snd_una` (`tcp_ioctl`): bytes written and not yet
+//!   acknowledged, sent or not. `tcp_send_fin` increments `write_seq`, so **our FIN
+//!   counts as one byte** until it is acknowledged: after `shutdown(SHUT_WR)` the count
+//!   reaches 0 only once the peer acknowledged all data and the FIN.
+//! - A reset (`tcp_reset`) or a retransmission give-up (`tcp_write_err`) purges the write
+//!   queue and moves the socket to `TCP_CLOSE` without touching `snd_una`: **`SIOCOUTQ`
+//!   stays non-zero for good**. `TCP_INFO.tcpi_state == TCP_CLOSE` with bytes
+//!   outstanding is therefore "gone"; `SO_ERROR` holds the cause (`sk_err`, or
+//!   `sk_err_soft` such as `EHOSTUNREACH` after an ICMP unreachable).
+//! - `SIOCOUTQNSD` is `write_seq - snd_nxt`: queued and not yet sent.
+//! - `recv(fd, NULL, n, MSG_TRUNC)` on TCP discards up to `n` received bytes inside the
+//!   kernel without copying them (tcp(7); `tcp_recvmsg_locked` skips the copy).
+//! - On `AF_UNIX` streams `SIOCOUTQ` is `sk_wmem_alloc` (`unix_outq_len`): memory
+//!   charged for our queued buffers (4 bytes written read as 768), released when the
+//!   peer reads them — and also when the peer closes without reading, in which case
+//!   `unix_release_sock` first sets `ECONNRESET` on our socket. It is not a byte count.
+//! - When our FIN is acknowledged (`FIN_WAIT1` → `FIN_WAIT2`) `tcp_rcv_state_process`
+//!   calls `sk_state_change`, which wakes every waiter: an edge-triggered epoll user
+//!   gets an event at that instant. Acknowledgements of data wake only when the send
+//!   buffer had filled (`SOCK_NOSPACE`, `sk_stream_write_space`).
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use nix::libc;
 
-use super::SocketKind;
+use super::{SendQueue, Sock, SocketKind};
 
 /// Whether this platform can tell how many sent bytes the peer has not acknowledged.
 pub(crate) const ACK_CHECK: bool = true;
 
 /// `TCP_CLOSE` in `tcp_info::tcpi_state`.
-pub(crate) const TCP_CLOSE: u8 = 7;
+const TCP_CLOSE: u8 = 7;
 
 // `SIOCOUTQ` has the number of `TIOCOUTQ` (0x5411 on x86, different on mips, powerpc
 // and sparc); libc only names the latter, which carries the right value per arch.
 nix::ioctl_read_bad!(ioctl_outq, libc::TIOCOUTQ, libc::c_int);
 nix::ioctl_read_bad!(ioctl_outq_nsd, libc::SIOCOUTQNSD, libc::c_int);
 
-/// `ioctl(SIOCOUTQ)`: bytes written but not yet acknowledged by the peer (TCP, our FIN
-/// counts as one), or not yet read by the peer (`AF_UNIX`).
-pub(crate) fn unacked(fd: BorrowedFd<'_>) -> io::Result<usize> {
+/// `ioctl(SIOCOUTQ)`: TCP bytes not yet acknowledged (our FIN counts as one);
+/// `AF_UNIX`: memory still charged for our queued buffers.
+fn outq(fd: Sock<'_>) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // Safety: `fd` is a live socket for the borrow and `n` is a valid `c_int` out-pointer.
     unsafe { ioctl_outq(fd.as_raw_fd(), &mut n) }.map_err(io::Error::from)?;
     Ok(n.max(0) as usize)
 }
 
+/// Where our bytes stand: `SIOCOUTQ`, and `TCP_INFO` only when bytes are outstanding.
+pub(crate) fn send_queue(fd: Sock<'_>, kind: SocketKind, _fin_sent: bool) -> io::Result<SendQueue> {
+    if outq(fd)? == 0 {
+        return Ok(SendQueue::Empty);
+    }
+    match kind {
+        SocketKind::Tcp if tcp_state(fd)? == TCP_CLOSE => Ok(SendQueue::Gone),
+        _ => Ok(SendQueue::Pending),
+    }
+}
+
+/// Bytes written and not yet acknowledged (TCP: `SIOCOUTQ`, our FIN counts as one).
+/// `AF_UNIX` has no such byte count.
+pub(crate) fn unacked(fd: Sock<'_>, kind: SocketKind) -> io::Result<usize> {
+    match kind {
+        SocketKind::Tcp => outq(fd),
+        SocketKind::Unix => Err(super::unsupported(
+            "AF_UNIX sockets have no count of unread bytes (SIOCOUTQ counts memory there)",
+        )),
+    }
+}
+
 /// `ioctl(SIOCOUTQNSD)`: bytes queued but not yet sent (TCP only).
-pub(crate) fn unsent(fd: BorrowedFd<'_>) -> io::Result<usize> {
+pub(crate) fn unsent(fd: Sock<'_>, kind: SocketKind) -> io::Result<usize> {
+    if kind != SocketKind::Tcp {
+        return Err(super::unsupported(
+            "AF_UNIX sockets have no count of unsent bytes",
+        ));
+    }
     let mut n: libc::c_int = 0;
-    // Safety: as in `unacked`.
+    // Safety: as in `outq`.
     unsafe { ioctl_outq_nsd(fd.as_raw_fd(), &mut n) }.map_err(io::Error::from)?;
     Ok(n.max(0) as usize)
 }
@@ -42,7 +93,7 @@ pub(crate) fn unsent(fd: BorrowedFd<'_>) -> io::Result<usize> {
 /// TCP uses `recv(fd, NULL, max, MSG_TRUNC)`, which drops the data inside the kernel
 /// without copying it (tcp(7)). `AF_UNIX` streams have no such mode and copy into a
 /// small buffer on the stack.
-pub(crate) fn discard(fd: BorrowedFd<'_>, kind: SocketKind, max: usize) -> io::Result<usize> {
+pub(crate) fn discard(fd: Sock<'_>, kind: SocketKind, max: usize) -> io::Result<usize> {
     match kind {
         SocketKind::Tcp => {
             // Safety: with MSG_TRUNC, TCP never writes through the buffer pointer, so a
@@ -59,9 +110,8 @@ pub(crate) fn discard(fd: BorrowedFd<'_>, kind: SocketKind, max: usize) -> io::R
     }
 }
 
-/// `getsockopt(IPPROTO_TCP, TCP_INFO)`, of which only `tcpi_state` is used
-/// (`TCP_CLOSE` = 7 once the connection is gone).
-pub(crate) fn tcp_state(fd: BorrowedFd<'_>) -> io::Result<u8> {
+/// `getsockopt(IPPROTO_TCP, TCP_INFO)`, of which only `tcpi_state` is used.
+fn tcp_state(fd: Sock<'_>) -> io::Result<u8> {
     let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // Safety: `info` is valid for `len` bytes; the kernel writes at most `len` bytes and
@@ -80,29 +130,18 @@ pub(crate) fn tcp_state(fd: BorrowedFd<'_>) -> io::Result<u8> {
 }
 
 /// `setsockopt(TCP_USER_TIMEOUT)`. The kernel takes a non-negative `int` of
-/// milliseconds: longer timeouts are clamped to `i32::MAX` ms (about 24.8 days).
-pub(crate) fn set_user_timeout(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<()> {
+/// milliseconds: the timeout is rounded up to whole milliseconds and clamped to
+/// `i32::MAX` ms (about 24.8 days).
+pub(crate) fn set_user_timeout(fd: Sock<'_>, timeout: Duration) -> io::Result<()> {
     let max = Duration::from_millis(i32::MAX as u64);
-    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(timeout.min(max)))
+    let ms = timeout.min(max).as_nanos().div_ceil(1_000_000).max(1);
+    let ms = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)).min(max);
+    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(ms))
 }
 
 /// `setsockopt(IPPROTO_TCP, TCP_CORK)`: while set, the kernel sends only full-sized
 /// segments and holds a partial tail; clearing it hands the tail to the normal send
 /// path at once (tcp(7)). Linux releases a cork by itself after 200 ms.
-///
-/// Takes a raw descriptor because `Corked` uncorks from a field dropped just before the
-/// stream it wraps. No memory is at stake: a descriptor that is no longer open only
-/// makes the call fail with `EBADF`.
-pub(crate) fn set_cork(fd: std::os::fd::RawFd, on: bool) -> io::Result<()> {
-    let value = libc::c_int::from(on);
-    // Safety: `value` is a live `c_int` for the whole call and its exact size is passed;
-    // the kernel only reads it.
-    syscall!(setsockopt(
-        fd,
-        libc::IPPROTO_TCP,
-        libc::TCP_CORK,
-        std::ptr::from_ref(&value).cast(),
-        mem::size_of::<libc::c_int>() as libc::socklen_t
-    ))?;
-    Ok(())
+pub(crate) fn set_cork(fd: Sock<'_>, on: bool) -> io::Result<()> {
+    socket2::SockRef::from(&fd).set_tcp_cork(on)
 }
