@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::mem;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -14,27 +15,17 @@ use crate::sys;
 
 // ===== CorkState =====
 
-/// Whether this crate has the socket corked, and uncorks it when dropped.
-///
-/// Keeps the raw descriptor last used so that `Drop` can reach the socket without
-/// borrowing the stream; see the field order in [`Corked`].
-#[derive(Debug)]
+/// Whether this crate has the socket corked. It never remembers the descriptor: every
+/// call reaches the socket through the stream it is given, so a stream replaced or
+/// closed meanwhile can never make it touch an unrelated socket.
+#[derive(Debug, Default)]
 struct CorkState {
-    fd: RawFd,
     on: bool,
 }
 
 impl CorkState {
-    fn new(fd: BorrowedFd<'_>) -> Self {
-        CorkState {
-            fd: fd.as_raw_fd(),
-            on: false,
-        }
-    }
-
     fn set(&mut self, fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-        self.fd = fd.as_raw_fd();
-        sys::set_cork(self.fd, on)?;
+        sys::set_cork(fd, on)?;
         self.on = on;
         Ok(())
     }
@@ -54,16 +45,6 @@ impl CorkState {
             self.set(fd, false)
         } else {
             Ok(())
-        }
-    }
-}
-
-impl Drop for CorkState {
-    fn drop(&mut self) {
-        if self.on {
-            // Nothing to report to from a destructor; the kernel's 200 ms timer is the
-            // fallback should this ever fail.
-            let _ = sys::set_cork(self.fd, false);
         }
     }
 }
@@ -145,12 +126,22 @@ pin_project! {
     /// # }
     /// ```
     #[derive(Debug)]
-    pub struct Corked<S> {
-        // Declared before `inner`: fields drop in declaration order, so the uncork on
-        // drop reaches the socket while `inner` still holds it open.
+    pub struct Corked<S: AsFd> {
         cork: CorkState,
+        // `None` only inside `into_inner`.
         #[pin]
-        inner: S,
+        inner: Option<S>,
+    }
+
+    impl<S: AsFd> PinnedDrop for Corked<S> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(inner) = this.inner.as_pin_mut() {
+                // Nothing to report to from a destructor; the kernel's 200 ms timer is
+                // the fallback should this ever fail.
+                let _ = this.cork.uncork(inner.as_fd());
+            }
+        }
     }
 }
 
@@ -166,9 +157,12 @@ impl<S: AsFd> Corked<S> {
     /// [`Unsupported`](io::ErrorKind::Unsupported) on systems without a cork option.
     /// An owned stream is dropped with the error; wrap `&mut stream` to keep it.
     pub fn new(inner: S) -> io::Result<Self> {
-        let mut cork = CorkState::new(inner.as_fd());
+        let mut cork = CorkState::default();
         cork.set(inner.as_fd(), true)?;
-        Ok(Corked { cork, inner })
+        Ok(Corked {
+            cork,
+            inner: Some(inner),
+        })
     }
 
     /// Whether this adapter has the socket corked: from construction, and again from
@@ -179,21 +173,30 @@ impl<S: AsFd> Corked<S> {
 
     /// Gets a reference to the wrapped stream.
     pub fn get_ref(&self) -> &S {
-        &self.inner
+        match &self.inner {
+            Some(inner) => inner,
+            None => unreachable!("the stream is taken only by `into_inner`"),
+        }
     }
 
     /// Gets a mutable reference to the wrapped stream.
     ///
-    /// Writing through it bypasses nothing: the socket stays corked. Replacing the
-    /// stream is not supported: the adapter would go on corking and uncorking the
-    /// descriptor of the socket it was given.
+    /// Writing through it bypasses nothing: the socket stays corked. The adapter always
+    /// reaches the socket through the stream it holds, so replacing the stream is safe:
+    /// the old socket keeps whatever cork it had, and the next uncork goes to the new one.
     pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+        match &mut self.inner {
+            Some(inner) => inner,
+            None => unreachable!("the stream is taken only by `into_inner`"),
+        }
     }
 
     /// Gets a pinned mutable reference to the wrapped stream.
     pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut S> {
-        self.project().inner
+        match self.project().inner.as_pin_mut() {
+            Some(inner) => inner,
+            None => unreachable!("the stream is taken only by `into_inner`"),
+        }
     }
 
     /// Clears the cork, sending any held tail, and returns the wrapped stream.
@@ -201,25 +204,33 @@ impl<S: AsFd> Corked<S> {
     /// Errors of that last `setsockopt` are ignored, as in `Drop`; call
     /// [`flush`](tokio::io::AsyncWriteExt::flush) first to see them (after a flush,
     /// `into_inner` makes no system call).
-    pub fn into_inner(self) -> S {
-        let Corked { mut cork, inner } = self;
-        // Ignored: see the doc above. On failure `cork` stays armed and its drop below
-        // tries once more.
-        let _ = cork.uncork(inner.as_fd());
-        drop(cork);
+    pub fn into_inner(mut self) -> S {
+        let Some(inner) = self.inner.take() else {
+            unreachable!("the stream is taken only by `into_inner`")
+        };
+        // Ignored: see the doc above.
+        let _ = mem::take(&mut self.cork).uncork(inner.as_fd());
         inner
     }
 }
 
 impl<S: AsFd> AsFd for Corked<S> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.as_fd()
+        self.get_ref().as_fd()
     }
 }
 
-impl<S: AsRawFd> AsRawFd for Corked<S> {
+impl<S: AsFd + AsRawFd> AsRawFd for Corked<S> {
     fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
+        self.get_ref().as_raw_fd()
+    }
+}
+
+/// The pinned stream of a live `Corked` (`None` only inside `into_inner`).
+fn pinned<S>(inner: Pin<&mut Option<S>>) -> Pin<&mut S> {
+    match inner.as_pin_mut() {
+        Some(inner) => inner,
+        None => unreachable!("the stream is taken only by `into_inner`"),
     }
 }
 
@@ -230,8 +241,9 @@ impl<S: AsFd + AsyncWrite> AsyncWrite for Corked<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        this.cork.cork(this.inner.as_fd())?;
-        this.inner.poll_write(cx, buf)
+        let inner = pinned(this.inner);
+        this.cork.cork(inner.as_fd())?;
+        inner.poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -240,48 +252,51 @@ impl<S: AsFd + AsyncWrite> AsyncWrite for Corked<S> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        this.cork.cork(this.inner.as_fd())?;
-        this.inner.poll_write_vectored(cx, bufs)
+        let inner = pinned(this.inner);
+        this.cork.cork(inner.as_fd())?;
+        inner.poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.get_ref().is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut this = self.project();
-        ready!(this.inner.as_mut().poll_flush(cx))?;
-        this.cork.uncork(this.inner.as_fd())?;
+        let this = self.project();
+        let mut inner = pinned(this.inner);
+        ready!(inner.as_mut().poll_flush(cx))?;
+        this.cork.uncork(inner.as_fd())?;
         Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut this = self.project();
+        let this = self.project();
+        let mut inner = pinned(this.inner);
         if this.cork.on {
-            ready!(this.inner.as_mut().poll_flush(cx))?;
-            this.cork.uncork(this.inner.as_fd())?;
+            ready!(inner.as_mut().poll_flush(cx))?;
+            this.cork.uncork(inner.as_fd())?;
         }
-        this.inner.poll_shutdown(cx)
+        inner.poll_shutdown(cx)
     }
 }
 
-impl<S: AsyncRead> AsyncRead for Corked<S> {
+impl<S: AsFd + AsyncRead> AsyncRead for Corked<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+        pinned(self.project().inner).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncBufRead> AsyncBufRead for Corked<S> {
+impl<S: AsFd + AsyncBufRead> AsyncBufRead for Corked<S> {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        self.project().inner.poll_fill_buf(cx)
+        pinned(self.project().inner).poll_fill_buf(cx)
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        self.project().inner.consume(amt)
+        pinned(self.project().inner).consume(amt)
     }
 }
 
@@ -343,7 +358,7 @@ pub fn write_corked<'a, S>(stream: &'a mut S, bufs: &'a [&'a [u8]]) -> WriteCork
 where
     S: AsFd + AsyncWrite + Unpin,
 {
-    let cork = CorkState::new(stream.as_fd());
+    let cork = CorkState::default();
     WriteCorked {
         stream,
         bufs,
@@ -359,8 +374,7 @@ const MAX_IOV: usize = 64;
 
 /// Future of [`write_corked`].
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct WriteCorked<'a, S> {
-    // Before `stream` for the same reason as in `Corked` (a borrow here, so only tidiness).
+pub struct WriteCorked<'a, S: AsFd> {
     cork: CorkState,
     stream: &'a mut S,
     bufs: &'a [&'a [u8]],
@@ -370,7 +384,14 @@ pub struct WriteCorked<'a, S> {
     written: u64,
 }
 
-impl<S> fmt::Debug for WriteCorked<'_, S> {
+impl<S: AsFd> Drop for WriteCorked<'_, S> {
+    fn drop(&mut self) {
+        // Cancelled mid-way: what was written must not stay held.
+        let _ = self.cork.uncork(self.stream.as_fd());
+    }
+}
+
+impl<S: AsFd> fmt::Debug for WriteCorked<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteCorked")
             .field("buffers", &self.bufs.len())
@@ -380,7 +401,7 @@ impl<S> fmt::Debug for WriteCorked<'_, S> {
     }
 }
 
-impl<S> WriteCorked<'_, S> {
+impl<S: AsFd> WriteCorked<'_, S> {
     /// Moves past `n` written bytes and any empty buffers.
     fn advance(&mut self, mut n: usize) {
         self.written += n as u64;

@@ -38,10 +38,12 @@ pub enum CloseErrorKind {
     IdleTimeout,
     /// The kernel gave up on the connection: data stayed unacknowledged past
     /// `TCP_USER_TIMEOUT` or the retransmission limit. The OS error is `ETIMEDOUT`, or
-    /// the last soft error that explains it (`EHOSTUNREACH`, `ENETUNREACH` after an
-    /// ICMP unreachable or a lost route), kept as [`Error::source`].
+    /// the last soft error that explains it (`EHOSTUNREACH`, `ENETUNREACH`,
+    /// `EHOSTDOWN`, `ENETDOWN` after an ICMP unreachable or a lost route), kept as
+    /// [`Error::source`].
     RetransmitTimeout,
-    /// The peer reset the connection (RST); what was still unacknowledged is lost.
+    /// The peer reset the connection (RST); what was still unacknowledged is lost. On
+    /// `AF_UNIX` streams: the peer closed with our bytes unread.
     PeerReset,
     /// The peer sent more than the drain limit while we waited for its EOF.
     DrainLimit,
@@ -66,8 +68,10 @@ impl CloseErrorKind {
 ///
 /// It carries what happened: the [`kind`](Self::kind), the [`phase`](Self::phase) the
 /// close was in, and the partial [`report`](Self::report). It converts into an
-/// [`io::Error`] of kind [`TimedOut`](io::ErrorKind::TimedOut) for the time bounds and
-/// [`ConnectionReset`](io::ErrorKind::ConnectionReset) for a reset.
+/// [`io::Error`] of kind [`TimedOut`](io::ErrorKind::TimedOut) for the time bounds,
+/// [`ConnectionReset`](io::ErrorKind::ConnectionReset) for a reset,
+/// [`InvalidData`](io::ErrorKind::InvalidData) for the drain limit, and the kind of the
+/// OS error for [`Io`](CloseErrorKind::Io) ([`Other`](io::ErrorKind::Other) without one).
 ///
 /// ```
 /// # use std::time::Duration;
@@ -102,6 +106,17 @@ impl CloseError {
             report,
             source,
         }
+    }
+
+    /// The same error again: kind, phase and report, with the source rebuilt from its
+    /// OS error code (or its kind and message), for adapters that must return the same
+    /// outcome on every call.
+    pub(crate) fn duplicate(&self) -> Self {
+        let source = self.source.as_ref().map(|e| match e.raw_os_error() {
+            Some(code) => io::Error::from_raw_os_error(code),
+            None => io::Error::new(e.kind(), e.to_string()),
+        });
+        CloseError::new(self.kind, self.phase, self.report.clone(), source)
     }
 
     /// Why the close failed.
@@ -286,7 +301,7 @@ mod tests {
             CloseErrorKind::Io,
             ClosePhase::Shutdown,
             CloseReport::default(),
-            Some(io::Error::from_raw_os_error(nix::libc::EBADF)),
+            Some(io::Error::other("bad descriptor")),
         );
         assert!(e.source().is_some());
         assert!(e.to_string().contains("sending our FIN"), "{e}");

@@ -3,48 +3,23 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use pin_project_lite::pin_project;
-
 use crate::ext::sealed::Socket;
-use crate::machine::{disarm_linger, Closer, Mode};
+use crate::machine::{disarm_linger, Closer, Goal, Mode};
 use crate::{CloseError, CloseOptions, CloseReport};
 
-pin_project! {
-    /// Future of [`AsyncGracefulClose::graceful_close`](crate::AsyncGracefulClose::graceful_close)
-    /// and [`graceful_close_with`](crate::AsyncGracefulClose::graceful_close_with).
-    ///
-    /// Owns the stream and closes it when it completes. Dropping it closes the stream
-    /// at once, without blocking.
-    #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct GracefulClose<S>
-    where
-        S: AsFd,
-    {
-        stream: Option<S>,
-        #[pin]
-        closer: Closer,
-    }
-
-    impl<S> PinnedDrop for GracefulClose<S>
-    where
-        S: AsFd,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(stream) = this.stream.take() {
-                if this.closer.is_running() {
-                    // Cancelled mid-way: make sure close() cannot linger.
-                    disarm_linger(stream.as_fd());
-                }
-                drop(stream);
-            }
-        }
-    }
+/// Future of [`AsyncGracefulClose::graceful_close`](crate::AsyncGracefulClose::graceful_close)
+/// and [`graceful_close_with`](crate::AsyncGracefulClose::graceful_close_with).
+///
+/// Owns the stream and closes it when it completes. Dropping it, polled or not, closes
+/// the stream at once without blocking (a non-zero `SO_LINGER` is disarmed first).
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct GracefulClose<S: Socket> {
+    stream: Option<S>,
+    closer: Closer,
 }
 
 impl<S: Socket> GracefulClose<S> {
@@ -61,22 +36,38 @@ impl<S: Socket> GracefulClose<S> {
     }
 }
 
+// The stream is never pinned: it is only borrowed, and moved out to be dropped.
+impl<S: Socket> Unpin for GracefulClose<S> {}
+
 impl<S: Socket> Future for GracefulClose<S> {
     type Output = Result<CloseReport, CloseError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+        let this = self.get_mut();
         let Some(stream) = this.stream.as_ref() else {
             panic!("`GracefulClose` polled after completion");
         };
-        let res = ready!(this.closer.poll_close(stream, cx));
-        // Release the descriptor before handing back the result.
+        let res = ready!(this.closer.poll_close(stream, cx, Goal::Closed));
+        // Release the descriptor before handing back the result. A failed close has
+        // already aborted or disarmed the linger.
         drop(this.stream.take());
         Poll::Ready(res)
     }
 }
 
-impl<S: AsFd + fmt::Debug> fmt::Debug for GracefulClose<S> {
+impl<S: Socket> Drop for GracefulClose<S> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            // Dropped before the end, maybe before the first poll: close() must not linger.
+            if !self.closer.aborted() {
+                disarm_linger(stream.as_sock());
+            }
+            drop(stream);
+        }
+    }
+}
+
+impl<S: Socket + fmt::Debug> fmt::Debug for GracefulClose<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulClose")
             .field("stream", &self.stream)
@@ -85,21 +76,18 @@ impl<S: AsFd + fmt::Debug> fmt::Debug for GracefulClose<S> {
     }
 }
 
-pin_project! {
-    /// Future of [`AsyncGracefulClose::wait_acked`](crate::AsyncGracefulClose::wait_acked).
-    #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct WaitAcked<'a, S> {
-        stream: &'a mut S,
-        #[pin]
-        closer: Closer,
-    }
+/// Future of [`AsyncGracefulClose::wait_acked`](crate::AsyncGracefulClose::wait_acked).
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct WaitAcked<'a, S> {
+    stream: &'a mut S,
+    closer: Closer,
 }
 
 impl<'a, S: Socket> WaitAcked<'a, S> {
     pub(crate) fn new(stream: &'a mut S, timeout: Duration) -> Self {
         WaitAcked {
             stream,
-            closer: Closer::new(CloseOptions::new(timeout), Mode::AckOnly),
+            closer: Closer::new(CloseOptions::new(timeout), Mode::Barrier),
         }
     }
 }
@@ -108,8 +96,8 @@ impl<S: Socket> Future for WaitAcked<'_, S> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let res = ready!(this.closer.poll_close(&**this.stream, cx));
+        let this = self.get_mut();
+        let res = ready!(this.closer.poll_close(&*this.stream, cx, Goal::Acked));
         Poll::Ready(res.map(drop).map_err(io::Error::from))
     }
 }

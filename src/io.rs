@@ -1,25 +1,29 @@
-//! An I/O wrapper whose `poll_shutdown` is a graceful close: [`GracefulIo`].
+//! An I/O wrapper whose `poll_shutdown` is a graceful half-close and whose drop
+//! finishes the close: [`GracefulIo`].
 //!
 //! Servers and clients built on [`AsyncRead`] / [`AsyncWrite`] (hyper, axum, tonic,
 //! anything taking a Tokio stream) end a connection with `poll_shutdown` followed by a
 //! drop, or with a drop alone on their error paths. Wrapping the stream in
-//! [`GracefulIo`] turns both into a graceful close: half-close, drain to the peer's EOF,
-//! confirmed acknowledgement, all bounded by one [`CloseOptions`] deadline. Reads and
-//! writes are forwarded untouched.
+//! [`GracefulIo`] turns both into a graceful close, and keeps the `AsyncWrite` contract
+//! on the way: `poll_shutdown` shuts down the write side only.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tracing::Instrument;
 
-use crate::error::{CloseErrorKind, ClosePhase};
-use crate::machine::{disarm_linger, Closer, Mode};
+use crate::error::CloseErrorKind;
+use crate::machine::{disarm_linger, Closer, Goal, Mode};
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport};
+
+/// The target of the crate's trace events.
+pub(crate) const TARGET: &str = "tokio_graceful_close";
 
 /// What an outcome callback is.
 type Callback = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
@@ -43,7 +47,7 @@ impl fmt::Debug for OnClose {
     }
 }
 
-/// Where a close ran, for the trace events.
+/// Where a close ended, for the trace events.
 #[derive(Clone, Copy)]
 enum Path {
     Shutdown,
@@ -61,20 +65,44 @@ impl Path {
     }
 }
 
-/// Emits the trace event and calls the user's callback, once per connection.
-fn notify(on_close: Option<&OnClose>, res: &Result<CloseReport, CloseError>, path: Path) {
+/// Emits the connection's one trace event and calls the user's callback. The caller
+/// has already recorded that the close ended, so a panicking callback cannot make it
+/// run twice.
+fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path: Path) {
+    let path = path.as_str();
     match res {
-        Ok(report) => tracing::debug!(
-            path = path.as_str(),
-            elapsed = ?report.elapsed(),
-            drained = report.drained_bytes(),
-            acked = report.acked(),
-            "connection closed gracefully"
+        Ok(r) if r.peer_eof() || !r.acked() => tracing::debug!(
+            target: TARGET,
+            path,
+            elapsed = ?r.elapsed(),
+            drained = r.drained_bytes(),
+            acked = r.acked(),
+            "connection closed: everything delivered, the peer closed too"
         ),
-        Err(err) => tracing::debug!(
-            path = path.as_str(),
-            error = %err,
-            "connection closed without confirmed delivery"
+        Ok(r) => tracing::debug!(
+            target: TARGET,
+            path,
+            elapsed = ?r.elapsed(),
+            drained = r.drained_bytes(),
+            "connection closed: everything delivered; the peer had nothing more to send"
+        ),
+        Err(e) if e.report().acked() => tracing::debug!(
+            target: TARGET,
+            path,
+            error = %e,
+            "connection closed: everything delivered, but the peer did not close its side"
+        ),
+        Err(e) if e.kind() == CloseErrorKind::Io => tracing::warn!(
+            target: TARGET,
+            path,
+            error = %e,
+            "connection closed: delivery not confirmed"
+        ),
+        Err(e) => tracing::info!(
+            target: TARGET,
+            path,
+            error = %e,
+            "connection closed: delivery not confirmed"
         ),
     }
     if let Some(cb) = on_close {
@@ -83,14 +111,27 @@ fn notify(on_close: Option<&OnClose>, res: &Result<CloseReport, CloseError>, pat
 }
 
 /// Closes `stream` at once, never blocking (a non-zero `SO_LINGER` is disarmed first),
-/// and reports why no graceful close could run.
-fn close_plainly<S: AsFd>(stream: S, on_close: Option<&OnClose>, why: &str, path: Path) {
-    disarm_linger(stream.as_fd());
+/// and reports why the graceful close could not run to its end.
+fn close_plainly<S: AsyncGracefulClose>(
+    stream: S,
+    closer: Option<&Closer>,
+    on_close: Option<OnClose>,
+    why: &str,
+    path: Path,
+) {
+    let aborted = closer.is_some_and(Closer::aborted);
+    if !aborted {
+        disarm_linger(stream.as_sock());
+    }
     drop(stream);
+    let (phase, report) = match closer {
+        Some(c) => (c.phase(), c.report()),
+        None => (crate::ClosePhase::Shutdown, CloseReport::default()),
+    };
     let res = Err(CloseError::new(
         CloseErrorKind::Io,
-        ClosePhase::Shutdown,
-        CloseReport::default(),
+        phase,
+        report,
         Some(io::Error::other(why)),
     ));
     notify(on_close, &res, path);
@@ -101,33 +142,46 @@ fn close_plainly<S: AsFd>(stream: S, on_close: Option<&OnClose>, why: &str, path
 enum State {
     /// Reads and writes go through; no close started.
     Open,
-    /// `poll_shutdown` started the close (the [`Closer`] is set).
-    Closing,
-    /// The close ended; what `poll_shutdown` returns from now on.
-    Closed(Result<(), io::ErrorKind>),
+    /// `poll_shutdown` sent our FIN and waits for its acknowledgement.
+    ShuttingDown,
+    /// `poll_shutdown` returned `Ok`; the drop finishes the close.
+    Shut,
+    /// The close ended and was reported; what `poll_shutdown` returns from now on
+    /// (`None`: `Ok`).
+    Closed(Option<CloseError>),
 }
 
-/// A Tokio stream whose `poll_shutdown` closes gracefully, and whose drop does too.
+/// A Tokio stream whose `poll_shutdown` is a graceful half-close, and whose drop
+/// finishes the graceful close.
 ///
 /// It forwards [`AsyncRead`] and [`AsyncWrite`] to the stream (vectored writes
 /// included) and costs nothing until the connection ends:
 ///
-/// - [`poll_shutdown`](AsyncWrite::poll_shutdown) (what `AsyncWriteExt::shutdown`, hyper
-///   and axum call on a clean end) runs the whole graceful close of
-///   [`AsyncGracefulClose::graceful_close_with`]: `shutdown(SHUT_WR)`, drain to the
-///   peer's EOF, wait until `SIOCOUTQ` reaches 0. It returns `Ok(())` when delivery is
-///   confirmed, else the [`CloseError`] as an [`io::Error`] (recover it with
-///   `get_ref()` and `downcast_ref`). The descriptor stays open until the wrapper is
-///   dropped; later calls return the same outcome.
-/// - Dropping it without a completed shutdown (hyper's error paths, a connection future
-///   dropped mid-request, a handler that panicked) hands the stream, and the close
-///   already started if any, to a task on the current Tokio runtime that finishes the
-///   graceful close within the same [`CloseOptions`]. Outside a runtime the stream is
-///   closed at once without blocking (a non-zero `SO_LINGER` is disarmed first).
+/// - [`poll_shutdown`](AsyncWrite::poll_shutdown) (what `AsyncWriteExt::shutdown`,
+///   hyper, axum and `copy_bidirectional` call) flushes, sends our FIN after all queued
+///   data (`shutdown(SHUT_WR)`) and waits, bounded by the [`CloseOptions`], until the
+///   peer acknowledged our data and FIN (`SIOCOUTQ` = 0). It shuts down the **write side
+///   only**: it never reads or discards input, and does not touch the readiness Tokio
+///   caches for the stream, so the application may go on reading to EOF (a proxy
+///   relaying the other direction, an upgraded connection). It returns `Ok(())` once
+///   delivery is confirmed (at once where the platform cannot tell), else the
+///   [`CloseError`] as an [`io::Error`] (recover it with `get_ref()` and
+///   `downcast_ref`); later calls return the same outcome.
+/// - Dropping it finishes the close in a task on the current Tokio runtime, within the
+///   same [`CloseOptions`]: the shutdown if none ran (hyper's error paths, a connection
+///   future dropped mid-request, a handler that panicked), then the drain of the peer's
+///   unread input to its EOF as [`CloseOptions::peer_eof`] says, then the `close()`.
+///   Outside a runtime the stream is closed at once without blocking (a non-zero
+///   `SO_LINGER` is disarmed first).
+///
+/// Writes after the shutdown started fail at once with
+/// [`BrokenPipe`](io::ErrorKind::BrokenPipe).
 ///
 /// Every connection reports its outcome exactly once (unless
-/// [`into_inner`](Self::into_inner) took the stream back): as a `tracing` event at
-/// `DEBUG` level and to the [`on_close`](Self::on_close) callback.
+/// [`into_inner`](Self::into_inner) took the stream back): as one `tracing` event of
+/// target `tokio_graceful_close` and to the [`on_close`](Self::on_close) callback.
+/// Delivered closes are `DEBUG` events; closes that could not confirm delivery are
+/// `INFO` (the peer reset, went silent or away) or `WARN` (a local I/O error).
 ///
 /// # Examples
 ///
@@ -145,7 +199,8 @@ enum State {
 ///         Err(e) => eprintln!("{e}"),
 ///     });
 /// io.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n").await?;
-/// io.shutdown().await?; // the graceful close
+/// io.shutdown().await?; // our FIN, acknowledged by the peer
+/// drop(io); // drains what the client still sends, then closes
 /// # Ok(())
 /// # }
 /// ```
@@ -153,11 +208,6 @@ enum State {
 /// Pass it wherever a Tokio stream goes: `hyper_util::rt::TokioIo::new(io)` for hyper,
 /// or see `GracefulListener` (feature `axum`), `GracefulServeExt` (feature `hyper`) and
 /// `GracefulCloseLayer` (feature `tower`).
-///
-/// # Notes
-///
-/// The close reads from the stream to drain it: do not read concurrently while
-/// `poll_shutdown` is pending. Writes after the shutdown started fail (`EPIPE`).
 pub struct GracefulIo<S>
 where
     S: AsyncGracefulClose + Send + 'static,
@@ -165,8 +215,8 @@ where
     /// Always `Some` but inside `into_inner` and `drop`.
     stream: Option<S>,
     options: CloseOptions,
-    /// Created by the first `poll_shutdown`, boxed so the wrapper stays `Unpin`.
-    closer: Option<Pin<Box<Closer>>>,
+    /// Created when the close starts; boxed so that an open connection stays small.
+    closer: Option<Box<Closer>>,
     state: State,
     on_close: Option<OnClose>,
 }
@@ -196,13 +246,15 @@ where
         }
     }
 
-    /// Calls `f` with the outcome when the close ends: from `poll_shutdown`, from the
-    /// background task after a drop, or with an error when the stream was dropped
-    /// outside a Tokio runtime or the background task was cancelled. Called once per
-    /// connection, never after [`into_inner`](Self::into_inner).
+    /// Calls `f` with the outcome when the close ends: from `poll_shutdown` when it
+    /// fails, from the background task after a drop, or at once when the stream was
+    /// dropped outside a Tokio runtime (then on the dropping thread) or the runtime shut
+    /// down before the close ended. Called exactly once per connection, even if it
+    /// panics, and never after [`into_inner`](Self::into_inner).
     ///
-    /// It runs on a runtime thread, possibly inside a `Drop`: keep it short, and do not
-    /// panic.
+    /// It may run inside a `Drop` or on a runtime thread: keep it short. A panic in it
+    /// is caught and logged when it runs in the crate's own task.
+    #[must_use = "builder methods return the changed wrapper"]
     pub fn on_close<F>(mut self, f: F) -> Self
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
@@ -226,7 +278,8 @@ where
 
     /// Gets a mutable reference to the stream.
     ///
-    /// Reading or writing through it while `poll_shutdown` is pending disturbs the close.
+    /// Reading or writing through it bypasses the wrapper: after a shutdown, writes
+    /// fail with the socket's own error (`EPIPE`).
     pub fn get_mut(&mut self) -> &mut S {
         match &mut self.stream {
             Some(s) => s,
@@ -239,11 +292,28 @@ where
     /// If a shutdown had started, the stream is already half-closed (our FIN sent).
     pub fn into_inner(mut self) -> S {
         self.closer = None;
+        self.on_close = None;
         match self.stream.take() {
             Some(s) => s,
             None => unreachable!("the stream is taken only by `into_inner` and `drop`"),
         }
     }
+
+    /// Records the end of the close, then reports it (in that order, so that a
+    /// panicking callback cannot report twice).
+    fn finish(&mut self, res: Result<CloseReport, CloseError>) {
+        self.closer = None;
+        let kept = res.as_ref().err().map(CloseError::duplicate);
+        self.state = State::Closed(kept);
+        notify(self.on_close.take(), &res, Path::Shutdown);
+    }
+}
+
+fn write_after_shutdown<T>() -> Poll<io::Result<T>> {
+    Poll::Ready(Err(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the stream was shut down for writing",
+    )))
 }
 
 impl<S> AsyncRead for GracefulIo<S>
@@ -270,7 +340,11 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().get_mut()).poll_write(cx, buf)
+        let this = self.get_mut();
+        if !matches!(this.state, State::Open) {
+            return write_after_shutdown();
+        }
+        Pin::new(this.get_mut()).poll_write(cx, buf)
     }
 
     #[inline]
@@ -279,7 +353,11 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().get_mut()).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if !matches!(this.state, State::Open) {
+            return write_after_shutdown();
+        }
+        Pin::new(this.get_mut()).poll_write_vectored(cx, bufs)
     }
 
     #[inline]
@@ -292,34 +370,34 @@ where
         Pin::new(self.get_mut().get_mut()).poll_flush(cx)
     }
 
-    /// Flushes the stream, then runs the graceful close to its end.
+    /// Flushes the stream, sends our FIN and waits until the peer acknowledged our data
+    /// and FIN. Never reads.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match this.state {
-            State::Closed(Ok(())) => return Poll::Ready(Ok(())),
-            State::Closed(Err(kind)) => {
-                return Poll::Ready(Err(io::Error::new(
-                    kind,
-                    "the graceful close of this stream already failed",
-                )))
-            }
+        match &this.state {
+            State::Shut | State::Closed(None) => return Poll::Ready(Ok(())),
+            State::Closed(Some(e)) => return Poll::Ready(Err(e.duplicate().into())),
             State::Open => {
                 ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
-                let closer = Closer::new(this.options.clone(), Mode::Close);
-                this.closer = Some(Box::pin(closer));
-                this.state = State::Closing;
+                this.closer = Some(Box::new(Closer::new(this.options, Mode::Close)));
+                this.state = State::ShuttingDown;
             }
-            State::Closing => {}
+            State::ShuttingDown => {}
         }
         let (Some(stream), Some(closer)) = (this.stream.as_ref(), this.closer.as_mut()) else {
             unreachable!("a closing `GracefulIo` has its stream and its closer");
         };
-        let res = ready!(closer.as_mut().poll_close(stream, cx));
-        this.closer = None;
-        notify(this.on_close.as_ref(), &res, Path::Shutdown);
-        let res = res.map(drop).map_err(io::Error::from);
-        this.state = State::Closed(res.as_ref().map(|_| ()).map_err(io::Error::kind));
-        Poll::Ready(res)
+        match ready!(closer.poll_close(stream, cx, Goal::Acked)) {
+            Ok(_) => {
+                this.state = State::Shut;
+                Poll::Ready(Ok(()))
+            }
+            Err(e) => {
+                let ret = e.duplicate();
+                this.finish(Err(e));
+                Poll::Ready(Err(ret.into()))
+            }
+        }
     }
 }
 
@@ -332,26 +410,27 @@ where
             return;
         };
         if let State::Closed(_) = self.state {
-            return; // closed already: the drop releases the descriptor
+            return; // ended and reported: the drop releases the descriptor
         }
         let on_close = self.on_close.take();
+        let closer = self.closer.take();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                let closer = self
-                    .closer
-                    .take()
-                    .unwrap_or_else(|| Box::pin(Closer::new(self.options.clone(), Mode::Close)));
+                let closer =
+                    closer.unwrap_or_else(|| Box::new(Closer::new(self.options, Mode::Close)));
                 // The task is dropped at once if the runtime is shutting down; the
                 // `Background` drop then closes plainly and reports it.
-                drop(handle.spawn(Background {
+                let task = Background {
                     stream: Some(stream),
                     closer,
                     on_close,
-                }));
+                };
+                drop(handle.spawn(task.instrument(tracing::Span::current())));
             }
             Err(_) => close_plainly(
                 stream,
-                on_close.as_ref(),
+                closer.as_deref(),
+                on_close,
                 "dropped outside a Tokio runtime: closed at once without a graceful close",
                 Path::NoRuntime,
             ),
@@ -359,21 +438,43 @@ where
     }
 }
 
-impl<S> AsFd for GracefulIo<S>
+#[cfg(unix)]
+impl<S> std::os::fd::AsFd for GracefulIo<S>
 where
     S: AsyncGracefulClose + Send + 'static,
 {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.get_ref().as_fd()
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.get_ref().as_sock()
     }
 }
 
-impl<S> AsRawFd for GracefulIo<S>
+#[cfg(unix)]
+impl<S> std::os::fd::AsRawFd for GracefulIo<S>
 where
     S: AsyncGracefulClose + Send + 'static,
 {
-    fn as_raw_fd(&self) -> RawFd {
-        self.get_ref().as_fd().as_raw_fd()
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.get_ref().as_sock())
+    }
+}
+
+#[cfg(windows)]
+impl<S> std::os::windows::io::AsSocket for GracefulIo<S>
+where
+    S: AsyncGracefulClose + Send + 'static,
+{
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        self.get_ref().as_sock()
+    }
+}
+
+#[cfg(windows)]
+impl<S> std::os::windows::io::AsRawSocket for GracefulIo<S>
+where
+    S: AsyncGracefulClose + Send + 'static,
+{
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        std::os::windows::io::AsRawSocket::as_raw_socket(&self.get_ref().as_sock())
     }
 }
 
@@ -395,7 +496,7 @@ where
 /// The close of a dropped [`GracefulIo`], run as its own task.
 struct Background<S: AsyncGracefulClose> {
     stream: Option<S>,
-    closer: Pin<Box<Closer>>,
+    closer: Box<Closer>,
     on_close: Option<OnClose>,
 }
 
@@ -410,9 +511,13 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
         let Some(stream) = this.stream.as_ref() else {
             return Poll::Ready(());
         };
-        let res = ready!(this.closer.as_mut().poll_close(stream, cx));
+        let res = ready!(this.closer.poll_close(stream, cx, Goal::Closed));
         drop(this.stream.take());
-        notify(this.on_close.as_ref(), &res, Path::Background);
+        let on_close = this.on_close.take();
+        // The user's callback must not take the crate's task down with it.
+        if catch_unwind(AssertUnwindSafe(|| notify(on_close, &res, Path::Background))).is_err() {
+            tracing::error!(target: TARGET, "the on_close callback panicked");
+        }
         Poll::Ready(())
     }
 }
@@ -423,7 +528,8 @@ impl<S: AsyncGracefulClose> Drop for Background<S> {
         if let Some(stream) = self.stream.take() {
             close_plainly(
                 stream,
-                self.on_close.as_ref(),
+                Some(&self.closer),
+                self.on_close.take(),
                 "the runtime shut down before the graceful close ended",
                 Path::Background,
             );

@@ -66,6 +66,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![doc(test(attr(deny(warnings), allow(dead_code))))]
 
+#[cfg(unix)]
 mod cork;
 mod error;
 mod ext;
@@ -77,6 +78,7 @@ mod options;
 mod report;
 mod sys;
 
+#[cfg(unix)]
 pub use crate::cork::{write_corked, CorkExt, Corked, WriteCorked};
 pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 pub use crate::ext::AsyncGracefulClose;
@@ -91,5 +93,5 @@ pub use crate::integrations::hyper::GracefulServeExt;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, GracefulConnect};
 pub use crate::io::GracefulIo;
-pub use crate::options::{CloseOptions, OnTimeout};
+pub use crate::options::{CloseOptions, OnTimeout, PeerEof};
 pub use crate::report::CloseReport;

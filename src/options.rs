@@ -21,6 +21,37 @@ pub enum OnTimeout {
     Abort,
 }
 
+/// Whether a close waits for the peer to close its side (its EOF) after our data and
+/// FIN were acknowledged.
+///
+/// Reading the peer's EOF is what makes the final `close()` safe: a socket closed with
+/// unread input sends RST (RFC 2525 2.17), and a reset can destroy the tail of our data
+/// in flight. Once our data and FIN are acknowledged nothing of ours can be lost any
+/// more, but a peer that is still sending gets RST for its next segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum PeerEof {
+    /// Wait for the peer's EOF, discarding what it sends (nginx's `lingering_close
+    /// always`). The default of [`AsyncGracefulClose::graceful_close`]
+    /// (crate::AsyncGracefulClose::graceful_close).
+    #[default]
+    Required,
+    /// Wait for the peer's EOF only if there is a reason to: input we did not read, or
+    /// data arriving during the close (nginx's `lingering_close on`, made exact). A
+    /// connection with neither is closed as soon as our data and FIN are acknowledged.
+    /// The default of the server adapters (`GracefulIo`, `GracefulListener`, the tower
+    /// layer): an idle keep-alive client does not hold a server's shutdown.
+    ///
+    /// The trade-off: a client that sends a new request on an idle connection after our
+    /// close gets RST — having received everything we sent, so it retries as it would
+    /// after any server closed an idle connection.
+    IfSending,
+    /// Do not wait for the peer's EOF: the close ends once our data and FIN are
+    /// acknowledged; data the peer sends meanwhile is still discarded. For peers that
+    /// never close their side.
+    NotRequired,
+}
+
 /// How a graceful close is bounded and what it waits for.
 ///
 /// Built from the total deadline with [`CloseOptions::new`], then refined:
@@ -42,16 +73,19 @@ pub enum OnTimeout {
 /// | [`timeout`](Self::new) | 30 s ([`Default`]) | the whole close, from its first poll |
 /// | [`idle_timeout`](Self::idle_timeout) | none | longest silence while waiting for the peer's EOF |
 /// | [`drain_limit`](Self::drain_limit) | 64 MiB | most bytes discarded while waiting for EOF |
-/// | [`require_peer_eof`](Self::require_peer_eof) | `true` | wait for the peer to close its side too |
+/// | [`peer_eof`](Self::peer_eof) | [`PeerEof::Required`] | wait for the peer to close its side too |
 /// | [`on_timeout`](Self::on_timeout) | [`OnTimeout::Close`] | what to do when a bound is hit |
 /// | [`poll_interval`](Self::poll_interval) | 100 ms | the safety-net re-check of the send queue |
 /// | [`user_timeout`](Self::user_timeout) | not set | `TCP_USER_TIMEOUT` for the close |
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Every duration from [`Duration::ZERO`] to [`Duration::MAX`] is accepted;
+/// `Duration::MAX` means "no bound".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseOptions {
     pub(crate) timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) drain_limit: u64,
-    pub(crate) require_peer_eof: bool,
+    pub(crate) peer_eof: PeerEof,
     pub(crate) on_timeout: OnTimeout,
     pub(crate) poll_interval: Duration,
     pub(crate) user_timeout: Option<Duration>,
@@ -75,7 +109,7 @@ impl CloseOptions {
             timeout,
             idle_timeout: None,
             drain_limit: Self::DEFAULT_DRAIN_LIMIT,
-            require_peer_eof: true,
+            peer_eof: PeerEof::Required,
             on_timeout: OnTimeout::Close,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             user_timeout: None,
@@ -84,14 +118,17 @@ impl CloseOptions {
     }
 
     /// Sets the total deadline of the close, counted from its first poll.
+    /// `Duration::MAX` means no deadline.
+    #[must_use = "builder methods return the changed options"]
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
     /// Sets the longest silence tolerated from the peer while waiting for its EOF, like
-    /// nginx's `lingering_timeout`. Each received chunk restarts it. Without it only the
-    /// total deadline applies.
+    /// nginx's `lingering_timeout`. Each received chunk restarts it. Without it (or with
+    /// `Duration::MAX`) only the total deadline applies.
+    #[must_use = "builder methods return the changed options"]
     pub const fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self
@@ -101,28 +138,44 @@ impl CloseOptions {
     /// A peer that sends more ends the close with
     /// [`CloseErrorKind::DrainLimit`](crate::CloseErrorKind::DrainLimit). `u64::MAX`
     /// means no limit beyond the deadline.
+    #[must_use = "builder methods return the changed options"]
     pub const fn drain_limit(mut self, bytes: u64) -> Self {
         self.drain_limit = bytes;
         self
     }
 
     /// Whether the close waits for the peer to close its side (EOF) as well as for the
-    /// acknowledgement of everything we sent. Default `true`.
+    /// acknowledgement of everything we sent: `true` is [`PeerEof::Required`] (the
+    /// default), `false` [`PeerEof::NotRequired`].
     ///
     /// With `false` the close completes as soon as our data and FIN are acknowledged,
     /// for peers that never close their side; data they send meanwhile is still drained.
+    #[must_use = "builder methods return the changed options"]
     pub const fn require_peer_eof(mut self, require: bool) -> Self {
-        self.require_peer_eof = require;
+        self.peer_eof = if require {
+            PeerEof::Required
+        } else {
+            PeerEof::NotRequired
+        };
+        self
+    }
+
+    /// Sets when the close waits for the peer's EOF; see [`PeerEof`].
+    #[must_use = "builder methods return the changed options"]
+    pub const fn peer_eof(mut self, policy: PeerEof) -> Self {
+        self.peer_eof = policy;
         self
     }
 
     /// Sets what happens when the deadline, the idle timeout or the drain limit is hit.
+    #[must_use = "builder methods return the changed options"]
     pub const fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
         self.on_timeout = on_timeout;
         self
     }
 
     /// Sets the safety-net interval for re-checking the send queue (`SIOCOUTQ`).
+    /// `Duration::MAX` leaves only the kernel's wakeups and the deadline.
     ///
     /// The close does not depend on it: the kernel wakes the socket when our FIN is
     /// acknowledged and the close reacts to that wakeup, re-checking only every
@@ -131,6 +184,7 @@ impl CloseOptions {
     /// [`wait_acked`](crate::AsyncGracefulClose::wait_acked); `AF_UNIX` sockets) the
     /// queue is re-checked after 1 ms, 2 ms, 4 ms, ..., and then every `interval`.
     /// Values below [`Self::MIN_POLL_INTERVAL`] are raised to it.
+    #[must_use = "builder methods return the changed options"]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Self::MIN_POLL_INTERVAL);
         self
@@ -141,7 +195,9 @@ impl CloseOptions {
     /// long (zero-window probing included), and the close fails at once with
     /// [`CloseErrorKind::RetransmitTimeout`](crate::CloseErrorKind::RetransmitTimeout)
     /// instead of waiting for its deadline. Linux only; ignored for `AF_UNIX` sockets
-    /// and rounded to whole milliseconds (at least 1 ms, at most `i32::MAX` ms).
+    /// and rounded up to whole milliseconds (at least 1 ms, at most `i32::MAX` ms, about
+    /// 24.8 days: longer values, `Duration::MAX` included, are clamped to it).
+    #[must_use = "builder methods return the changed options"]
     pub const fn user_timeout(mut self, timeout: Duration) -> Self {
         self.user_timeout = Some(timeout);
         self
@@ -151,6 +207,7 @@ impl CloseOptions {
     /// `poll_interval` only. For benchmarks that show what the wakeups buy; not part of
     /// the stable API.
     #[doc(hidden)]
+    #[must_use = "builder methods return the changed options"]
     pub const fn event_wakeups(mut self, enabled: bool) -> Self {
         self.wakeups = enabled;
         self
@@ -171,9 +228,14 @@ impl CloseOptions {
         self.drain_limit
     }
 
-    /// Whether the peer's EOF is required.
+    /// Whether the peer's EOF is always required ([`PeerEof::Required`]).
     pub const fn get_require_peer_eof(&self) -> bool {
-        self.require_peer_eof
+        matches!(self.peer_eof, PeerEof::Required)
+    }
+
+    /// When the close waits for the peer's EOF.
+    pub const fn get_peer_eof(&self) -> PeerEof {
+        self.peer_eof
     }
 
     /// What happens when a bound is hit.

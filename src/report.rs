@@ -20,7 +20,8 @@ impl CloseReport {
         self.elapsed
     }
 
-    /// Bytes the peer sent after the close started, read and discarded.
+    /// Bytes the close read and discarded: input still unread when it started (the
+    /// application never read it) plus what the peer sent until its EOF.
     pub fn drained_bytes(&self) -> u64 {
         self.drained_bytes
     }
@@ -32,6 +33,7 @@ impl CloseReport {
 
     /// Whether the kernel confirmed that the peer acknowledged every byte we wrote and
     /// our FIN (`SIOCOUTQ` reached 0). Always `false` where the platform cannot tell.
+    /// On `AF_UNIX` streams: the peer read every byte we wrote.
     ///
     /// On a [`CloseError`](crate::CloseError) it still says whether everything had been
     /// acknowledged before the failure (TCP only: a reset after the peer acknowledged
@@ -42,14 +44,16 @@ impl CloseReport {
     }
 
     /// Bytes still unacknowledged when the close ended, as `SIOCOUTQ` counts them: on
-    /// TCP our FIN counts as one byte while it is unacknowledged. `None` where the
-    /// platform cannot tell or the connection was already gone.
+    /// TCP our FIN counts as one byte while it is unacknowledged. After a reset or the
+    /// kernel's give-up the count is frozen at what was outstanding then. `None` where
+    /// there is no byte count: other platforms, `AF_UNIX` streams.
     pub fn unacked_bytes(&self) -> Option<usize> {
         self.unacked_bytes
     }
 
     /// Whether the close ended with an abortive close (RST, `SO_LINGER {1, 0}`), as
-    /// asked by [`OnTimeout::Abort`](crate::OnTimeout::Abort).
+    /// asked by [`OnTimeout::Abort`](crate::OnTimeout::Abort). Only TCP has a reset:
+    /// always `false` on `AF_UNIX` streams.
     pub fn aborted(&self) -> bool {
         self.aborted
     }

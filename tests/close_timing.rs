@@ -14,10 +14,17 @@ use tokio_test::{assert_pending, assert_ready, task};
 #[tokio::test(start_paused = true)]
 async fn deadline_fires_exactly_on_time() {
     let (c, _s) = peer::pair().await;
-    let err = c
-        .graceful_close(Duration::from_secs(10))
-        .await
-        .expect_err("silent peer");
+    let mut close = pin!(c.graceful_close(Duration::from_secs(10)));
+    // Send our FIN, then give the peer's kernel real time to acknowledge it (it may
+    // delay that ACK by up to 40 ms): the paused clock would otherwise race through
+    // the whole deadline before it arrives.
+    std::future::poll_fn(|cx| {
+        assert!(close.as_mut().poll(cx).is_pending());
+        Poll::Ready(())
+    })
+    .await;
+    std::thread::sleep(Duration::from_millis(300));
+    let err = close.await.expect_err("silent peer");
     assert_eq!(err.kind(), CloseErrorKind::TimedOut(ClosePhase::Drain));
     let e = err.report().elapsed();
     assert!(
