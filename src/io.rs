@@ -148,7 +148,7 @@ enum State {
     Shut,
     /// The close ended and was reported; what `poll_shutdown` returns from now on
     /// (`None`: `Ok`).
-    Closed(Option<CloseError>),
+    Closed(Option<Box<CloseError>>),
 }
 
 /// A Tokio stream whose `poll_shutdown` is a graceful half-close, and whose drop
@@ -303,7 +303,7 @@ where
     /// panicking callback cannot report twice).
     fn finish(&mut self, res: Result<CloseReport, CloseError>) {
         self.closer = None;
-        let kept = res.as_ref().err().map(CloseError::duplicate);
+        let kept = res.as_ref().err().map(|e| Box::new(e.duplicate()));
         self.state = State::Closed(kept);
         notify(self.on_close.take(), &res, Path::Shutdown);
     }
@@ -515,7 +515,11 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
         drop(this.stream.take());
         let on_close = this.on_close.take();
         // The user's callback must not take the crate's task down with it.
-        if catch_unwind(AssertUnwindSafe(|| notify(on_close, &res, Path::Background))).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| {
+            notify(on_close, &res, Path::Background)
+        }))
+        .is_err()
+        {
             tracing::error!(target: TARGET, "the on_close callback panicked");
         }
         Poll::Ready(())

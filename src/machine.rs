@@ -445,7 +445,9 @@ impl Closer {
                 .saturating_add(1)
                 .min(MAX_DISCARD) as usize;
             let kind = io.kind();
-            match io.try_io(Interest::READABLE, || sys::discard(io.as_sock(), kind, want)) {
+            match io.try_io(Interest::READABLE, || {
+                sys::discard(io.as_sock(), kind, want)
+            }) {
                 Ok(0) => return Poll::Ready(Ok(DrainEnd::Eof)),
                 Ok(n) => {
                     self.drained += n as u64;
@@ -467,7 +469,12 @@ impl Closer {
 
     /// Checks the send queue after consuming any pending wakeup, so that the kernel's
     /// next one (our FIN acknowledged, a reset) wakes this task.
-    fn poll_ack<S: Socket>(&mut self, io: &S, cx: &mut Context<'_>, owned: bool) -> io::Result<Ack> {
+    fn poll_ack<S: Socket>(
+        &mut self,
+        io: &S,
+        cx: &mut Context<'_>,
+        owned: bool,
+    ) -> io::Result<Ack> {
         if !sys::ACK_CHECK {
             return Ok(Ack::Unknown);
         }
@@ -477,12 +484,16 @@ impl Closer {
         if self.opts.wakeups && closing {
             if owned {
                 self.watch = None;
-                edge_armed = consume_edges(|cx| io.poll_write_ready(cx), cx, || {
-                    // Clears the cached readiness (unless a newer edge came meanwhile).
-                    let _ = io.try_io(Interest::WRITABLE, || {
-                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                    });
-                })?;
+                edge_armed = consume_edges(
+                    |cx| io.poll_write_ready(cx),
+                    cx,
+                    || {
+                        // Clears the cached readiness (unless a newer edge came meanwhile).
+                        let _ = io.try_io(Interest::WRITABLE, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
+                    },
+                )?;
             } else if let Some(watch) = &self.watch {
                 edge_armed = consume_edges(|cx| watch.poll_edge(cx), cx, || ())?;
             }
@@ -558,7 +569,10 @@ fn consume_edges(
 /// A timer for `deadline`, or `None` when the runtime has no time driver (Tokio panics
 /// when such a timer is created; the panic is caught here and turned into an error).
 fn new_timer(deadline: Instant) -> Option<Pin<Box<Sleep>>> {
-    catch_unwind(AssertUnwindSafe(|| Box::pin(tokio::time::sleep_until(deadline)))).ok()
+    catch_unwind(AssertUnwindSafe(|| {
+        Box::pin(tokio::time::sleep_until(deadline))
+    }))
+    .ok()
 }
 
 /// How the send queue stands.
@@ -635,7 +649,10 @@ mod tests {
     #[test]
     fn after_saturates() {
         let now = Instant::now();
-        assert_eq!(after(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
         assert!(after(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
     }
 }

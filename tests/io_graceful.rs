@@ -81,8 +81,21 @@ async fn forwards_reads_and_vectored_writes() {
     assert_eq!(io.as_fd().as_raw_fd(), io.get_mut().as_raw_fd());
 }
 
+/// Fills the peer's receive buffer and our send buffer (the peer does not read).
+async fn fill(io: &mut GracefulIo<TcpStream>) -> usize {
+    let chunk = vec![0u8; 1 << 16];
+    let mut n = 0;
+    loop {
+        match timeout(Duration::from_millis(200), io.write(&chunk)).await {
+            Ok(Ok(k)) => n += k,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => return n,
+        }
+    }
+}
+
 #[tokio::test]
-async fn shutdown_is_the_graceful_close() {
+async fn shutdown_confirms_delivery_and_the_drop_drains() {
     let (a, mut b) = pair().await;
     let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
     // The peer sends a request we never read: a plain close would reset.
@@ -100,12 +113,14 @@ async fn shutdown_is_the_graceful_close() {
         .expect("delivery confirmed");
     let got = timeout(T, peer).await.unwrap().unwrap().unwrap();
     assert_eq!(got.len(), answer.len(), "the peer got every byte");
-    let report = next(&mut rx).await.expect("the callback sees the success");
-    assert!(report.acked() && report.peer_eof(), "{report:?}");
-    assert!(report.drained_bytes() >= 1, "{report:?}");
-    // A second shutdown returns the same outcome; the callback is not called again.
+    // The shutdown only half-closed: the close ends with the drop.
+    no_more(&mut rx).await;
+    // A second shutdown returns the same outcome.
     io.shutdown().await.unwrap();
     drop(io);
+    let report = next(&mut rx).await.expect("the callback sees the success");
+    assert!(report.acked() && report.peer_eof(), "{report:?}");
+    assert!(report.drained_bytes() >= 100_000, "{report:?}");
     no_more(&mut rx).await;
 }
 
@@ -114,15 +129,24 @@ async fn failed_close_is_an_io_error_with_the_close_error_inside() {
     let (a, b) = pair().await;
     let opts = CloseOptions::new(Duration::from_millis(200));
     let (mut io, mut rx) = wrap(a, opts);
-    // The peer never closes its side: the deadline ends the close.
+    // The peer never reads: our data and FIN stay unacknowledged past the deadline.
+    fill(&mut io).await;
     let err = timeout(T, io.shutdown()).await.unwrap().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     let inner = err.get_ref().and_then(|e| e.downcast_ref::<CloseError>());
-    assert!(inner.is_some(), "the CloseError is inside: {err:?}");
+    let inner = inner.expect("the CloseError is inside");
+    assert_eq!(
+        inner.kind(),
+        tokio_graceful_close::CloseErrorKind::TimedOut(tokio_graceful_close::ClosePhase::AckWait)
+    );
     let msg = next(&mut rx).await.unwrap_err();
     assert!(msg.contains("timed out"), "{msg}");
+    // Later calls: the same outcome, the CloseError included.
     let again = io.shutdown().await.unwrap_err();
     assert_eq!(again.kind(), io::ErrorKind::TimedOut);
+    let again = again.get_ref().and_then(|e| e.downcast_ref::<CloseError>());
+    assert_eq!(again.map(CloseError::kind), Some(inner.kind()));
+    assert_eq!(again.map(|e| e.report().acked()), Some(false));
     drop(io);
     no_more(&mut rx).await;
     drop(b);
@@ -158,20 +182,32 @@ async fn drop_closes_gracefully_in_the_background() {
 async fn drop_after_a_started_shutdown_finishes_it_in_the_background() {
     let (a, mut b) = pair().await;
     let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
-    io.write_all(b"bye").await.unwrap();
-    // Start the close (it waits for the peer's EOF), then give up on it.
+    let sent = fill(&mut io).await;
+    // Start the close (it waits for the peer to acknowledge), then give up on it.
     assert!(timeout(Duration::from_millis(100), io.shutdown())
         .await
         .is_err());
     drop(io);
-    let mut got = Vec::new();
-    timeout(T, b.read_to_end(&mut got)).await.unwrap().unwrap();
-    assert_eq!(got, b"bye");
+    let (got, end) = read_all(&mut b).await;
+    assert_eq!((got, end.as_str()), (sent, "eof"));
     drop(b);
     let report = next(&mut rx).await.expect("the started close completed");
     assert!(report.acked() && report.peer_eof(), "{report:?}");
     // Same close: the elapsed time counts from the first poll, before the drop.
     assert!(report.elapsed() >= Duration::from_millis(100), "{report:?}");
+}
+
+/// Reads to the end; the byte count and "eof" or the error.
+async fn read_all(s: &mut TcpStream) -> (usize, String) {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0;
+    loop {
+        match timeout(T, s.read(&mut buf)).await.expect("peer read hung") {
+            Ok(0) => return (n, "eof".into()),
+            Ok(k) => n += k,
+            Err(e) => return (n, e.to_string()),
+        }
+    }
 }
 
 #[test]
@@ -242,6 +278,11 @@ async fn unix_streams_close_gracefully_too() {
         timeout(T, peer).await.unwrap().unwrap().unwrap(),
         b"over unix"
     );
+    drop(io);
+    let deadline = Instant::now() + T;
+    while seen.lock().unwrap().is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(*seen.lock().unwrap(), Some(true));
 }
 

@@ -147,7 +147,10 @@ impl Watch {
 
     /// `Ready` once a wakeup came since the last call (which it consumes); `Pending`
     /// registers the task for the next one.
-    pub(crate) fn poll_edge(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    pub(crate) fn poll_edge(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         match self.0.poll_write_ready(cx) {
             std::task::Poll::Ready(Ok(mut guard)) => {
                 guard.clear_ready();
@@ -167,10 +170,15 @@ pub(crate) struct Watch(());
 #[cfg(not(unix))]
 impl Watch {
     pub(crate) fn new(_sock: Sock<'_>) -> io::Result<Self> {
-        Err(unsupported("no private readiness registration on this platform"))
+        Err(unsupported(
+            "no private readiness registration on this platform",
+        ))
     }
 
-    pub(crate) fn poll_edge(&self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<io::Result<()>> {
+    pub(crate) fn poll_edge(
+        &self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         std::task::Poll::Pending
     }
 }

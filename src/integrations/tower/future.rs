@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use hyper_util::rt::TokioIo;
@@ -21,13 +20,13 @@ pin_project! {
     pub struct GracefulConnect<F> {
         #[pin]
         inner: F,
-        options: Arc<CloseOptions>,
+        options: CloseOptions,
         on_close: Option<OnClose>,
     }
 }
 
 impl<F> GracefulConnect<F> {
-    pub(super) fn new(inner: F, options: Arc<CloseOptions>, on_close: Option<OnClose>) -> Self {
+    pub(super) fn new(inner: F, options: CloseOptions, on_close: Option<OnClose>) -> Self {
         GracefulConnect {
             inner,
             options,
@@ -46,7 +45,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let io = ready!(this.inner.poll(cx))?.into_inner();
-        let options = CloseOptions::clone(this.options);
+        let options = *this.options;
         let io = GracefulIo::with_callback(io, options, this.on_close.clone());
         Poll::Ready(Ok(TokioIo::new(io)))
     }

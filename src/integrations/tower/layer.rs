@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::Arc;
 
 use tower::Layer;
 
@@ -25,7 +24,7 @@ use crate::{CloseError, CloseOptions, CloseReport};
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 #[derive(Clone)]
 pub struct GracefulCloseLayer {
-    pub(super) options: Arc<CloseOptions>,
+    pub(super) options: CloseOptions,
     pub(super) on_close: Option<OnClose>,
 }
 
@@ -33,7 +32,7 @@ impl GracefulCloseLayer {
     /// Connections made or served through the layer close gracefully with `options`.
     pub fn new(options: CloseOptions) -> Self {
         GracefulCloseLayer {
-            options: Arc::new(options),
+            options,
             on_close: None,
         }
     }
@@ -60,7 +59,7 @@ impl<S> Layer<S> for GracefulCloseLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GracefulCloseService {
             inner,
-            options: self.options.clone(),
+            options: self.options,
             on_close: self.on_close.clone(),
         }
     }

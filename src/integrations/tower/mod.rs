@@ -11,7 +11,6 @@
 //!   [`GracefulIo`] instead of the bare stream.
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Uri;
@@ -80,7 +79,7 @@ pub use self::layer::GracefulCloseLayer;
 #[derive(Clone)]
 pub struct GracefulCloseService<S> {
     inner: S,
-    options: Arc<CloseOptions>,
+    options: CloseOptions,
     on_close: Option<OnClose>,
 }
 
@@ -91,7 +90,7 @@ impl<S> GracefulCloseService<S> {
     pub fn new(inner: S, options: CloseOptions) -> Self {
         GracefulCloseService {
             inner,
-            options: Arc::new(options),
+            options,
             on_close: None,
         }
     }
@@ -112,11 +111,7 @@ impl<S> GracefulCloseService<S> {
     }
 
     fn wrap<T: AsyncGracefulClose + Send + 'static>(&self, stream: T) -> GracefulIo<T> {
-        GracefulIo::with_callback(
-            stream,
-            CloseOptions::clone(&self.options),
-            self.on_close.clone(),
-        )
+        GracefulIo::with_callback(stream, self.options, self.on_close.clone())
     }
 }
 
@@ -137,7 +132,7 @@ where
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let fut = self.inner.call(dst);
-        GracefulConnect::new(fut, self.options.clone(), self.on_close.clone())
+        GracefulConnect::new(fut, self.options, self.on_close.clone())
     }
 }
 
