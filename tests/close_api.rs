@@ -1,4 +1,5 @@
 //! `abort`, `unacked_bytes`, `unsent_bytes` and `wait_acked`.
+#![cfg(target_os = "linux")]
 
 #[path = "support/peer.rs"]
 mod peer;

@@ -1,4 +1,5 @@
 //! Hostile and odd peers, each with its expected outcome.
+#![cfg(target_os = "linux")]
 
 #[path = "support/peer.rs"]
 mod peer;

@@ -1,6 +1,7 @@
 //! The seed experiment: an unread greeting, 1,000,000 bytes written, then a close.
 //! A plain close resets the connection and loses the tail; the graceful close delivers
 //! every byte, every time.
+#![cfg(target_os = "linux")]
 
 #[path = "support/peer.rs"]
 mod peer;

@@ -2,6 +2,7 @@
 //! `axum_upload_limit` example: through `GracefulListener` every run must get the whole
 //! 413; served plainly (the control) the failures are counted and printed.
 #![cfg(feature = "axum")]
+#![cfg(target_os = "linux")]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! `GracefulIo` on real loopback sockets: forwarding, the graceful `poll_shutdown`,
 //! the background close on drop, the plain close outside a runtime, `into_inner`.
+#![cfg(target_os = "linux")]
 
 #[path = "support/outcome.rs"]
 mod outcome;

@@ -13,7 +13,9 @@
 //! [`ADDR_B`]) exist there: no traffic can leave the lab.
 //!
 //! Every lab has unique namespace names and is torn down on [`Drop`], panics included.
-//! Needs root, iproute2 (`ip`, `tc`) and nftables (`nft`, only for loss and black-hole).
+//! Needs root, iproute2 (`ip`, `tc`) and nftables (`nft`, only for loss, black hole and
+//! unreachable: [`LabConfig::with_nft`]). [`Lab::require`] checks all of them first:
+//! where one is missing it skips with the reason, or fails with it under `CI=true`.
 //!
 //! Include it from any target with
 //! `#[path = "../tests/support/lab.rs"] mod lab;`.
@@ -30,6 +32,13 @@ use std::time::Duration;
 
 use nix::libc;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+
+#[path = "lab_preflight.rs"]
+mod preflight;
+#[allow(unused_imports)] // each includer uses some
+pub use preflight::{
+    in_ci, is_root, missing_tools, skip, skip_reason, unavailable, unavailable_with,
+};
 
 /// Address of side A (inside namespace A only).
 pub const ADDR_A: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
@@ -78,6 +87,8 @@ pub struct LabConfig {
     burst_bytes: u32,
     /// Random loss per direction, in percent.
     loss_percent: u8,
+    /// nftables will be used (loss, black hole, unreachable).
+    nft: bool,
 }
 
 impl Default for LabConfig {
@@ -94,6 +105,7 @@ impl LabConfig {
             queue_bytes: 256 * 1024,
             burst_bytes: 0,
             loss_percent: 0,
+            nft: false,
         }
     }
 
@@ -118,7 +130,27 @@ impl LabConfig {
     /// Sets the random loss of each direction, in percent (needs nftables).
     pub const fn loss(mut self, percent: u8) -> Self {
         self.loss_percent = percent;
+        if percent > 0 {
+            self.nft = true;
+        }
         self
+    }
+
+    /// Says that the lab will use nftables after it is built ([`Lab::blackhole`],
+    /// [`Lab::unreachable`], [`Lab::set_loss`]), so that a missing `nft` is found
+    /// before the build. [`LabConfig::loss`] implies it.
+    pub const fn with_nft(mut self) -> Self {
+        self.nft = true;
+        self
+    }
+
+    /// The commands a lab of this shape runs.
+    pub fn tools(&self) -> &'static [&'static str] {
+        if self.nft {
+            &["ip", "tc", "nft"]
+        } else {
+            &["ip", "tc"]
+        }
     }
 
     /// Payload-ish bytes per second of each direction (`None` when unshaped).
@@ -133,35 +165,6 @@ impl LabConfig {
         // 4 ms worth of tokens, at least a few full frames.
         ((self.rate_bps / 8 / 250) as u32).max(4 * 1514)
     }
-}
-
-/// Whether this process may build a lab (effective uid 0).
-pub fn is_root() -> bool {
-    // Safety: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether the environment says it is CI (`CI=true`): the lab must then be built.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// Why the lab cannot be used here, or `None` if it must be used (root, or CI).
-pub fn skip_reason() -> Option<String> {
-    if is_root() || in_ci() {
-        return None;
-    }
-    Some(
-        "the network lab needs root (ip netns, tc, nft); run the tests as root, or set \
-         CI=true to make a missing lab fail instead"
-            .to_string(),
-    )
-}
-
-/// Prints `SKIP: <reason>` straight to the process's stderr, so that it shows even
-/// where the test harness captures `eprintln!` of passing tests.
-pub fn skip(reason: &str) {
-    let _ = writeln!(io::stderr(), "SKIP: {reason}");
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -185,17 +188,20 @@ impl fmt::Debug for Lab {
 
 impl Lab {
     /// Builds a lab, or prints `SKIP: <reason>` to stderr and returns `None` when it
-    /// may be skipped (not root and not CI). Panics if it must be built and cannot.
+    /// cannot be built here (not root, a command missing) and `CI` is not `true`.
+    /// Panics if it must be built and cannot: under `CI=true`, or when the build itself
+    /// fails.
     pub fn require(config: LabConfig) -> Option<Lab> {
-        if let Some(reason) = skip_reason() {
+        if let Some(reason) = unavailable(&config) {
+            if in_ci() {
+                panic!("{reason}; under CI=true the lab tests must run, not skip");
+            }
             skip(&reason);
             return None;
         }
         match Lab::build(config) {
             Ok(lab) => Some(lab),
-            Err(e) => {
-                panic!("cannot build the network lab (needs root, iproute2 and nftables): {e}")
-            }
+            Err(e) => panic!("cannot build the network lab: {e}"),
         }
     }
 
