@@ -47,6 +47,11 @@ pub enum CloseErrorKind {
     PeerReset,
     /// The peer sent more than the drain limit while we waited for its EOF.
     DrainLimit,
+    /// The [`CloseTracker`](crate::CloseTracker)'s cap on lingering closes was reached
+    /// and this close, the oldest, was ended early: closed at once if everything was
+    /// acknowledged ([`CloseReport::acked`](crate::CloseReport::acked)), aborted with RST
+    /// otherwise.
+    Evicted,
     /// Another I/O error; see [`Error::source`].
     Io,
 }
@@ -195,6 +200,12 @@ impl fmt::Display for CloseError {
                  the drain limit",
                 r.drained_bytes
             )?,
+            CloseErrorKind::Evicted => write!(
+                f,
+                "graceful close ended early after {:?} while {}: too many lingering closes, \
+                 this one the oldest",
+                r.elapsed, self.phase
+            )?,
             CloseErrorKind::Io => write!(f, "graceful close failed while {}", self.phase)?,
         }
         match r.unacked_bytes {
@@ -238,6 +249,7 @@ mod tests {
             acked: false,
             unacked_bytes: Some(1001),
             aborted: true,
+            peer_addr: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::ext::sealed::Socket;
 use crate::machine::{disarm_linger, Closer, Goal, Mode};
+use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport};
 
 /// Future of [`AsyncGracefulClose::graceful_close`](crate::AsyncGracefulClose::graceful_close)
@@ -26,7 +27,7 @@ impl<S: Socket> GracefulClose<S> {
     pub(crate) fn new(stream: S, options: CloseOptions) -> Self {
         GracefulClose {
             stream: Some(stream),
-            closer: Closer::new(options, Mode::Close),
+            closer: Closer::new(options.resolve(Role::Stream), Mode::Close),
         }
     }
 

@@ -20,7 +20,8 @@ use tracing::Instrument;
 
 use crate::error::CloseErrorKind;
 use crate::machine::{disarm_linger, Closer, Goal, Mode};
-use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport};
+use crate::options::Role;
+use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker};
 
 /// The target of the crate's trace events.
 pub(crate) const TARGET: &str = "tokio_graceful_close";
@@ -70,9 +71,14 @@ impl Path {
 /// run twice.
 fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path: Path) {
     let path = path.as_str();
+    let peer = Peer(match res {
+        Ok(r) => r.peer_addr(),
+        Err(e) => e.report().peer_addr(),
+    });
     match res {
         Ok(r) if r.peer_eof() || !r.acked() => tracing::debug!(
             target: TARGET,
+            %peer,
             path,
             elapsed = ?r.elapsed(),
             drained = r.drained_bytes(),
@@ -81,6 +87,7 @@ fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path
         ),
         Ok(r) => tracing::debug!(
             target: TARGET,
+            %peer,
             path,
             elapsed = ?r.elapsed(),
             drained = r.drained_bytes(),
@@ -88,18 +95,21 @@ fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path
         ),
         Err(e) if e.report().acked() => tracing::debug!(
             target: TARGET,
+            %peer,
             path,
             error = %e,
             "connection closed: everything delivered, but the peer did not close its side"
         ),
         Err(e) if e.kind() == CloseErrorKind::Io => tracing::warn!(
             target: TARGET,
+            %peer,
             path,
             error = %e,
             "connection closed: delivery not confirmed"
         ),
         Err(e) => tracing::info!(
             target: TARGET,
+            %peer,
             path,
             error = %e,
             "connection closed: delivery not confirmed"
@@ -107,6 +117,18 @@ fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path
     }
     if let Some(cb) = on_close {
         (cb.0)(res);
+    }
+}
+
+/// The peer's address in an event: the address, or `-` where there is none.
+struct Peer(Option<std::net::SocketAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
@@ -128,6 +150,7 @@ fn close_plainly<S: AsyncGracefulClose>(
         Some(c) => (c.phase(), c.report()),
         None => (crate::ClosePhase::Shutdown, CloseReport::default()),
     };
+    // The closer, and with it the tracker's count, goes only once the socket is closed.
     let res = Err(CloseError::new(
         CloseErrorKind::Io,
         phase,
@@ -137,15 +160,16 @@ fn close_plainly<S: AsyncGracefulClose>(
     notify(on_close, &res, path);
 }
 
-/// Where the close of a [`GracefulIo`] stands.
+/// Where the close of a [`GracefulIo`] stands. The close itself is boxed: an open
+/// connection stays small.
 #[derive(Debug)]
 enum State {
     /// Reads and writes go through; no close started.
     Open,
     /// `poll_shutdown` sent our FIN and waits for its acknowledgement.
-    ShuttingDown,
+    ShuttingDown(Box<Closer>),
     /// `poll_shutdown` returned `Ok`; the drop finishes the close.
-    Shut,
+    Shut(Box<Closer>),
     /// The close ended and was reported; what `poll_shutdown` returns from now on
     /// (`None`: `Ok`).
     Closed(Option<Box<CloseError>>),
@@ -215,10 +239,9 @@ where
     /// Always `Some` but inside `into_inner` and `drop`.
     stream: Option<S>,
     options: CloseOptions,
-    /// Created when the close starts; boxed so that an open connection stays small.
-    closer: Option<Box<Closer>>,
     state: State,
     on_close: Option<OnClose>,
+    tracker: Option<CloseTracker>,
 }
 
 // ===== impl GracefulIo =====
@@ -228,22 +251,47 @@ where
     S: AsyncGracefulClose + Send + 'static,
 {
     /// Wraps `stream`; its shutdown and its drop will close it gracefully with `options`.
+    ///
+    /// Options not set take the defaults of a server connection: the peer's EOF is
+    /// waited for only if it is still sending ([`PeerEof::IfSending`](crate::PeerEof)),
+    /// 5 s of silence at most; see the table in [`CloseOptions`].
     pub fn new(stream: S, options: CloseOptions) -> Self {
-        Self::with_callback(stream, options, None)
+        Self::from_parts(stream, options, Role::Server, None, None)
     }
 
-    pub(crate) fn with_callback(
+    pub(crate) fn from_parts(
         stream: S,
         options: CloseOptions,
+        role: Role,
         on_close: Option<OnClose>,
+        tracker: Option<CloseTracker>,
     ) -> Self {
         GracefulIo {
             stream: Some(stream),
-            options,
-            closer: None,
+            options: options.resolve(role),
             state: State::Open,
             on_close,
+            tracker,
         }
+    }
+
+    /// Counts this connection's close in `tracker`, so that a server can wait for it
+    /// ([`CloseTracker::wait`]) and its lingering is capped.
+    #[must_use = "builder methods return the changed wrapper"]
+    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
+        self.tracker = Some(tracker.clone());
+        self
+    }
+
+    /// The closer of a close that starts now: registered with the tracker, knowing the
+    /// peer's address.
+    fn start_closer(&self, stream: &S) -> Box<Closer> {
+        let token = self.tracker.as_ref().map(CloseTracker::start);
+        let peer = socket2::SockRef::from(&stream.as_sock())
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket());
+        Box::new(Closer::new(self.options, Mode::Close).tracked(token, peer))
     }
 
     /// Calls `f` with the outcome when the close ends: from `poll_shutdown` when it
@@ -291,7 +339,7 @@ where
     ///
     /// If a shutdown had started, the stream is already half-closed (our FIN sent).
     pub fn into_inner(mut self) -> S {
-        self.closer = None;
+        self.state = State::Closed(None);
         self.on_close = None;
         match self.stream.take() {
             Some(s) => s,
@@ -302,7 +350,6 @@ where
     /// Records the end of the close, then reports it (in that order, so that a
     /// panicking callback cannot report twice).
     fn finish(&mut self, res: Result<CloseReport, CloseError>) {
-        self.closer = None;
         let kept = res.as_ref().err().map(|e| Box::new(e.duplicate()));
         self.state = State::Closed(kept);
         notify(self.on_close.take(), &res, Path::Shutdown);
@@ -375,21 +422,25 @@ where
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match &this.state {
-            State::Shut | State::Closed(None) => return Poll::Ready(Ok(())),
+            State::Shut(_) | State::Closed(None) => return Poll::Ready(Ok(())),
             State::Closed(Some(e)) => return Poll::Ready(Err(e.duplicate().into())),
             State::Open => {
                 ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
-                this.closer = Some(Box::new(Closer::new(this.options, Mode::Close)));
-                this.state = State::ShuttingDown;
+                this.state = State::ShuttingDown(this.start_closer(this.get_ref()));
             }
-            State::ShuttingDown => {}
+            State::ShuttingDown(_) => {}
         }
-        let (Some(stream), Some(closer)) = (this.stream.as_ref(), this.closer.as_mut()) else {
+        let (Some(stream), State::ShuttingDown(closer)) = (this.stream.as_ref(), &mut this.state)
+        else {
             unreachable!("a closing `GracefulIo` has its stream and its closer");
         };
         match ready!(closer.poll_close(stream, cx, Goal::Acked)) {
             Ok(_) => {
-                this.state = State::Shut;
+                let State::ShuttingDown(closer) = std::mem::replace(&mut this.state, State::Open)
+                else {
+                    unreachable!("matched above");
+                };
+                this.state = State::Shut(closer);
                 Poll::Ready(Ok(()))
             }
             Err(e) => {
@@ -409,15 +460,16 @@ where
         let Some(stream) = self.stream.take() else {
             return;
         };
-        if let State::Closed(_) = self.state {
-            return; // ended and reported: the drop releases the descriptor
-        }
+        let closer = match std::mem::replace(&mut self.state, State::Closed(None)) {
+            // Ended and reported: the drop releases the descriptor.
+            State::Closed(_) => return,
+            State::Open => None,
+            State::ShuttingDown(c) | State::Shut(c) => Some(c),
+        };
         let on_close = self.on_close.take();
-        let closer = self.closer.take();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                let closer =
-                    closer.unwrap_or_else(|| Box::new(Closer::new(self.options, Mode::Close)));
+                let closer = closer.unwrap_or_else(|| self.start_closer(&stream));
                 // The task is dropped at once if the runtime is shutting down; the
                 // `Background` drop then closes plainly and reports it.
                 let task = Background {
@@ -487,6 +539,7 @@ where
             .field("stream", &self.stream)
             .field("options", &self.options)
             .field("state", &self.state)
+            .field("tracked", &self.tracker.is_some())
             .finish_non_exhaustive()
     }
 }

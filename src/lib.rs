@@ -77,6 +77,7 @@ mod machine;
 mod options;
 mod report;
 mod sys;
+mod tracker;
 
 #[cfg(unix)]
 pub use crate::cork::{write_corked, CorkExt, Corked, WriteCorked};
@@ -95,3 +96,4 @@ pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, G
 pub use crate::io::GracefulIo;
 pub use crate::options::{CloseOptions, OnTimeout, PeerEof};
 pub use crate::report::CloseReport;
+pub use crate::tracker::CloseTracker;

@@ -25,6 +25,7 @@ use tokio::time::{Instant, Sleep};
 use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 use crate::ext::sealed::Socket;
 use crate::sys::{self, SendQueue, SocketKind};
+use crate::tracker::Token;
 use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof};
 
 /// Reads per poll before the drain yields to the scheduler (on top of Tokio's budget).
@@ -90,10 +91,22 @@ pub(crate) struct Closer {
     poll_step: Duration,
     /// Armed only when the close has to wait.
     timer: Option<Pin<Box<Sleep>>>,
-    /// Our own registration of the socket, for wakeups on a borrowed stream.
-    watch: Option<sys::Watch>,
+    /// Our own registration of the socket, for wakeups on a borrowed stream (boxed:
+    /// rare, and the close stays small).
+    watch: Option<Box<sys::Watch>>,
     /// `sys::Watch::new` failed once: fall back to the timer.
     no_watch: bool,
+    /// What the adapters add (boxed: a bare close does without).
+    extra: Option<Box<Extra>>,
+}
+
+/// The adapters' part of a close.
+#[derive(Debug)]
+struct Extra {
+    /// The registration with a `CloseTracker`, if any; dropped when the closer is.
+    token: Option<Token>,
+    /// For the report.
+    peer_addr: Option<std::net::SocketAddr>,
 }
 
 impl Closer {
@@ -116,7 +129,22 @@ impl Closer {
             timer: None,
             watch: None,
             no_watch: false,
+            extra: None,
         }
+    }
+
+    /// Registers the close with a tracker and records the peer's address, for the
+    /// adapters.
+    pub(crate) fn tracked(
+        mut self,
+        token: Option<Token>,
+        peer: Option<std::net::SocketAddr>,
+    ) -> Self {
+        self.extra = Some(Box::new(Extra {
+            token,
+            peer_addr: peer,
+        }));
+        self
     }
 
     /// Whether the close ended with a reset on purpose.
@@ -151,6 +179,7 @@ impl Closer {
             acked: self.acked,
             unacked_bytes: self.acked.then_some(0),
             aborted: self.aborted,
+            peer_addr: self.extra.as_ref().and_then(|e| e.peer_addr),
         }
     }
 
@@ -183,6 +212,11 @@ impl Closer {
         let owned = goal == Goal::Closed;
         let closing = self.mode == Mode::Close;
         loop {
+            let token = self.extra.as_ref().and_then(|e| e.token.as_ref());
+            if token.is_some_and(|t| t.evicted(cx.waker())) {
+                let phase = self.phase();
+                return Poll::Ready(Err(self.fail(io, CloseErrorKind::Evicted, phase, None)));
+            }
             // 1. Our data and FIN acknowledged?
             let mut edge_armed = false;
             let mut unknown = false;
@@ -349,7 +383,7 @@ impl Closer {
         if !self.acked {
             return false;
         }
-        match self.opts.peer_eof {
+        match self.opts.peer_eof.unwrap_or_default() {
             PeerEof::NotRequired => true,
             PeerEof::Required => self.peer_eof,
             PeerEof::IfSending => {
@@ -417,7 +451,9 @@ impl Closer {
         report.unacked_bytes = unacked;
         if self.mode == Mode::Close {
             let bound = kind.is_timeout() || kind == CloseErrorKind::DrainLimit;
-            if tcp && bound && self.opts.on_timeout == OnTimeout::Abort {
+            let abort = (bound && self.opts.on_timeout == OnTimeout::Abort)
+                || (kind == CloseErrorKind::Evicted && !acked);
+            if tcp && abort {
                 self.aborted = socket2::SockRef::from(&sock)
                     .set_linger(Some(Duration::ZERO))
                     .is_ok();
@@ -436,7 +472,7 @@ impl Closer {
         io: &S,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<DrainEnd>> {
-        let limit = self.opts.drain_limit;
+        let limit = self.opts.get_drain_limit();
         for _ in 0..MAX_READS_PER_POLL {
             ready!(io.poll_read_ready(cx))?;
             // Ask for one byte more than the limit allows, to see a peer that exceeds it.
@@ -537,7 +573,7 @@ impl Closer {
             // come before the registration).
             match sys::Watch::new(sock) {
                 Ok(watch) => {
-                    self.watch = Some(watch);
+                    self.watch = Some(Box::new(watch));
                     return self.poll_ack(io, cx, owned);
                 }
                 Err(_) => self.no_watch = true,

@@ -21,6 +21,18 @@ pub enum OnTimeout {
     Abort,
 }
 
+/// Which defaults fill the options a user did not set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A bare stream's `graceful_close`.
+    Stream,
+    /// A server connection: `GracefulIo`, `GracefulListener`, the layer around a
+    /// connection service.
+    Server,
+    /// A client connection: the layer around a connector.
+    Client,
+}
+
 /// Whether a close waits for the peer to close its side (its EOF) after our data and
 /// FIN were acknowledged.
 ///
@@ -71,21 +83,33 @@ pub enum PeerEof {
 /// | option | default | meaning |
 /// |---|---|---|
 /// | [`timeout`](Self::new) | 30 s ([`Default`]) | the whole close, from its first poll |
-/// | [`idle_timeout`](Self::idle_timeout) | none | longest silence while waiting for the peer's EOF |
-/// | [`drain_limit`](Self::drain_limit) | 64 MiB | most bytes discarded while waiting for EOF |
-/// | [`peer_eof`](Self::peer_eof) | [`PeerEof::Required`] | wait for the peer to close its side too |
+/// | [`idle_timeout`](Self::idle_timeout) | see below | longest silence while waiting for the peer's EOF |
+/// | [`drain_limit`](Self::drain_limit) | see below | most bytes discarded while waiting for EOF |
+/// | [`peer_eof`](Self::peer_eof) | see below | when to wait for the peer to close its side too |
 /// | [`on_timeout`](Self::on_timeout) | [`OnTimeout::Close`] | what to do when a bound is hit |
 /// | [`poll_interval`](Self::poll_interval) | 100 ms | the safety-net re-check of the send queue |
 /// | [`user_timeout`](Self::user_timeout) | not set | `TCP_USER_TIMEOUT` for the close |
 ///
 /// Every duration from [`Duration::ZERO`] to [`Duration::MAX`] is accepted;
 /// `Duration::MAX` means "no bound".
+///
+/// Three options default to what fits the place the options are used, unless set:
+///
+/// | | a bare stream's [`graceful_close`](crate::AsyncGracefulClose::graceful_close) | server connections (`GracefulIo`, `GracefulListener`, the tower layer around a connection service) | client connections (the tower layer around a connector) |
+/// |---|---|---|---|
+/// | `peer_eof` | [`PeerEof::Required`] | [`PeerEof::IfSending`] | [`PeerEof::NotRequired`] |
+/// | `idle_timeout` | none | 5 s ([`Self::ADAPTER_IDLE_TIMEOUT`]) | 5 s |
+/// | `drain_limit` | 64 MiB | 64 MiB | 64 KiB ([`Self::CLIENT_DRAIN_LIMIT`]) |
+/// | cost at shutdown | waits for the peer's EOF | closes at once once delivered, unless the client is still sending | closes once delivered; a response still arriving ends in RST after 64 KiB |
+/// | cost under attack | up to `timeout` per close | up to 5 s of silence, `timeout` in all, per close; capped per [`CloseTracker`](crate::CloseTracker) | at most 64 KiB downloaded |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseOptions {
     pub(crate) timeout: Duration,
+    // `None`: not set, so the default of where the options are used applies (see the
+    // table above and `resolve`).
     pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) drain_limit: u64,
-    pub(crate) peer_eof: PeerEof,
+    pub(crate) drain_limit: Option<u64>,
+    pub(crate) peer_eof: Option<PeerEof>,
     pub(crate) on_timeout: OnTimeout,
     pub(crate) poll_interval: Duration,
     pub(crate) user_timeout: Option<Duration>,
@@ -95,6 +119,12 @@ pub struct CloseOptions {
 impl CloseOptions {
     /// The default drain limit: 64 MiB.
     pub const DEFAULT_DRAIN_LIMIT: u64 = 64 << 20;
+    /// The drain limit of client connections (a connector wrapped by the tower layer)
+    /// unless set: 64 KiB. A response the caller abandoned is not downloaded.
+    pub const CLIENT_DRAIN_LIMIT: u64 = 64 << 10;
+    /// The idle timeout of the adapters' closes unless set: 5 s, nginx's
+    /// `lingering_timeout`.
+    pub const ADAPTER_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
     /// The default safety-net poll interval: 100 ms.
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(100);
     /// The shortest poll interval accepted: 1 ms. Shorter values are raised to it.
@@ -108,8 +138,8 @@ impl CloseOptions {
         Self {
             timeout,
             idle_timeout: None,
-            drain_limit: Self::DEFAULT_DRAIN_LIMIT,
-            peer_eof: PeerEof::Required,
+            drain_limit: None,
+            peer_eof: None,
             on_timeout: OnTimeout::Close,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             user_timeout: None,
@@ -140,7 +170,7 @@ impl CloseOptions {
     /// means no limit beyond the deadline.
     #[must_use = "builder methods return the changed options"]
     pub const fn drain_limit(mut self, bytes: u64) -> Self {
-        self.drain_limit = bytes;
+        self.drain_limit = Some(bytes);
         self
     }
 
@@ -152,18 +182,18 @@ impl CloseOptions {
     /// for peers that never close their side; data they send meanwhile is still drained.
     #[must_use = "builder methods return the changed options"]
     pub const fn require_peer_eof(mut self, require: bool) -> Self {
-        self.peer_eof = if require {
+        self.peer_eof = Some(if require {
             PeerEof::Required
         } else {
             PeerEof::NotRequired
-        };
+        });
         self
     }
 
     /// Sets when the close waits for the peer's EOF; see [`PeerEof`].
     #[must_use = "builder methods return the changed options"]
     pub const fn peer_eof(mut self, policy: PeerEof) -> Self {
-        self.peer_eof = policy;
+        self.peer_eof = Some(policy);
         self
     }
 
@@ -218,24 +248,50 @@ impl CloseOptions {
         self.timeout
     }
 
-    /// The idle timeout, if set.
+    /// The idle timeout, if set (`None`: the default of where the options are used).
     pub const fn get_idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
 
-    /// The drain limit in bytes.
+    /// The drain limit in bytes ([`Self::DEFAULT_DRAIN_LIMIT`] if not set).
     pub const fn get_drain_limit(&self) -> u64 {
-        self.drain_limit
+        match self.drain_limit {
+            Some(n) => n,
+            None => Self::DEFAULT_DRAIN_LIMIT,
+        }
     }
 
-    /// Whether the peer's EOF is always required ([`PeerEof::Required`]).
+    /// Whether the peer's EOF is always required, as a bare
+    /// [`graceful_close`](crate::AsyncGracefulClose::graceful_close) reads the options.
     pub const fn get_require_peer_eof(&self) -> bool {
-        matches!(self.peer_eof, PeerEof::Required)
+        matches!(self.peer_eof, None | Some(PeerEof::Required))
     }
 
-    /// When the close waits for the peer's EOF.
-    pub const fn get_peer_eof(&self) -> PeerEof {
+    /// When the close waits for the peer's EOF, if set (`None`: the default of where
+    /// the options are used).
+    pub const fn get_peer_eof(&self) -> Option<PeerEof> {
         self.peer_eof
+    }
+
+    /// Fills what the user did not set with the defaults of `role`.
+    pub(crate) fn resolve(mut self, role: Role) -> Self {
+        let (eof, idle, limit) = match role {
+            Role::Stream => (PeerEof::Required, Duration::MAX, Self::DEFAULT_DRAIN_LIMIT),
+            Role::Server => (
+                PeerEof::IfSending,
+                Self::ADAPTER_IDLE_TIMEOUT,
+                Self::DEFAULT_DRAIN_LIMIT,
+            ),
+            Role::Client => (
+                PeerEof::NotRequired,
+                Self::ADAPTER_IDLE_TIMEOUT,
+                Self::CLIENT_DRAIN_LIMIT,
+            ),
+        };
+        self.peer_eof.get_or_insert(eof);
+        self.idle_timeout.get_or_insert(idle);
+        self.drain_limit.get_or_insert(limit);
+        self
     }
 
     /// What happens when a bound is hit.

@@ -1,5 +1,6 @@
 //! What a close did.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// What a graceful close did, returned on success and carried by every
@@ -12,6 +13,7 @@ pub struct CloseReport {
     pub(crate) acked: bool,
     pub(crate) unacked_bytes: Option<usize>,
     pub(crate) aborted: bool,
+    pub(crate) peer_addr: Option<SocketAddr>,
 }
 
 impl CloseReport {
@@ -49,6 +51,13 @@ impl CloseReport {
     /// there is no byte count: other platforms, `AF_UNIX` streams.
     pub fn unacked_bytes(&self) -> Option<usize> {
         self.unacked_bytes
+    }
+
+    /// The peer's address, for connections closed by the adapters (`GracefulIo`,
+    /// `GracefulListener`, the tower layer) over TCP; `None` for a bare
+    /// `graceful_close` and for `AF_UNIX` streams.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
     }
 
     /// Whether the close ended with an abortive close (RST, `SO_LINGER {1, 0}`), as

@@ -80,7 +80,9 @@ async fn expect_confirmed(rx: &mut mpsc::UnboundedReceiver<Outcome>, n: usize) {
             .unwrap_or_else(|_| panic!("only {i} of {n} connections reported their close"))
             .unwrap();
         let report = o.expect("close confirmed");
-        assert!(report.acked() && report.peer_eof(), "{report:?}");
+        // A client connection does not wait for the server's EOF (PeerEof::NotRequired
+        // unless set): delivery confirmed is the promise.
+        assert!(report.acked(), "{report:?}");
     }
     match timeout(Duration::from_millis(300), rx.recv()).await {
         Err(_) | Ok(None) => {}

@@ -135,7 +135,9 @@ async fn http1_connection_close_ends_with_a_confirmed_close() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, &big_body()[..]);
     let report = outcome(&mut s.outcomes).await.expect("close confirmed");
-    assert!(report.acked() && report.peer_eof(), "{report:?}");
+    // The client sent nothing more: by default (PeerEof::IfSending) the close ends once
+    // our answer and FIN are acknowledged, whether or not the client's EOF came first.
+    assert!(report.acked(), "{report:?}");
     // hyper saw the shutdown succeed: the connection ends without error.
     let conn = timeout(T, s.conn).await.unwrap().unwrap();
     timeout(T, conn).await.unwrap().unwrap().unwrap();

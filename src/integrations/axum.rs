@@ -17,7 +17,8 @@ use ::axum::serve::{IncomingStream, Listener};
 use tower::Service;
 
 use crate::io::OnClose;
-use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, GracefulIo};
+use crate::options::Role;
+use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
 /// An [`axum::serve::Listener`](::axum::serve::Listener) whose connections close
 /// gracefully: its `Io` is a [`GracefulIo`] around the inner listener's stream.
@@ -64,25 +65,62 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, GracefulI
 ///
 /// # Graceful shutdown
 ///
-/// With `with_graceful_shutdown`, axum waits for every connection to end, and so for
-/// their graceful closes: bound them with the [`CloseOptions`] deadline.
+/// With `with_graceful_shutdown`, axum waits for the connection futures only; closes
+/// that go on in the background (after hyper's `poll_shutdown`, or after a drop) are
+/// counted by the listener's [`tracker`](Self::tracker). Wait for them before the
+/// runtime shuts down:
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use tokio_graceful_close::{CloseOptions, GracefulListener};
+/// # async fn dox(app: axum::Router, signal: std::future::Ready<()>) -> std::io::Result<()> {
+/// let tcp = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
+/// let closes = listener.tracker();
+/// axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+/// closes.wait().await; // every response delivered or its close timed out
+/// # Ok(())
+/// # }
+/// ```
+///
+/// An idle keep-alive client does not hold the shutdown: by default
+/// ([`PeerEof::IfSending`](crate::PeerEof::IfSending)) a connection with no unread input
+/// is closed as soon as our data and FIN are acknowledged.
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub struct GracefulListener<L> {
     inner: L,
     options: CloseOptions,
     on_close: Option<OnClose>,
+    tracker: CloseTracker,
 }
 
 // ===== impl GracefulListener =====
 
 impl<L> GracefulListener<L> {
-    /// Wraps `listener`: every connection it accepts closes gracefully with `options`.
+    /// Wraps `listener`: every connection it accepts closes gracefully with `options`
+    /// (unset options take the server defaults of [`GracefulIo::new`]), tracked by the
+    /// listener's [`tracker`](Self::tracker).
     pub fn new(listener: L, options: CloseOptions) -> Self {
         GracefulListener {
             inner: listener,
-            options,
+            options: options.resolve(Role::Server),
             on_close: None,
+            tracker: CloseTracker::new(),
         }
+    }
+
+    /// The tracker of every connection's close: wait on it after `axum::serve`
+    /// returned, before the runtime shuts down (see [`CloseTracker`]).
+    pub fn tracker(&self) -> CloseTracker {
+        self.tracker.clone()
+    }
+
+    /// Tracks the closes in `tracker` instead of the listener's own, to share one
+    /// tracker (and one lingering cap) between listeners.
+    #[must_use = "builder methods return the changed listener"]
+    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
+        self.tracker = tracker.clone();
+        self
     }
 
     /// Calls `f` with the outcome of every connection's close, to count them; see
@@ -127,10 +165,12 @@ where
     fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
         let options = self.options;
         let on_close = self.on_close.clone();
+        let tracker = self.tracker.clone();
         let accept = self.inner.accept();
         async move {
             let (io, addr) = accept.await;
-            (GracefulIo::with_callback(io, options, on_close), addr)
+            let io = GracefulIo::from_parts(io, options, Role::Server, on_close, Some(tracker));
+            (io, addr)
         }
     }
 
@@ -145,6 +185,7 @@ impl<L: fmt::Debug> fmt::Debug for GracefulListener<L> {
             .field("inner", &self.inner)
             .field("options", &self.options)
             .field("on_close", &self.on_close.is_some())
+            .field("tracker", &self.tracker)
             .finish()
     }
 }

@@ -9,7 +9,8 @@ use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
 use crate::io::OnClose;
-use crate::{AsyncGracefulClose, CloseOptions, GracefulIo};
+use crate::options::Role;
+use crate::{AsyncGracefulClose, CloseOptions, CloseTracker, GracefulIo};
 
 pin_project! {
     /// Response future of [`GracefulCloseService`](crate::GracefulCloseService) used as
@@ -22,15 +23,22 @@ pin_project! {
         inner: F,
         options: CloseOptions,
         on_close: Option<OnClose>,
+        tracker: CloseTracker,
     }
 }
 
 impl<F> GracefulConnect<F> {
-    pub(super) fn new(inner: F, options: CloseOptions, on_close: Option<OnClose>) -> Self {
+    pub(super) fn new(
+        inner: F,
+        options: CloseOptions,
+        on_close: Option<OnClose>,
+        tracker: CloseTracker,
+    ) -> Self {
         GracefulConnect {
             inner,
             options,
             on_close,
+            tracker,
         }
     }
 }
@@ -46,7 +54,9 @@ where
         let this = self.project();
         let io = ready!(this.inner.poll(cx))?.into_inner();
         let options = *this.options;
-        let io = GracefulIo::with_callback(io, options, this.on_close.clone());
+        let on_close = this.on_close.clone();
+        let tracker = Some(this.tracker.clone());
+        let io = GracefulIo::from_parts(io, options, Role::Client, on_close, tracker);
         Poll::Ready(Ok(TokioIo::new(io)))
     }
 }

@@ -4,7 +4,7 @@ use tower::Layer;
 
 use super::GracefulCloseService;
 use crate::io::OnClose;
-use crate::{CloseError, CloseOptions, CloseReport};
+use crate::{CloseError, CloseOptions, CloseReport, CloseTracker};
 
 /// Makes every connection of a connector, or of a connection service, a
 /// [`GracefulIo`](crate::GracefulIo); see [`GracefulCloseService`] for both uses.
@@ -26,19 +26,41 @@ use crate::{CloseError, CloseOptions, CloseReport};
 pub struct GracefulCloseLayer {
     pub(super) options: CloseOptions,
     pub(super) on_close: Option<OnClose>,
+    pub(super) tracker: CloseTracker,
 }
 
 impl GracefulCloseLayer {
     /// Connections made or served through the layer close gracefully with `options`.
+    ///
+    /// Options not set take the defaults of where the layer sits (see the table in
+    /// [`CloseOptions`]): around a connector, client connections do not wait for the
+    /// server's EOF and download at most 64 KiB of a response the caller abandoned;
+    /// around a connection service, server connections linger only while the client
+    /// is still sending.
     pub fn new(options: CloseOptions) -> Self {
         GracefulCloseLayer {
             options,
             on_close: None,
+            tracker: CloseTracker::new(),
         }
+    }
+
+    /// The tracker of every close of the connections made or served through the layer
+    /// (all services it made share it).
+    pub fn tracker(&self) -> CloseTracker {
+        self.tracker.clone()
+    }
+
+    /// Tracks the closes in `tracker` instead of the layer's own.
+    #[must_use = "builder methods return the changed layer"]
+    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
+        self.tracker = tracker.clone();
+        self
     }
 
     /// Calls `f` with the outcome of every connection's close; see
     /// [`GracefulIo::on_close`](crate::GracefulIo::on_close).
+    #[must_use = "builder methods return the changed layer"]
     pub fn on_close<F>(mut self, f: F) -> Self
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
@@ -61,6 +83,7 @@ impl<S> Layer<S> for GracefulCloseLayer {
             inner,
             options: self.options,
             on_close: self.on_close.clone(),
+            tracker: self.tracker.clone(),
         }
     }
 }
@@ -70,6 +93,7 @@ impl fmt::Debug for GracefulCloseLayer {
         f.debug_struct("GracefulCloseLayer")
             .field("options", &self.options)
             .field("on_close", &self.on_close.is_some())
+            .field("tracker", &self.tracker)
             .finish()
     }
 }

@@ -19,7 +19,8 @@ use hyper_util::rt::TokioIo;
 use tower::Service;
 
 use crate::io::OnClose;
-use crate::{AsyncGracefulClose, CloseOptions, GracefulIo};
+use crate::options::Role;
+use crate::{AsyncGracefulClose, CloseOptions, CloseTracker, GracefulIo};
 
 pub(crate) mod future;
 mod layer;
@@ -81,6 +82,7 @@ pub struct GracefulCloseService<S> {
     inner: S,
     options: CloseOptions,
     on_close: Option<OnClose>,
+    tracker: CloseTracker,
 }
 
 // ===== impl GracefulCloseService =====
@@ -92,6 +94,7 @@ impl<S> GracefulCloseService<S> {
             inner,
             options,
             on_close: None,
+            tracker: CloseTracker::new(),
         }
     }
 
@@ -111,7 +114,14 @@ impl<S> GracefulCloseService<S> {
     }
 
     fn wrap<T: AsyncGracefulClose + Send + 'static>(&self, stream: T) -> GracefulIo<T> {
-        GracefulIo::with_callback(stream, self.options, self.on_close.clone())
+        let tracker = Some(self.tracker.clone());
+        GracefulIo::from_parts(
+            stream,
+            self.options,
+            Role::Server,
+            self.on_close.clone(),
+            tracker,
+        )
     }
 }
 
@@ -132,7 +142,12 @@ where
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let fut = self.inner.call(dst);
-        GracefulConnect::new(fut, self.options, self.on_close.clone())
+        GracefulConnect::new(
+            fut,
+            self.options,
+            self.on_close.clone(),
+            self.tracker.clone(),
+        )
     }
 }
 
@@ -163,6 +178,7 @@ impl<S: fmt::Debug> fmt::Debug for GracefulCloseService<S> {
             .field("inner", &self.inner)
             .field("options", &self.options)
             .field("on_close", &self.on_close.is_some())
+            .field("tracker", &self.tracker)
             .finish()
     }
 }

@@ -1,0 +1,458 @@
+//! A server's life with graceful closes: shutdown does not wait on idle keep-alive
+//! clients, a runtime dropped after `CloseTracker::wait` loses nothing, lingering is
+//! capped against clients that upload and never read, and connections the application
+//! gave up on are closed without downloading what nobody wants.
+#![cfg(all(
+    feature = "axum",
+    feature = "tower",
+    feature = "hyper",
+    target_os = "linux"
+))]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+use tokio_graceful_close::{CloseErrorKind, CloseOptions, CloseReport, GracefulListener};
+
+const T: Duration = Duration::from_secs(20);
+
+type Seen = Arc<Mutex<Vec<Result<CloseReport, (CloseErrorKind, CloseReport)>>>>;
+
+fn recorder(seen: &Seen) -> impl Fn(&Result<CloseReport, tokio_graceful_close::CloseError>) {
+    let seen = seen.clone();
+    move |res| {
+        seen.lock().unwrap().push(match res {
+            Ok(r) => Ok(r.clone()),
+            Err(e) => Err((e.kind(), e.report().clone())),
+        })
+    }
+}
+
+/// Reads one HTTP/1.1 response with a content-length; returns (status, body length).
+async fn read_response(s: &mut TcpStream) -> (u16, usize) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        timeout(T, s.read_exact(&mut b)).await.unwrap().unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    timeout(T, s.read_exact(&mut body)).await.unwrap().unwrap();
+    (status, len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_client_does_not_hold_the_shutdown() {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let seen = Seen::default();
+    let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)))
+        .on_close(recorder(&seen));
+    let closes = listener.tracker();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = Router::new().route("/", get(|| async { "hello" }));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        let start = Instant::now();
+        closes.wait().await;
+        start.elapsed()
+    });
+    // A keep-alive client: one request, then it keeps the connection, idle.
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut client).await, (200, 5));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let signal = Instant::now();
+    stop.send(()).unwrap();
+    let waited = timeout(T, server).await.unwrap().unwrap();
+    let total = signal.elapsed();
+    println!("idle keep-alive client: serve + tracker.wait() ended {total:?} after the signal (tracker.wait() {waited:?})");
+    assert!(
+        total < Duration::from_secs(1),
+        "{total:?}: the idle client held the shutdown"
+    );
+    // The client was told: EOF, no reset.
+    let mut rest = Vec::new();
+    timeout(T, client.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.is_empty());
+    let seen = seen.lock().unwrap().clone();
+    match seen.as_slice() {
+        [Ok(r)] => {
+            assert!(r.acked() && !r.peer_eof(), "{r:?}");
+            assert_eq!(r.peer_addr(), Some(client.local_addr().unwrap()));
+        }
+        other => panic!("one delivered close expected: {other:?}"),
+    }
+}
+
+/// The body the client uploads and the handler never reads.
+const UPLOAD: usize = 64 * 1024;
+const ANSWER: usize = 3_943_424;
+
+/// Serves one large answer to a request whose upload it never reads, on a runtime of
+/// its own that is dropped right after the server stopped (and, with `wait`, after the
+/// tracker said every close ended). Returns what the client read and how it ended.
+fn serve_then_drop_the_runtime(wait: bool) -> (usize, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let client = std::thread::spawn(move || {
+        let crt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        crt.block_on(async move {
+            let addr = addr_rx.recv().unwrap();
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /big HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                UPLOAD * 16
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            s.write_all(&vec![b'u'; UPLOAD]).await.unwrap();
+            // The answer has started: stop the server while it is still being delivered.
+            let mut buf = vec![0u8; 1 << 16];
+            let mut got = s.read(&mut buf).await.unwrap();
+            let _ = stop.send(());
+            loop {
+                tokio::time::sleep(Duration::from_millis(2)).await; // a busy client
+                match s.read(&mut buf).await {
+                    Ok(0) => return (got, "eof".to_owned()),
+                    Ok(n) => got += n,
+                    Err(e) => return (got, format!("{:?}", e.kind())),
+                }
+            }
+        })
+    });
+    rt.block_on(async move {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addr_tx.send(tcp.local_addr().unwrap()).unwrap();
+        let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
+        let closes = listener.tracker();
+        let app = Router::new().route(
+            "/big",
+            post(|| async { (StatusCode::OK, vec![b'a'; ANSWER]) }),
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        if wait {
+            timeout(T, closes.wait()).await.expect("tracker.wait hung");
+        }
+    });
+    drop(rt);
+    let (got, end) = client.join().unwrap();
+    // The head is part of what was read.
+    (got, end)
+}
+
+#[test]
+fn a_runtime_dropped_after_tracker_wait_loses_nothing() {
+    for _ in 0..3 {
+        let (got, end) = serve_then_drop_the_runtime(true);
+        assert!(got > ANSWER, "got {got} bytes, then {end}");
+        assert_eq!(end, "eof", "got {got} bytes, then {end}");
+    }
+    // The control: the runtime dropped without waiting for the closes.
+    let (got, end) = serve_then_drop_the_runtime(false);
+    println!("control without tracker.wait(): {got} bytes, then {end}");
+}
+
+/// Raises the soft limit of open descriptors to the hard one.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // Safety: `lim` is a valid, writable rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur = lim.rlim_max;
+        // Safety: `lim` is a valid rlimit; raising the soft limit to the hard one needs
+        // no privilege.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lingering_is_capped_against_clients_that_upload_and_never_read() {
+    const HOSTILE: usize = 3000;
+    const ORDINARY: usize = 100;
+    const CAP: usize = 256;
+    raise_fd_limit();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    // No silence bound: only the cap frees what the hostile clients hold.
+    let opts = CloseOptions::new(Duration::from_secs(60)).idle_timeout(Duration::MAX);
+    let listener = GracefulListener::new(tcp, opts);
+    let closes = listener.tracker();
+    closes.set_max_lingering(CAP);
+    let app = Router::new().route(
+        "/upload",
+        post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, vec![b'e'; 4096]) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let fds_before = open_fds();
+    let rss_before = rss_kib();
+
+    let head = b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10000000\r\n\r\n";
+    let mut hostile = Vec::with_capacity(HOSTILE);
+    for _ in 0..HOSTILE {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(head).await.unwrap();
+        s.write_all(&[b'h'; 16 * 1024]).await.unwrap();
+        hostile.push(s); // never read, never closed (until the end of the test)
+    }
+    // Ordinary clients: upload while reading the answer, then close.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..ORDINARY {
+        tasks.spawn(async move {
+            let s = TcpStream::connect(addr).await.unwrap();
+            let (mut rd, mut wr) = s.into_split();
+            let upload = tokio::spawn(async move {
+                let _ = wr.write_all(head).await;
+                let chunk = vec![b'o'; 64 * 1024];
+                for _ in 0..16 {
+                    if wr.write_all(&chunk).await.is_err() {
+                        break;
+                    }
+                }
+                wr
+            });
+            let mut got = Vec::new();
+            let res = timeout(T, rd.read_to_end(&mut got)).await.expect("hung");
+            let _ = upload.await;
+            (res.map_err(|e| e.kind()), got)
+        });
+    }
+    let mut whole = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (res, got) = r.unwrap();
+        let text = String::from_utf8_lossy(&got);
+        if res.is_ok() && text.starts_with("HTTP/1.1 413") && got.ends_with(&[b'e'; 4096]) {
+            whole += 1;
+        } else {
+            eprintln!("ordinary client: {res:?}, {} bytes", got.len());
+        }
+    }
+    let fds = open_fds();
+    let rss = rss_kib();
+    println!(
+        "{HOSTILE} hostile + {ORDINARY} ordinary clients, cap {CAP}: {whole}/{ORDINARY} whole 413s; \
+         open fds {fds_before} -> {fds}, pending closes {}, RSS {rss_before} -> {rss} KiB",
+        closes.pending()
+    );
+    assert_eq!(whole, ORDINARY, "every ordinary client gets its whole 413");
+    assert!(closes.pending() <= CAP, "pending {}", closes.pending());
+    // Our client ends of the hostile connections, the server ends the cap lets linger,
+    // and a small constant.
+    assert!(
+        fds <= fds_before + HOSTILE + CAP + 64,
+        "open fds {fds_before} -> {fds}"
+    );
+    assert!(
+        rss < rss_before + 64 * 1024,
+        "RSS {rss_before} -> {rss} KiB"
+    );
+    drop(hostile);
+    timeout(T, closes.wait()).await.expect("closes hung");
+}
+
+/// A response body fed by a task: `n` chunks, one every `every`.
+struct Chunks(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Chunks {
+    fn spawn(chunk: Bytes, every: Duration, n: usize) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..n {
+                if tx.send(chunk.clone()).await.is_err() {
+                    break;
+                }
+                if !every.is_zero() {
+                    tokio::time::sleep(every).await;
+                }
+            }
+        });
+        Chunks(rx)
+    }
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|c| c.map(|c| Ok(hyper::body::Frame::data(c))))
+    }
+}
+
+/// A hyper-util client behind `GracefulCloseLayer` that drops a response body midway
+/// does not download the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_abandons_a_response_does_not_download_it() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::TokioExecutor;
+    use tokio_graceful_close::GracefulCloseLayer;
+    use tower::Layer;
+
+    // A fast endless body and a slow one (10 KB every 100 ms for 5 s).
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let app = Router::new()
+        .route(
+            "/fast",
+            get(|| async {
+                let chunk = Bytes::from(vec![b'f'; 64 * 1024]);
+                axum::body::Body::new(Chunks::spawn(chunk, Duration::ZERO, 1024))
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                let chunk = Bytes::from(vec![b's'; 10_000]);
+                axum::body::Body::new(Chunks::spawn(chunk, Duration::from_millis(100), 50))
+            }),
+        );
+    tokio::spawn(async move { axum::serve(tcp, app).await.unwrap() });
+
+    for path in ["fast", "slow"] {
+        let seen = Seen::default();
+        let layer = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(10)))
+            .on_close(recorder(&seen));
+        let closes = layer.tracker();
+        let client: Client<_, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(layer.layer(HttpConnector::new()));
+        let uri = format!("http://{addr}/{path}").parse().unwrap();
+        let mut resp = client.get(uri).await.unwrap();
+        let first = resp.body_mut().frame().await.unwrap().unwrap();
+        assert!(first.is_data());
+        let start = Instant::now();
+        drop(resp); // abandoned midway: the pool cannot reuse the connection
+        drop(client);
+        // The connection task lets go of the connection a moment later; then its close
+        // starts and the tracker counts it.
+        while seen.lock().unwrap().is_empty() && start.elapsed() < T {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        timeout(T, closes.wait()).await.expect("the close hung");
+        let took = start.elapsed();
+        let seen = seen.lock().unwrap().clone();
+        let report = match seen.as_slice() {
+            [Ok(r)] => r.clone(),
+            [Err((_, r))] => r.clone(),
+            other => panic!("one close expected: {other:?}"),
+        };
+        println!(
+            "abandoned {path} response: closed in {took:?}, {} bytes discarded, {seen:?}",
+            report.drained_bytes()
+        );
+        assert!(took < Duration::from_secs(2), "{path}: {took:?}");
+        assert!(
+            report.drained_bytes() <= CloseOptions::CLIENT_DRAIN_LIMIT + 1,
+            "{path}: downloaded {} bytes nobody wanted",
+            report.drained_bytes()
+        );
+    }
+}
+
+/// A connection hyper dropped for its header timeout (the client sent half a head and
+/// went silent) is closed as soon as our FIN is acknowledged: nothing to drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_for_its_header_timeout_closes_at_once() {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioTimer;
+    use tokio_graceful_close::{GracefulIo, GracefulServeExt};
+
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let seen = Seen::default();
+    let on_close = recorder(&seen);
+    let on_close = Arc::new(on_close);
+    tokio::spawn(async move {
+        let (stream, _) = tcp.accept().await.unwrap();
+        let cb = on_close.clone();
+        let io = GracefulIo::new(stream, CloseOptions::new(Duration::from_secs(30)))
+            .on_close(move |r| cb(r));
+        let svc = service_fn(|_req| async {
+            Ok::<_, Infallible>(hyper::Response::new(http_body_util::Empty::<Bytes>::new()))
+        });
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(1));
+        let _ = builder.serve_graceful(io, svc).await; // the header timeout's error
+    });
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let start = Instant::now();
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: te")
+        .await
+        .unwrap(); // and silence
+    let mut rest = Vec::new();
+    let end = timeout(T, client.read_to_end(&mut rest)).await.unwrap();
+    let took = start.elapsed();
+    println!("header timeout 1 s: the socket was closed {took:?} after the half head ({end:?})");
+    assert!(took < Duration::from_secs(3), "held for {took:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert!(matches!(seen.as_slice(), [Ok(r)] if r.acked()), "{seen:?}");
+}
