@@ -136,20 +136,16 @@ impl fmt::Display for Peer {
 /// and reports why the graceful close could not run to its end.
 fn close_plainly<S: AsyncGracefulClose>(
     stream: S,
-    closer: Option<&Closer>,
+    closer: &Closer,
     on_close: Option<OnClose>,
     why: &str,
     path: Path,
 ) {
-    let aborted = closer.is_some_and(Closer::aborted);
-    if !aborted {
+    if !closer.aborted() {
         disarm_linger(stream.as_sock());
     }
     drop(stream);
-    let (phase, report) = match closer {
-        Some(c) => (c.phase(), c.report()),
-        None => (crate::ClosePhase::Shutdown, CloseReport::default()),
-    };
+    let (phase, report) = (closer.phase(), closer.report());
     // The closer, and with it the tracker's count, goes only once the socket is closed.
     let res = Err(CloseError::new(
         CloseErrorKind::Io,
@@ -242,6 +238,8 @@ where
     state: State,
     on_close: Option<OnClose>,
     tracker: Option<CloseTracker>,
+    /// Read when the stream is wrapped: after a reset the socket no longer knows it.
+    peer_addr: Option<std::net::SocketAddr>,
 }
 
 // ===== impl GracefulIo =====
@@ -266,12 +264,17 @@ where
         on_close: Option<OnClose>,
         tracker: Option<CloseTracker>,
     ) -> Self {
+        let peer_addr = socket2::SockRef::from(&stream.as_sock())
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket());
         GracefulIo {
             stream: Some(stream),
             options: options.resolve(role),
             state: State::Open,
             on_close,
             tracker,
+            peer_addr,
         }
     }
 
@@ -285,13 +288,15 @@ where
 
     /// The closer of a close that starts now: registered with the tracker, knowing the
     /// peer's address.
-    fn start_closer(&self, stream: &S) -> Box<Closer> {
+    fn start_closer(&self) -> Box<Closer> {
         let token = self.tracker.as_ref().map(CloseTracker::start);
-        let peer = socket2::SockRef::from(&stream.as_sock())
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket());
-        Box::new(Closer::new(self.options, Mode::Close).tracked(token, peer))
+        Box::new(Closer::new(self.options, Mode::Close).tracked(token, self.peer_addr))
+    }
+
+    /// The peer's address, read when the stream was wrapped (`None` for `AF_UNIX`
+    /// streams, or if the connection was already gone).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer_addr
     }
 
     /// Calls `f` with the outcome when the close ends: from `poll_shutdown` when it
@@ -426,7 +431,7 @@ where
             State::Closed(Some(e)) => return Poll::Ready(Err(e.duplicate().into())),
             State::Open => {
                 ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
-                this.state = State::ShuttingDown(this.start_closer(this.get_ref()));
+                this.state = State::ShuttingDown(this.start_closer());
             }
             State::ShuttingDown(_) => {}
         }
@@ -463,13 +468,12 @@ where
         let closer = match std::mem::replace(&mut self.state, State::Closed(None)) {
             // Ended and reported: the drop releases the descriptor.
             State::Closed(_) => return,
-            State::Open => None,
-            State::ShuttingDown(c) | State::Shut(c) => Some(c),
+            State::Open => self.start_closer(),
+            State::ShuttingDown(c) | State::Shut(c) => c,
         };
         let on_close = self.on_close.take();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                let closer = closer.unwrap_or_else(|| self.start_closer(&stream));
                 // The task is dropped at once if the runtime is shutting down; the
                 // `Background` drop then closes plainly and reports it.
                 let task = Background {
@@ -481,7 +485,7 @@ where
             }
             Err(_) => close_plainly(
                 stream,
-                closer.as_deref(),
+                &closer,
                 on_close,
                 "dropped outside a Tokio runtime: closed at once without a graceful close",
                 Path::NoRuntime,
@@ -585,7 +589,7 @@ impl<S: AsyncGracefulClose> Drop for Background<S> {
         if let Some(stream) = self.stream.take() {
             close_plainly(
                 stream,
-                Some(&self.closer),
+                &self.closer,
                 self.on_close.take(),
                 "the runtime shut down before the graceful close ended",
                 Path::Background,
