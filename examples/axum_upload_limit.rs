@@ -171,13 +171,34 @@ pub fn have_curl() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Serves [`app`] on `listener`, plainly or gracefully.
-pub async fn serve(listener: TcpListener, graceful: bool) -> io::Result<()> {
+/// Serves [`app`] on `listener`, plainly or gracefully, until `shutdown` resolves.
+///
+/// The graceful server waits for the closes still running (the tracker idiom) before
+/// it returns, so that returning from `main` right after cannot reset a connection
+/// whose answer is still being delivered.
+pub async fn serve_until(
+    listener: TcpListener,
+    graceful: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     if graceful {
-        axum::serve(GracefulListener::new(listener, close_options()), app()).await
+        let listener = GracefulListener::new(listener, close_options());
+        let closes = listener.tracker();
+        axum::serve(listener, app())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        closes.wait().await; // every answer delivered, or its close timed out
+        Ok(())
     } else {
-        axum::serve(listener, app()).await
+        axum::serve(listener, app())
+            .with_graceful_shutdown(shutdown)
+            .await
     }
+}
+
+/// Serves [`app`] on `listener`, plainly or gracefully, until the task is dropped.
+pub async fn serve(listener: TcpListener, graceful: bool) -> io::Result<()> {
+    serve_until(listener, graceful, std::future::pending()).await
 }
 
 async fn demo(runs: usize, force_hyper: bool) -> io::Result<()> {
@@ -247,6 +268,12 @@ async fn main() -> io::Result<()> {
     }
     let listener = TcpListener::bind(("127.0.0.1", port)).await?;
     let kind = if graceful { "graceful" } else { "plain" };
-    println!("listening on http://{} ({kind})", listener.local_addr()?);
-    serve(listener, graceful).await
+    println!(
+        "listening on http://{} ({kind}); Ctrl-C stops it",
+        listener.local_addr()?
+    );
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve_until(listener, graceful, ctrl_c).await
 }

@@ -49,6 +49,22 @@
 //! | `hyper` | `http1::Builder::new().serve_graceful(GracefulIo::new(stream, opts), svc)` |
 //! | `tower` | `GracefulCloseLayer::new(opts).layer(HttpConnector::new())` |
 //!
+//! Closes that outlive their connections (finished in the background after hyper let
+//! go of the stream) are counted by a [`CloseTracker`]; wait for them before the
+//! runtime shuts down, or their sockets reset:
+//!
+//! ```ignore
+//! let listener = GracefulListener::new(tcp, opts);
+//! let closes = listener.tracker();
+//! axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+//! closes.wait().await; // every response delivered or its close timed out
+//! ```
+//!
+//! Unset options follow the connection's role (the table in [`CloseOptions`]): a
+//! server connection lingers only while its client is still sending, so idle
+//! keep-alive clients do not hold a shutdown; a client connection does not download
+//! what the caller abandoned.
+//!
 //! # Platforms
 //!
 //! | | half-close + drain | drain without copying | ACK confirmed | event-driven |

@@ -44,8 +44,8 @@ pub(crate) enum Role {
 #[non_exhaustive]
 pub enum PeerEof {
     /// Wait for the peer's EOF, discarding what it sends (nginx's `lingering_close
-    /// always`). The default of [`AsyncGracefulClose::graceful_close`]
-    /// (crate::AsyncGracefulClose::graceful_close).
+    /// always`). The default of
+    /// [`AsyncGracefulClose::graceful_close`](crate::AsyncGracefulClose::graceful_close).
     #[default]
     Required,
     /// Wait for the peer's EOF only if there is a reason to: input we did not read, or
