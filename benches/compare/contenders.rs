@@ -42,6 +42,9 @@ pub(crate) enum Strategy {
     OursPoll(u64),
     /// `graceful_close`, readiness-driven, with this safety-net `poll_interval` (ms).
     OursEv(u64),
+    /// The floor of ACK detection: `shutdown(SHUT_WR)`, then await a write-readiness
+    /// edge and read `SIOCOUTQ` until it is 0; nothing else (figure 3 only).
+    MinimalEdge,
 }
 
 use Strategy::*;
@@ -60,6 +63,7 @@ impl Strategy {
             Ours => "**ours** graceful_close".into(),
             OursPoll(ms) => format!("ours, interval-only {ms} ms"),
             OursEv(ms) => format!("ours, event-driven, poll_interval {ms} ms"),
+            MinimalEdge => "floor: minimal edge-driven loop (shutdown, edge, SIOCOUTQ)".into(),
         }
     }
 
@@ -75,13 +79,14 @@ impl Strategy {
             Ours => "ours".into(),
             OursPoll(ms) => format!("ourspoll{ms}"),
             OursEv(ms) => format!("oursev{ms}"),
+            MinimalEdge => "minimaledge".into(),
         }
     }
 
     pub(crate) fn from_id(s: &str) -> Option<Strategy> {
         all_strategies()
             .into_iter()
-            .chain([Nginx(65536), OursEv(1), OursEv(1000)])
+            .chain([Nginx(65536), OursEv(1), OursEv(1000), MinimalEdge])
             .find(|st| st.id() == s)
     }
 
@@ -184,6 +189,7 @@ pub(crate) async fn close(st: Strategy, s: TcpStream, k: Knobs) -> Claim {
             None
         }
         Fbthrift => Some(fbthrift(s).await),
+        MinimalEdge => Some(minimal_edge(s).await),
         SoLinger => {
             so_linger(s);
             None
@@ -215,6 +221,7 @@ pub(crate) fn spawn_close(st: Strategy, s: TcpStream, k: Knobs) -> tokio::task::
         Fbthrift => spawn(fbthrift(s)),
         SoLinger => spawn(async move { so_linger(s) }),
         Ours | OursPoll(_) | OursEv(_) => spawn(s.graceful_close_with(our_options(st, k))),
+        MinimalEdge => spawn(minimal_edge(s)),
     }
 }
 
@@ -299,6 +306,29 @@ async fn fbthrift(s: TcpStream) -> bool {
     }
     drop(s);
     drained
+}
+
+/// The floor: half-close, then wait for write-readiness edges and read `SIOCOUTQ` after
+/// each until it is 0 (10 s at most). Returns whether it saw 0.
+async fn minimal_edge(s: TcpStream) -> bool {
+    let _ = SockRef::from(&s).shutdown(Shutdown::Write);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let fd = s.as_raw_fd();
+    let seen = loop {
+        // Consume the pending edge, then look: the next edge wakes us.
+        let _ = s.try_io(Interest::WRITABLE, would_block::<()>);
+        if support::outq(fd).map_or(true, |n| n == 0) {
+            break true;
+        }
+        if tokio::time::timeout_at(deadline, s.writable())
+            .await
+            .is_err()
+        {
+            break false;
+        }
+    };
+    drop(s);
+    seen
 }
 
 /// `SO_LINGER {1, 5}` and close: `close(2)` sleeps in the kernel on the runtime thread.

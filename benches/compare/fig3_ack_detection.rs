@@ -182,6 +182,7 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
         let (mut ours_med, mut ours_p99) = (f64::NAN, f64::NAN);
         for st in [
             Ours,
+            MinimalEdge,
             OursEv(1),
             OursEv(1000),
             OursPoll(1),

@@ -33,6 +33,8 @@ mod fig4_cost;
 mod fig5_scale;
 mod fig6_health;
 mod fig7_drain;
+mod fig8_tail;
+mod fig9_throughput;
 
 use std::thread;
 use std::time::Instant;
@@ -74,6 +76,11 @@ fn main() {
                 Strategy::from_id(st).expect("strategy"),
                 n.parse().expect("n"),
             ),
+            ["fig9peers", n] => fig9_throughput::child_peers(n.parse().expect("n")),
+            ["fig9", st, n] => fig9_throughput::child(
+                Strategy::from_id(st).expect("strategy"),
+                n.parse().expect("n"),
+            ),
             _ => panic!("unknown child mode {child}"),
         }
         return;
@@ -90,7 +97,7 @@ fn main() {
     }
     let figs: Vec<u32> = figs_env
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6, 7]);
+        .unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     let cfg = Cfg { quick, figs };
     support::raise_nofile(1 << 16);
     let rt = runtime();
@@ -110,6 +117,8 @@ fn main() {
             5 => fig5_scale::run(&cfg),
             6 => fig6_health::run(&cfg, &rt),
             7 => fig7_drain::run(&cfg, &rt),
+            8 => fig8_tail::run(&cfg, &rt),
+            9 => fig9_throughput::run(&cfg),
             _ => continue,
         }
         eprintln!("figure {f} took {:.1} s", t.elapsed().as_secs_f64());

@@ -1,0 +1,152 @@
+//! Figure 9 — closes per second on one core: 10,000 connections, each with a 1 KiB
+//! response its peer reads whole before closing, all closed at once on a
+//! current-thread runtime; the peers live in a helper process.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::contenders::Strategy::{self, *};
+use crate::contenders::{selected, spawn_close, Knobs};
+use crate::harness::{listener_on, run_child_with_deadline, runtime};
+use crate::support::{self, table, thread_cpu_precise};
+use crate::Cfg;
+
+const RESPONSE: usize = 1024;
+
+pub(crate) fn run(cfg: &Cfg) {
+    let n = cfg.n(2_000, 10_000);
+    let exe = std::env::current_exe().expect("exe");
+    let mut rows = Vec::new();
+    let mut ours = f64::NAN;
+    for st in [Ours, Nginx(4096), Drop]
+        .into_iter()
+        .filter(|&st| selected(st))
+    {
+        let out = run_child_with_deadline(
+            std::process::Command::new(&exe)
+                .env("TGC_BENCH_CHILD", format!("fig9:{}:{n}", st.id()))
+                .stdout(std::process::Stdio::piped()),
+            Duration::from_secs(180),
+        );
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
+            rows.push(vec![
+                st.name(),
+                "failed".into(),
+                String::new(),
+                String::new(),
+            ]);
+            continue;
+        };
+        let f: Vec<f64> = line
+            .split(' ')
+            .map(|x| x.parse().unwrap_or(f64::NAN))
+            .collect();
+        let (per_sec, cpu_us) = (f[0], f[1]);
+        if st == Ours {
+            ours = per_sec;
+        }
+        rows.push(vec![
+            st.name(),
+            format!("{per_sec:.0}"),
+            format!("{cpu_us:.1} µs"),
+            format!("{:.2}×", per_sec / ours),
+        ]);
+    }
+    table(
+        "Figure 9 — closes per second on one core",
+        &["strategy", "closes / s", "runtime thread CPU per close", "vs ours"],
+        &rows,
+        &[format!("{n} connections with a {RESPONSE}-byte response each, closed at once on a current-thread runtime (one core); a helper process holds the peers, which read the response whole and then close. Closes per second = {n} / (start of the closes → the last descriptor released). A fresh process per strategy.")],
+    );
+}
+
+/// Helper process: accepts `n` connections on 8 listeners and, for each, reads to EOF
+/// and closes, like a client that reads a response whole.
+pub(crate) fn child_peers(n: usize) {
+    support::raise_nofile(n as u64 + 1024);
+    let rt = runtime();
+    rt.block_on(async move {
+        let listeners: Vec<tokio::net::TcpListener> = (1..=8)
+            .map(|i| {
+                let l = listener_on(&format!("127.0.0.{i}"), None);
+                l.set_nonblocking(true).unwrap();
+                tokio::net::TcpListener::from_std(l).unwrap()
+            })
+            .collect();
+        let addrs: Vec<String> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        println!("ADDRS {}", addrs.join(" "));
+        let _ = std::io::stdout().flush();
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in listeners {
+            tasks.spawn(async move {
+                loop {
+                    let Ok((mut p, _)) = l.accept().await else {
+                        return;
+                    };
+                    tokio::spawn(async move {
+                        let mut buf = [0u8; 4096];
+                        while let Ok(1..) = p.read(&mut buf).await {}
+                    });
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(150)).await;
+    });
+}
+
+/// One strategy in a fresh process: connect `n`, write the responses, then close all.
+pub(crate) fn child(st: Strategy, n: usize) {
+    let limit = support::raise_nofile(n as u64 + 1024);
+    let exe = std::env::current_exe().expect("exe");
+    let mut helper = std::process::Command::new(exe)
+        .env("TGC_BENCH_CHILD", format!("fig9peers:{n}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("peer helper");
+    let mut out = std::io::BufReader::new(helper.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    let addrs: Vec<SocketAddr> = line
+        .trim()
+        .strip_prefix("ADDRS ")
+        .unwrap_or_else(|| panic!("helper said {line:?} (fd limit {limit})"))
+        .split(' ')
+        .map(|a| a.parse().unwrap())
+        .collect();
+    let rt = runtime();
+    rt.block_on(async move {
+        let mut streams = Vec::with_capacity(n);
+        let response = vec![b'r'; RESPONSE];
+        for i in 0..n {
+            let mut c = TcpStream::connect(addrs[i % 8]).await.expect("connect");
+            c.write_all(&response).await.expect("write");
+            streams.push(c);
+        }
+        let (t0, cpu0) = (Instant::now(), thread_cpu_precise());
+        let handles: Vec<_> = streams
+            .into_iter()
+            .map(|s| spawn_close(st, s, Knobs::default()))
+            .collect();
+        for h in handles {
+            let _ = tokio::time::timeout(Duration::from_secs(60), h).await;
+        }
+        let (wall, cpu) = (t0.elapsed(), thread_cpu_precise() - cpu0);
+        println!(
+            "RESULT {} {}",
+            n as f64 / wall.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / n as f64
+        );
+    });
+    let _ = helper.kill();
+    let _ = helper.wait();
+}
