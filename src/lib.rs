@@ -45,7 +45,7 @@
 //! | feature | one line |
 //! |---|---|
 //! | (none) | `TokioIo::new(GracefulIo::new(stream, opts))` |
-//! | `axum` | `axum::serve(GracefulListener::new(listener, opts), app)` |
+//! | `axum` (with axum's `http1` or `http2`) | `axum::serve(GracefulListener::new(listener, opts), app)` |
 //! | `hyper` | `http1::Builder::new().serve_graceful(GracefulIo::new(stream, opts), svc)` |
 //! | `tower` | `GracefulCloseLayer::new(opts).layer(HttpConnector::new())` |
 //!

@@ -30,6 +30,7 @@ pub(crate) enum Role {
     /// connection service.
     Server,
     /// A client connection: the layer around a connector.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     Client,
 }
 

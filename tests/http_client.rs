@@ -148,11 +148,13 @@ async fn around_a_connection_service_the_stream_is_a_graceful_io() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut svc = ServiceBuilder::new()
         .layer(layer(tx))
-        .service(tower::service_fn(|io: GracefulIo<TcpStream>| async move {
-            http1::Builder::new()
-                .serve_connection(TokioIo::new(io), service_fn(hello))
-                .await
-        }));
+        .service(tower::service_fn(
+            |(io, _peer): (GracefulIo<TcpStream>, std::net::SocketAddr)| async move {
+                http1::Builder::new()
+                    .serve_connection(TokioIo::new(io), service_fn(hello))
+                    .await
+            },
+        ));
     let client = tokio::spawn(async move {
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
@@ -162,9 +164,9 @@ async fn around_a_connection_service_the_stream_is_a_graceful_io() {
         c.read_to_string(&mut raw).await.unwrap();
         raw
     });
-    let (stream, _) = timeout(T, listener.accept()).await.unwrap().unwrap();
+    let accepted = timeout(T, listener.accept()).await.unwrap().unwrap();
     let ready = timeout(T, svc.ready()).await.unwrap().unwrap();
-    timeout(T, ready.call(stream)).await.unwrap().unwrap();
+    timeout(T, ready.call(accepted)).await.unwrap().unwrap();
     let raw = timeout(T, client).await.unwrap().unwrap();
     assert!(
         raw.starts_with("HTTP/1.1 200") && raw.ends_with("hello"),

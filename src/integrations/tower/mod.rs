@@ -6,9 +6,9 @@
 //!   whose connections are `TokioIo<TcpStream>`), every connection it makes becomes a
 //!   `TokioIo<GracefulIo<TcpStream>>`: when hyper-util's pool drops an idle or broken
 //!   connection, it is closed gracefully in the background;
-//! - around a **connection service** (`Service<TcpStream>` or `Service<UnixStream>`,
-//!   the function a server calls with each accepted stream), the service receives a
-//!   [`GracefulIo`] instead of the bare stream.
+//! - around a **connection service** (`Service<(TcpStream, SocketAddr)>`, what
+//!   `TcpListener::accept` returns, or any `(stream, address)` pair), the service
+//!   receives `(GracefulIo<TcpStream>, SocketAddr)` instead of the bare stream.
 
 use std::fmt;
 use std::task::{Context, Poll};
@@ -54,12 +54,14 @@ pub use self::layer::GracefulCloseLayer;
 ///
 /// # Around a connection service
 ///
-/// As a `Service<S>` for an accepted stream `S` (`TcpStream`, `UnixStream`) it calls
-/// the inner service with a [`GracefulIo<S>`](GracefulIo):
+/// As a `Service<(S, A)>` for what an accept loop gives (`listener.accept()` returns
+/// `(TcpStream, SocketAddr)`; a `UnixListener` `(UnixStream, unix::SocketAddr)`), it
+/// calls the inner service with `(GracefulIo<S>, A)`:
 ///
 /// ```
 /// use std::time::Duration;
 /// use tokio::io::AsyncWriteExt;
+/// use std::net::SocketAddr;
 /// use tokio::net::TcpStream;
 /// use tokio_graceful_close::{CloseOptions, GracefulCloseLayer, GracefulIo};
 /// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
@@ -67,12 +69,12 @@ pub use self::layer::GracefulCloseLayer;
 /// # async fn dox(listener: tokio::net::TcpListener) -> std::io::Result<()> {
 /// let mut svc = ServiceBuilder::new()
 ///     .layer(GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(5))))
-///     .service(service_fn(|mut io: GracefulIo<TcpStream>| async move {
-///         io.write_all(b"bye\n").await?;
-///         io.shutdown().await // the graceful close
+///     .service(service_fn(|(mut io, peer): (GracefulIo<TcpStream>, SocketAddr)| async move {
+///         io.write_all(format!("bye, {peer}\n").as_bytes()).await?;
+///         io.shutdown().await // our FIN, acknowledged; the drop finishes the close
 ///     }));
-/// let (stream, _) = listener.accept().await?;
-/// svc.ready().await?.call(stream).await?;
+/// let accepted = listener.accept().await?;
+/// svc.ready().await?.call(accepted).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -151,10 +153,10 @@ where
     }
 }
 
-/// Around a connection service: it is called with a [`GracefulIo`].
-impl<Svc, T> Service<T> for GracefulCloseService<Svc>
+/// Around a connection service: it is called with a [`GracefulIo`] and the address.
+impl<Svc, T, A> Service<(T, A)> for GracefulCloseService<Svc>
 where
-    Svc: Service<GracefulIo<T>>,
+    Svc: Service<(GracefulIo<T>, A)>,
     T: AsyncGracefulClose + Send + 'static,
 {
     type Response = Svc::Response;
@@ -166,9 +168,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, stream: T) -> Self::Future {
+    fn call(&mut self, (stream, addr): (T, A)) -> Self::Future {
         let io = self.wrap(stream);
-        self.inner.call(io)
+        self.inner.call((io, addr))
     }
 }
 
