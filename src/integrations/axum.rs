@@ -41,27 +41,38 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 ///
 /// # `ConnectInfo`
 ///
-/// axum implements `Connected` only for its own listeners, and the orphan rule keeps
-/// other crates from adding `SocketAddr: Connected<IncomingStream<'_, GracefulListener<_>>>`.
-/// Wrap the router in [`GracefulConnectInfo`] instead of calling
-/// `into_make_service_with_connect_info`; handlers keep extracting
-/// `ConnectInfo<SocketAddr>` (or the inner listener's `Addr`):
+/// Two ways, both tested. axum's own, through `ListenerExt::tap_io` (axum implements
+/// `Connected` for every `TapIo` listener whose inner listener's address is
+/// `SocketAddr`):
 ///
 /// ```no_run
 /// # use std::{net::SocketAddr, time::Duration};
 /// # use axum::{extract::ConnectInfo, routing::get, Router};
-/// # use tokio_graceful_close::{CloseOptions, GracefulConnectInfo, GracefulListener};
+/// # use tokio_graceful_close::{CloseOptions, GracefulListener};
+/// use axum::serve::ListenerExt;
 /// # async fn dox() -> std::io::Result<()> {
 /// let app = Router::new().route(
 ///     "/",
 ///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
 /// );
-/// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// let listener = GracefulListener::new(listener, CloseOptions::new(Duration::from_secs(10)));
-/// axum::serve(listener, GracefulConnectInfo::new(app)).await?;
+/// let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)))
+///     .tap_io(|_io| {});
+/// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// Or wrap the router in [`GracefulConnectInfo`] (any `Addr` type, no `tap_io`):
+/// `axum::serve(listener, GracefulConnectInfo::new(app))`; handlers extract
+/// `ConnectInfo<L::Addr>` the same way.
+///
+/// `into_make_service_with_connect_info` directly on a `GracefulListener` does not
+/// compile: axum implements `Connected` for its own listeners only, and the orphan rule
+/// keeps this crate from adding it. A custom `Connected` type of yours must name the
+/// listener: `impl Connected<IncomingStream<'_, GracefulListener<TcpListener>>> for
+/// MyInfo` (reading `stream.remote_addr()` and `stream.io().get_ref()`), where it had
+/// `IncomingStream<'_, TcpListener>`.
 ///
 /// # Graceful shutdown
 ///
@@ -125,6 +136,7 @@ impl<L> GracefulListener<L> {
 
     /// Calls `f` with the outcome of every connection's close, to count them; see
     /// [`GracefulIo::on_close`].
+    #[must_use = "builder methods return the changed listener"]
     pub fn on_close<F>(mut self, f: F) -> Self
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
