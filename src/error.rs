@@ -236,6 +236,23 @@ impl From<CloseError> for io::Error {
     }
 }
 
+/// Maps the OS error of a failed connection to the error kind users act on.
+pub(crate) fn classify(e: &io::Error) -> CloseErrorKind {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => CloseErrorKind::PeerReset,
+        // The kernel's give-up (`tcp_write_err`) reports `sk_err_soft ?: ETIMEDOUT`: the
+        // last soft error, a failed route lookup or an ICMP unreachable, when there was one.
+        io::ErrorKind::TimedOut
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkUnreachable
+        | io::ErrorKind::NetworkDown => CloseErrorKind::RetransmitTimeout,
+        _ if crate::sys::is_host_down(e) => CloseErrorKind::RetransmitTimeout,
+        _ => CloseErrorKind::Io,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +268,26 @@ mod tests {
             aborted: true,
             peer_addr: None,
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn classify_maps_os_errors() {
+        use nix::libc;
+        let k = |n| classify(&io::Error::from_raw_os_error(n));
+        assert_eq!(k(libc::ECONNRESET), CloseErrorKind::PeerReset);
+        assert_eq!(k(libc::EPIPE), CloseErrorKind::PeerReset);
+        assert_eq!(k(libc::ECONNABORTED), CloseErrorKind::PeerReset);
+        for n in [
+            libc::ETIMEDOUT,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EHOSTDOWN,
+            libc::ENETDOWN,
+        ] {
+            assert_eq!(k(n), CloseErrorKind::RetransmitTimeout, "errno {n}");
+        }
+        assert_eq!(k(libc::EBADF), CloseErrorKind::Io);
     }
 
     #[test]

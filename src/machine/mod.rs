@@ -16,22 +16,23 @@ use std::future::Future;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::Interest;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{CloseError, CloseErrorKind, ClosePhase};
+use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
 use crate::ext::sealed::Socket;
-use crate::sys::{self, SendQueue, SocketKind};
+use crate::sys::{self, SocketKind};
 use crate::tracker::Token;
 use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof};
 
-/// Reads per poll before the drain yields to the scheduler (on top of Tokio's budget).
-const MAX_READS_PER_POLL: usize = 64;
-/// Largest single discard request.
-const MAX_DISCARD: u64 = 1 << 30;
+mod ack;
+mod drain;
+
+use self::ack::Ack;
+use self::drain::DrainEnd;
+
 /// First safety-net re-check of the send queue; doubles up to `poll_interval`.
 const FIRST_POLL_STEP: Duration = Duration::from_millis(1);
 /// What "no bound" becomes (`Instant + Duration::MAX` would overflow).
@@ -464,142 +465,6 @@ impl Closer {
         }
         CloseError::new(kind, phase, report, source)
     }
-
-    /// Reads and discards until EOF, the drain limit, an error, or no more data
-    /// (`Pending`).
-    fn poll_drain<S: Socket>(
-        &mut self,
-        io: &S,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<DrainEnd>> {
-        let limit = self.opts.get_drain_limit();
-        for _ in 0..MAX_READS_PER_POLL {
-            ready!(io.poll_read_ready(cx))?;
-            // Ask for one byte more than the limit allows, to see a peer that exceeds it.
-            let want = limit
-                .saturating_sub(self.drained)
-                .saturating_add(1)
-                .min(MAX_DISCARD) as usize;
-            let kind = io.kind();
-            match io.try_io(Interest::READABLE, || {
-                sys::discard(io.as_sock(), kind, want)
-            }) {
-                Ok(0) => return Poll::Ready(Ok(DrainEnd::Eof)),
-                Ok(n) => {
-                    self.drained += n as u64;
-                    if self.drained > limit {
-                        return Poll::Ready(Ok(DrainEnd::OverLimit));
-                    }
-                    if let Some(idle) = self.opts.idle_timeout {
-                        self.idle_deadline = Some(after(Instant::now(), idle));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        // A peer that keeps the socket full: give other tasks a turn.
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    /// Checks the send queue after consuming any pending wakeup, so that the kernel's
-    /// next one (our FIN acknowledged, a reset) wakes this task.
-    fn poll_ack<S: Socket>(
-        &mut self,
-        io: &S,
-        cx: &mut Context<'_>,
-        owned: bool,
-    ) -> io::Result<Ack> {
-        if !sys::ACK_CHECK {
-            return Ok(Ack::Unknown);
-        }
-        let sock = io.as_sock();
-        let closing = self.mode == Mode::Close;
-        let mut edge_armed = false;
-        if self.opts.wakeups && closing {
-            if owned {
-                self.watch = None;
-                edge_armed = consume_edges(
-                    |cx| io.poll_write_ready(cx),
-                    cx,
-                    || {
-                        // Clears the cached readiness (unless a newer edge came meanwhile).
-                        let _ = io.try_io(Interest::WRITABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
-                    },
-                )?;
-            } else if let Some(watch) = &self.watch {
-                edge_armed = consume_edges(|cx| watch.poll_edge(cx), cx, || ())?;
-            }
-        }
-        let state = sys::send_queue(sock, io.kind(), closing)?;
-        let state = match state {
-            SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Ack::Done),
-            // AF_UNIX: our queue is empty because the peer read it all, or because it
-            // closed without reading and purged it, which leaves ECONNRESET on our side.
-            SendQueue::Empty => match socket2::SockRef::from(&sock).take_error()? {
-                Some(e) => return Err(e),
-                None => return Ok(Ack::Done),
-            },
-            SendQueue::Unknown => return Ok(Ack::Unknown),
-            other => other,
-        };
-        // Bytes outstanding. A dead connection never drains: its cause is in SO_ERROR.
-        // AF_UNIX: a peer that closed without reading sets ECONNRESET on us.
-        if state == SendQueue::Gone || io.kind() != SocketKind::Tcp {
-            match socket2::SockRef::from(&sock).take_error()? {
-                Some(e) => return Err(e),
-                None if state == SendQueue::Gone => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "the connection was closed by the kernel with data unacknowledged",
-                    ))
-                }
-                None => {}
-            }
-        }
-        if closing
-            && !owned
-            && !edge_armed
-            && self.watch.is_none()
-            && !self.no_watch
-            && self.opts.wakeups
-            && io.kind() == SocketKind::Tcp
-        {
-            // A borrowed stream waiting for its FIN's acknowledgement: take the kernel's
-            // wakeup from a registration of our own, then look again (the ACK may have
-            // come before the registration).
-            match sys::Watch::new(sock) {
-                Ok(watch) => {
-                    self.watch = Some(Box::new(watch));
-                    return self.poll_ack(io, cx, owned);
-                }
-                Err(_) => self.no_watch = true,
-            }
-        }
-        Ok(Ack::Pending { edge_armed })
-    }
-}
-
-/// Consumes up to two pending readiness edges and reports whether the task is now
-/// registered for the next one. Once both directions are shut (`EPOLLHUP`) Tokio keeps
-/// a stream write-ready for good; after two edges in a row the timer takes over, so
-/// this never spins.
-fn consume_edges(
-    mut poll: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
-    cx: &mut Context<'_>,
-    mut clear: impl FnMut(),
-) -> io::Result<bool> {
-    for _ in 0..2 {
-        match poll(cx) {
-            Poll::Pending => return Ok(true),
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Ready(Ok(())) => clear(),
-        }
-    }
-    Ok(false)
 }
 
 /// A timer for `deadline`, or `None` when the runtime has no time driver (Tokio panics
@@ -609,17 +474,6 @@ fn new_timer(deadline: Instant) -> Option<Pin<Box<Sleep>>> {
         Box::pin(tokio::time::sleep_until(deadline))
     }))
     .ok()
-}
-
-/// How the send queue stands.
-enum Ack {
-    /// Everything acknowledged.
-    Done,
-    /// Bytes still unacknowledged. `edge_armed`: the task is registered for the next
-    /// write-readiness edge (false once Tokio keeps the stream write-ready for good).
-    Pending { edge_armed: bool },
-    /// This platform cannot tell.
-    Unknown,
 }
 
 /// Removes a non-zero `SO_LINGER` the application may have set, so that the `close()`
@@ -633,54 +487,9 @@ pub(crate) fn disarm_linger(sock: sys::Sock<'_>) {
     }
 }
 
-/// Maps the OS error of a failed connection to the error kind users act on.
-fn classify(e: &io::Error) -> CloseErrorKind {
-    match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::BrokenPipe => CloseErrorKind::PeerReset,
-        // The kernel's give-up (`tcp_write_err`) reports `sk_err_soft ?: ETIMEDOUT`: the
-        // last soft error, a failed route lookup or an ICMP unreachable, when there was one.
-        io::ErrorKind::TimedOut
-        | io::ErrorKind::HostUnreachable
-        | io::ErrorKind::NetworkUnreachable
-        | io::ErrorKind::NetworkDown => CloseErrorKind::RetransmitTimeout,
-        _ if sys::is_host_down(e) => CloseErrorKind::RetransmitTimeout,
-        _ => CloseErrorKind::Io,
-    }
-}
-
-/// How a drain ended.
-enum DrainEnd {
-    /// The peer closed its side.
-    Eof,
-    /// The peer sent more than the drain limit.
-    OverLimit,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(unix)]
-    #[test]
-    fn classify_maps_os_errors() {
-        use nix::libc;
-        let k = |n| classify(&io::Error::from_raw_os_error(n));
-        assert_eq!(k(libc::ECONNRESET), CloseErrorKind::PeerReset);
-        assert_eq!(k(libc::EPIPE), CloseErrorKind::PeerReset);
-        assert_eq!(k(libc::ECONNABORTED), CloseErrorKind::PeerReset);
-        for n in [
-            libc::ETIMEDOUT,
-            libc::EHOSTUNREACH,
-            libc::ENETUNREACH,
-            libc::EHOSTDOWN,
-            libc::ENETDOWN,
-        ] {
-            assert_eq!(k(n), CloseErrorKind::RetransmitTimeout, "errno {n}");
-        }
-        assert_eq!(k(libc::EBADF), CloseErrorKind::Io);
-    }
 
     #[test]
     fn after_saturates() {
