@@ -125,7 +125,7 @@ where
     type Addr = L::Addr;
 
     fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        let options = self.options.clone();
+        let options = self.options;
         let on_close = self.on_close.clone();
         let accept = self.inner.accept();
         async move {
