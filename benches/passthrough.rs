@@ -146,7 +146,7 @@ async fn run_bare(case: &Case) -> Sample {
 async fn run_wrapped(case: &Case) -> Sample {
     let (a, b) = pair().await;
     let opts = CloseOptions::new(Duration::from_secs(1));
-    let a = GracefulIo::new(a, opts.clone());
+    let a = GracefulIo::new(a, opts);
     let b = GracefulIo::new(b, opts);
     let (elapsed, a, b) = transfer(a, b, case.pattern, case.total).await;
     // Not timed, and no background close left running into the next round.

@@ -65,7 +65,7 @@ async fn serve(listener: TcpListener, stats: Arc<Stats>) -> std::io::Result<()> 
     loop {
         let (stream, peer) = listener.accept().await?;
         let stats = stats.clone();
-        let io = GracefulIo::new(stream, opts.clone()).on_close(move |res| match res {
+        let io = GracefulIo::new(stream, opts).on_close(move |res| match res {
             Ok(report) => {
                 stats.confirmed.fetch_add(1, Ordering::Relaxed);
                 println!(
