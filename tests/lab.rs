@@ -6,6 +6,7 @@
 //! gate exclusively while the others share it.
 //!
 //! Without root (and without `CI=true`) every test prints `SKIP: ...` and passes.
+#![cfg(target_os = "linux")]
 
 #[path = "support/lab.rs"]
 mod lab;
