@@ -30,6 +30,11 @@ use super::{SendQueue, Sock, SocketKind, TcpPhase};
 /// Whether this platform can tell how many sent bytes the peer has not acknowledged.
 pub(crate) const ACK_CHECK: bool = true;
 
+/// kqueue's `EVFILT_WRITE` with `EV_CLEAR` (as Tokio registers it) fires again when an
+/// acknowledgement frees send buffer space (`sowwakeup`) or the connection closes
+/// (from the kernel source; untested).
+pub(crate) const WRITE_EDGES: bool = true;
+
 /// `TCPS_CLOSED` in `tcp_connection_info::tcpi_state` (netinet/tcp_fsm.h).
 const TCPS_CLOSED: u8 = 0;
 /// `TCPS_FIN_WAIT_1`: our FIN sent, not yet acknowledged.

@@ -11,6 +11,9 @@ use super::{SendQueue, Sock, SocketKind};
 /// Whether this platform can tell how many sent bytes the peer has not acknowledged.
 pub(crate) const ACK_CHECK: bool = false;
 
+/// Never consulted: without an ACK check the close waits for the peer's EOF.
+pub(crate) const WRITE_EDGES: bool = true;
+
 pub(crate) fn send_queue(
     _fd: Sock<'_>,
     _kind: SocketKind,

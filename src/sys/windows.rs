@@ -16,8 +16,11 @@
 //!   `WSAEOPNOTSUPP`) the close cannot confirm the acknowledgement: it drains to the
 //!   peer's EOF and ends `Ok` with `acked() == false`. The first `WSAEOPNOTSUPP` is
 //!   remembered for the life of the process.
-//! - No private readiness registration ([`Watch`](super::Watch)): the close re-checks
-//!   on its timer and on the stream's own wakeups.
+//! - No wakeup marks the acknowledgement of our FIN, and Tokio's readiness here (AFD
+//!   polling) reports a shut-down socket writable again as soon as it is cleared: the
+//!   close does not wait on write readiness ([`WRITE_EDGES`] is `false`) and has no
+//!   private registration ([`Watch`](super::Watch)). It re-checks on its timer and on
+//!   the drain's wakeups.
 //!
 //! Tested under Wine only (the `SIO_TCP_INFO` fallback). The `SIO_TCP_INFO` path
 //! compiles and is linted but has not run on a real Windows here.
@@ -38,6 +41,13 @@ use super::{SendQueue, Sock, SocketKind, TcpPhase};
 /// `true`: [`send_queue`] may tell; it answers [`SendQueue::Unknown`] at run time where
 /// the system has no `SIO_TCP_INFO`.
 pub(crate) const ACK_CHECK: bool = true;
+
+/// `false`: Tokio's readiness on Windows (AFD polling) reports a shut-down socket
+/// writable again as soon as the readiness is cleared, so consuming write edges would
+/// spin (seen under Wine); and no event marks the acknowledgement of our FIN. The close
+/// re-checks the state on its timer (1 ms, 2 ms, 4 ms, ... up to the poll interval) and
+/// on the drain's wakeups.
+pub(crate) const WRITE_EDGES: bool = false;
 
 /// Set once `SIO_TCP_INFO` answered `WSAEOPNOTSUPP`: not asked again.
 static NO_TCP_INFO: AtomicBool = AtomicBool::new(false);
