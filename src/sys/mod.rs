@@ -1,7 +1,7 @@
 //! Platform code. Every `unsafe` call of the crate lives below this module.
 //!
 //! Public items elsewhere stay thin and forward to the `pub(crate)` functions of the
-//! platform file chosen here (the layout of `socket2`). Each platform file provides:
+//! platform file chosen here (the layout of `socket2`):
 //!
 //! | file | targets | ACK check from |
 //! |---|---|---|
@@ -9,7 +9,9 @@
 //! | `macos.rs` | Apple systems (untested) | `SO_NWRITE`, `TCP_CONNECTION_INFO` state |
 //! | `freebsd.rs` | FreeBSD (untested) | `FIONWRITE`, `TCP_INFO` state |
 //! | `unix.rs` | other Unix (untested) | none |
-//! | `windows.rs` | Windows | `SIO_TCP_INFO` state, where the system has it |
+//! | `windows.rs` | Windows (tested under Wine) | `SIO_TCP_INFO` state, where the system has it |
+//!
+//! Each platform file provides:
 //!
 //! | item | what |
 //! |---|---|
