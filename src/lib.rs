@@ -67,11 +67,20 @@
 //!
 //! # Platforms
 //!
-//! | | half-close + drain | drain without copying | ACK confirmed | event-driven |
-//! |---|---|---|---|---|
-//! | Linux, Android | yes | TCP (`MSG_TRUNC`) | yes (`SIOCOUTQ`) | yes |
-//! | other Unix (untested) | yes | no | no (`acked() == false`) | drain only |
-//! | Windows | not supported (`compile_error!`) | | | |
+//! | | half-close + drain | drain without copying | ACK confirmed | event-driven | byte counts | cork | tested |
+//! |---|---|---|---|---|---|---|---|
+//! | Linux, Android | yes | TCP (`MSG_TRUNC`) | yes (`SIOCOUTQ`) | yes | unacked, unsent | `TCP_CORK` | Linux: everything |
+//! | macOS, iOS | yes | no | yes (`SO_NWRITE`, `TCP_CONNECTION_INFO`) | yes | unacked | `TCP_NOPUSH` | compiled and linted only |
+//! | FreeBSD | yes | no | yes (`FIONWRITE`, `TCP_INFO`) | yes | unacked | `TCP_NOPUSH` | compiled and linted only |
+//! | other Unix | yes | no | no (`acked() == false`) | drain only | no | `TCP_NOPUSH` on OpenBSD, DragonFly | no |
+//! | Windows 10 1703+ | yes | no | yes (`SIO_TCP_INFO` state) | drain; ACK re-checked on a timer | no | no ([`Corked`] is Unix-only) | under Wine, without `SIO_TCP_INFO` |
+//! | older Windows, Wine | yes | no | no (`acked() == false`) | drain only | no | no | under Wine |
+//!
+//! Where the ACK cannot be confirmed, a close ends `Ok` once the peer's EOF was read,
+//! with [`CloseReport::acked`] `false`, and [`AsyncGracefulClose::wait_acked`] fails
+//! with [`std::io::ErrorKind::Unsupported`]. `AF_UNIX` streams are confirmed on Linux
+//! only. [`CloseOptions::user_timeout`] (`TCP_USER_TIMEOUT`) is Linux-only: elsewhere
+//! the close fails at its start if it is set.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(
     missing_docs,

@@ -1,5 +1,7 @@
 //! `abort`, `unacked_bytes`, `unsent_bytes` and `wait_acked`.
-#![cfg(target_os = "linux")]
+// Other systems skip the Linux-only tests, and Windows those that need what Wine lacks
+// (the ACK confirmation, resets): their helpers are then unused there.
+#![cfg_attr(not(target_os = "linux"), allow(unused))]
 
 #[path = "support/peer.rs"]
 mod peer;
@@ -10,6 +12,8 @@ use peer::End;
 use tokio::io::AsyncWriteExt;
 use tokio_graceful_close::{AsyncGracefulClose, CloseError, CloseErrorKind, ClosePhase};
 
+// Windows: counts unacknowledged bytes and expects a reset (Wine sends none).
+#[cfg(not(windows))]
 #[tokio::test]
 async fn abort_sends_rst_at_once() {
     let (c, mut s) = peer::pair().await;
@@ -23,6 +27,8 @@ async fn abort_sends_rst_at_once() {
     assert!(n < queued, "the queued tail was discarded");
 }
 
+// Linux only: `SIOCOUTQ` / `SIOCOUTQNSD`: no unsent count elsewhere.
+#[cfg(target_os = "linux")]
 #[tokio::test]
 async fn unacked_and_unsent_bytes_follow_the_queue() {
     let (mut c, mut s) = peer::pair().await;
@@ -41,6 +47,8 @@ async fn unacked_and_unsent_bytes_follow_the_queue() {
     assert_eq!(peer::within(10, reader).await.unwrap(), (queued, End::Eof));
 }
 
+// Windows: the delivery barrier: Windows cannot see unsent bytes.
+#[cfg(not(windows))]
 #[tokio::test]
 async fn wait_acked_times_out_on_a_peer_that_never_reads() {
     let (mut c, _s) = peer::pair().await;
@@ -62,6 +70,8 @@ async fn wait_acked_times_out_on_a_peer_that_never_reads() {
     assert!(c.unacked_bytes().unwrap() > 0);
 }
 
+// Windows: the delivery barrier: Windows cannot see unsent bytes.
+#[cfg(not(windows))]
 #[tokio::test]
 async fn wait_acked_reports_a_reset() {
     let (mut c, s) = peer::pair().await;

@@ -26,7 +26,7 @@ impl Closer {
         let sock = io.as_sock();
         let closing = self.mode == Mode::Close;
         let mut edge_armed = false;
-        if self.opts.wakeups && closing {
+        if self.opts.wakeups && closing && sys::WRITE_EDGES {
             if owned {
                 self.watch = None;
                 edge_armed = consume_edges(

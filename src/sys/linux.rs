@@ -36,6 +36,10 @@ use super::{SendQueue, Sock, SocketKind};
 /// Whether this platform can tell how many sent bytes the peer has not acknowledged.
 pub(crate) const ACK_CHECK: bool = true;
 
+/// epoll (edge-triggered, as Tokio registers it) signals the acknowledgement of our FIN
+/// (`sk_state_change`).
+pub(crate) const WRITE_EDGES: bool = true;
+
 /// `TCP_CLOSE` in `tcp_info::tcpi_state`.
 const TCP_CLOSE: u8 = 7;
 

@@ -1,11 +1,22 @@
 //! Platform code. Every `unsafe` call of the crate lives below this module.
 //!
 //! Public items elsewhere stay thin and forward to the `pub(crate)` functions of the
-//! platform file chosen here (the layout of `socket2`). Each platform file provides:
+//! platform file chosen here (the layout of `socket2`):
+//!
+//! | file | targets | ACK check from |
+//! |---|---|---|
+//! | `linux.rs` | Linux, Android | `SIOCOUTQ` (our FIN counts), `TCP_INFO` |
+//! | `macos.rs` | Apple systems (untested) | `SO_NWRITE`, `TCP_CONNECTION_INFO` state |
+//! | `freebsd.rs` | FreeBSD (untested) | `FIONWRITE`, `TCP_INFO` state |
+//! | `unix.rs` | other Unix (untested) | none |
+//! | `windows.rs` | Windows (tested under Wine) | `SIO_TCP_INFO` state, where the system has it |
+//!
+//! Each platform file provides:
 //!
 //! | item | what |
 //! |---|---|
-//! | `ACK_CHECK` | whether [`send_queue`] can tell that the peer acknowledged everything |
+//! | `ACK_CHECK` | `false`: [`send_queue`] always answers [`SendQueue::Unknown`] and is not called; `true`: it may tell, and answers `Unknown` at run time where the system cannot |
+//! | `WRITE_EDGES` | whether a write-readiness edge after our FIN is the kernel's wakeup (our FIN acknowledged, a reset): true for edge-triggered epoll and kqueue; `false` makes the close re-check on its timer instead |
 //! | `send_queue(sock, kind, fin_sent)` | the [`SendQueue`] state |
 //! | `unacked(sock, kind)`, `unsent(sock, kind)` | byte counts for the public API, or `Unsupported` |
 //! | `discard(sock, kind, max)` | reads and throws away up to `max` bytes, never blocking |
@@ -34,14 +45,32 @@ macro_rules! syscall {
 #[path = "linux.rs"]
 mod imp;
 
-#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+#[cfg(target_vendor = "apple")]
+#[path = "macos.rs"]
+mod imp;
+
+#[cfg(target_os = "freebsd")]
+#[path = "freebsd.rs"]
+mod imp;
+
+#[cfg(all(
+    unix,
+    not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_vendor = "apple",
+        target_os = "freebsd"
+    ))
+))]
 #[path = "unix.rs"]
 mod imp;
 
-#[cfg(not(unix))]
-compile_error!(
-    "tokio-graceful-close supports Unix only (Linux fully; other Unix without the ACK check)"
-);
+#[cfg(windows)]
+#[path = "windows.rs"]
+mod imp;
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("tokio-graceful-close supports Unix and Windows only");
 
 pub(crate) use imp::*;
 
@@ -82,7 +111,6 @@ pub(crate) enum SendQueue {
 }
 
 /// Size of the on-stack scratch buffer used where data must be copied to be discarded.
-#[cfg(unix)]
 pub(crate) const SCRATCH: usize = 4096;
 
 /// Reads and throws away up to `max` bytes into a scratch buffer on the stack.
@@ -102,6 +130,84 @@ fn discard_by_copy(fd: Sock<'_>, max: usize) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Where a TCP connection stands, as the BSD-style state machines (macOS, FreeBSD,
+/// Windows) report it.
+#[cfg(any(windows, target_vendor = "apple", target_os = "freebsd"))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TcpPhase {
+    /// `FIN_WAIT_2` or `TIME_WAIT`: reached only once the peer acknowledged our FIN,
+    /// which comes after every byte we wrote (the rule holds on every system).
+    FinAcked,
+    /// `CLOSED`, or the kernel no longer keeps the connection: a normal end after our
+    /// FIN was acknowledged (`LAST_ACK` → `CLOSED`), or a reset or give-up.
+    Closed,
+    /// Any other state.
+    Open,
+}
+
+/// The [`SendQueue`] from the TCP state, `queued` (everything written and not yet
+/// acknowledged, our FIN not counted; `None` where the system has no such count) and
+/// whether our FIN was sent.
+///
+/// `CLOSED` tells a normal end from a reset only through `SO_ERROR`, so that case reads
+/// it here: a pending error is returned as the error (and so consumed); none after our
+/// FIN is a normal end.
+#[cfg(any(windows, target_vendor = "apple", target_os = "freebsd"))]
+pub(crate) fn judge(
+    sock: Sock<'_>,
+    phase: TcpPhase,
+    queued: Option<usize>,
+    fin_sent: bool,
+) -> io::Result<SendQueue> {
+    match phase {
+        TcpPhase::FinAcked => Ok(SendQueue::Empty),
+        // Bytes left behind by a closed connection never drain: the caller reads
+        // `SO_ERROR` for the cause.
+        TcpPhase::Closed if queued.is_some_and(|n| n > 0) => Ok(SendQueue::Gone),
+        TcpPhase::Closed => match socket2::SockRef::from(&sock).take_error()? {
+            Some(e) => Err(e),
+            None if fin_sent => Ok(SendQueue::Empty),
+            // Closed although we never sent our FIN: not a normal end.
+            None => Ok(SendQueue::Gone),
+        },
+        // Our FIN is not acknowledged yet (`FIN_WAIT_1`, `CLOSING`, `LAST_ACK`); the
+        // byte counts of these systems do not include it.
+        TcpPhase::Open if fin_sent => Ok(SendQueue::Pending),
+        TcpPhase::Open => Ok(match queued {
+            Some(0) => SendQueue::Empty,
+            Some(_) => SendQueue::Pending,
+            None => SendQueue::Unknown,
+        }),
+    }
+}
+
+/// `setsockopt(IPPROTO_TCP, TCP_NOPUSH)`, the BSD and macOS counterpart of Linux's
+/// `TCP_CORK`: while set, only full-sized segments are sent.
+///
+/// Untested: no such target runs here. FreeBSD sends the held tail when the option is
+/// cleared; whether every other system does so at once is not verified.
+#[cfg(any(
+    target_vendor = "apple",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "openbsd"
+))]
+fn set_nopush(fd: Sock<'_>, on: bool) -> io::Result<()> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::from(on);
+    // Safety: `value` is a live `c_int` for the whole call and its exact size is passed;
+    // the kernel only reads it.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::IPPROTO_TCP,
+        libc::TCP_NOPUSH,
+        std::ptr::from_ref(&value).cast(),
+        std::mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))?;
+    Ok(())
+}
+
 /// The error `unacked_bytes` / `unsent_bytes` return where there is no byte count.
 pub(crate) fn unsupported(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::Unsupported, what.to_owned())
@@ -113,7 +219,11 @@ pub(crate) fn is_host_down(e: &io::Error) -> bool {
     {
         e.raw_os_error() == Some(nix::libc::EHOSTDOWN)
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        e.raw_os_error() == Some(windows_sys::Win32::Networking::WinSock::WSAEHOSTDOWN)
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = e;
         false

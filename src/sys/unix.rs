@@ -1,4 +1,5 @@
-//! Other Unix systems: graceful half-close and drain, no ACK check.
+//! Other Unix systems (neither Linux, Android, Apple nor FreeBSD): graceful half-close
+//! and drain, no ACK check.
 //!
 //! Untested: no such target runs here; CI only lints it.
 
@@ -9,6 +10,9 @@ use super::{SendQueue, Sock, SocketKind};
 
 /// Whether this platform can tell how many sent bytes the peer has not acknowledged.
 pub(crate) const ACK_CHECK: bool = false;
+
+/// Never consulted: without an ACK check the close waits for the peer's EOF.
+pub(crate) const WRITE_EDGES: bool = true;
 
 pub(crate) fn send_queue(
     _fd: Sock<'_>,
@@ -40,40 +44,14 @@ pub(crate) fn set_user_timeout(_fd: Sock<'_>, _timeout: Duration) -> io::Result<
     ))
 }
 
-/// `setsockopt(IPPROTO_TCP, TCP_NOPUSH)`, the BSD and macOS counterpart of Linux's
-/// `TCP_CORK`: while set, only full-sized segments are sent.
-///
-/// Untested: no such target runs here. FreeBSD sends the held tail when the option is
-/// cleared; whether every other system does so at once is not verified.
-#[cfg(any(
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "openbsd"
-))]
+/// `setsockopt(IPPROTO_TCP, TCP_NOPUSH)`, the BSD counterpart of Linux's `TCP_CORK`.
+#[cfg(any(target_os = "dragonfly", target_os = "openbsd"))]
 pub(crate) fn set_cork(fd: Sock<'_>, on: bool) -> io::Result<()> {
-    use nix::libc;
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::from(on);
-    // Safety: `value` is a live `c_int` for the whole call and its exact size is passed;
-    // the kernel only reads it.
-    syscall!(setsockopt(
-        fd.as_raw_fd(),
-        libc::IPPROTO_TCP,
-        libc::TCP_NOPUSH,
-        std::ptr::from_ref(&value).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t
-    ))?;
-    Ok(())
+    super::set_nopush(fd, on)
 }
 
 /// No `TCP_CORK` or `TCP_NOPUSH` known on this system.
-#[cfg(not(any(
-    target_vendor = "apple",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "openbsd"
-)))]
+#[cfg(not(any(target_os = "dragonfly", target_os = "openbsd")))]
 pub(crate) fn set_cork(_fd: Sock<'_>, _on: bool) -> io::Result<()> {
     Err(super::unsupported(
         "corking (TCP_CORK / TCP_NOPUSH) is not available on this system",
