@@ -92,6 +92,9 @@ pub use crate::integrations::hyper::GracefulServeExt;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, GracefulConnect};
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub use crate::integrations::rustls::GracefulTlsListener;
 pub use crate::io::GracefulIo;
 pub use crate::options::{CloseOptions, OnTimeout, PeerEof};
 pub use crate::report::CloseReport;

@@ -6,6 +6,7 @@
 //! | `axum` | [`GracefulListener`](crate::GracefulListener) | an `axum::serve::Listener` | `axum::serve` |
 //! | `tower` | [`GracefulCloseLayer`](crate::GracefulCloseLayer) | a connector or a connection service | hyper-util's client, tower servers |
 //! | `hyper` | [`GracefulServeExt`](crate::GracefulServeExt) | `http1::Builder` | hyper's own servers |
+//! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
 
 #[cfg(feature = "axum")]
 pub(crate) mod axum;
@@ -13,3 +14,5 @@ pub(crate) mod axum;
 pub(crate) mod hyper;
 #[cfg(feature = "tower")]
 pub(crate) mod tower;
+#[cfg(feature = "rustls")]
+pub(crate) mod rustls;
