@@ -42,12 +42,20 @@ async fn close_notify_then_fin_then_drain(config: ClientConfig, tls12: bool) {
     let head =
         format!("POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: {UPLOAD_LEN}\r\n\r\n");
     w.write_all(head.as_bytes()).await.unwrap();
-    // Upload the whole body, as a client that does not read while it sends does, then
-    // close our side (our close_notify and FIN end the server's drain).
+    // Upload the body, then close our side (our close_notify and FIN end the server's
+    // drain). The first MiB goes out at once; the rest only once the server's FIN is
+    // in, so that it is all sent after the FIN, whatever the scheduling.
+    let (fin_tx, fin_rx) = tokio::sync::oneshot::channel::<()>();
     let writer = tokio::spawn(async move {
         let chunk = vec![b'u'; 64 * 1024];
         let mut sent = 0;
+        let mut fin = Some(fin_rx);
         while sent < UPLOAD_LEN {
+            if sent >= 1 << 20 {
+                if let Some(fin) = fin.take() {
+                    let _ = fin.await;
+                }
+            }
             let n = chunk.len().min(UPLOAD_LEN - sent);
             w.write_all(&chunk[..n]).await?;
             sent += n;
@@ -76,6 +84,7 @@ async fn close_notify_then_fin_then_drain(config: ClientConfig, tls12: bool) {
     // The FIN follows the alert: the socket reads EOF with nothing between.
     wait_fin(&probe).await;
     let written_at_fin = seen.lock().unwrap().written;
+    let _ = fin_tx.send(());
 
     // We go on sending after the server's FIN: it keeps reading, no reset.
     let w = timeout(T, writer)
@@ -98,7 +107,10 @@ async fn close_notify_then_fin_then_drain(config: ClientConfig, tls12: bool) {
     };
     assert!(errors.is_empty(), "socket errors: {errors:?}");
     let after_fin = written - written_at_fin;
-    assert!(after_fin > 0, "nothing was sent after the server's FIN");
+    assert!(
+        after_fin >= (UPLOAD_LEN - (1 << 20)) as u64,
+        "only {after_fin} bytes were sent after the server's FIN"
+    );
 
     // The last thing on the wire before the FIN is the close_notify record.
     let records = records(&inbound).expect("the stream ends on a record boundary");
