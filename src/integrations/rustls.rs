@@ -121,9 +121,11 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 /// With hyper-rustls, the [`GracefulCloseLayer`](crate::GracefulCloseLayer) (feature
 /// `tower`) goes around the TCP connector, inside the `HttpsConnector`, for the same
 /// order: `HttpsConnectorBuilder::new().with_tls_config(config).https_or_http()
-/// .enable_http1().wrap_connector(GracefulCloseLayer::new(opts).layer(http))`.
-/// reqwest's `connector_layer` cannot take the layer: its layers see reqwest's own
-/// connection type, not a stream the crate can wrap.
+/// .enable_http1().wrap_connector(GracefulCloseLayer::new(opts).layer(http))`, where
+/// `http` is an `HttpConnector` with `enforce_http(false)` (it is handed the `https`
+/// URIs). tonic's `Endpoint::connect_with_connector` takes the same layered connector
+/// and runs its TLS over it. reqwest's `connector_layer` cannot take the layer: its
+/// layers see reqwest's own connection type, not a stream the crate can wrap.
 ///
 /// # `ConnectInfo`
 ///
