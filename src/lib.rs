@@ -115,6 +115,9 @@ pub use crate::integrations::axum::{AddConnectInfo, GracefulConnectInfo, Gracefu
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use crate::integrations::hyper::GracefulServeExt;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub use crate::integrations::rustls::GracefulTlsListener;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, GracefulConnect};

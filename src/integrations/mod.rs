@@ -6,10 +6,16 @@
 //! | `axum` | [`GracefulListener`](crate::GracefulListener) | an `axum::serve::Listener` | `axum::serve` |
 //! | `tower` | [`GracefulCloseLayer`](crate::GracefulCloseLayer) | a connector or a connection service | hyper-util's client, tower servers |
 //! | `hyper` | [`GracefulServeExt`](crate::GracefulServeExt) | `http1::Builder` | hyper's own servers |
+//! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
+//! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
 
 #[cfg(feature = "axum")]
 pub(crate) mod axum;
 #[cfg(feature = "hyper")]
 pub(crate) mod hyper;
+#[cfg(feature = "rustls")]
+pub(crate) mod rustls;
+#[cfg(feature = "tonic")]
+mod tonic;
 #[cfg(feature = "tower")]
 pub(crate) mod tower;
