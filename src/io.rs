@@ -228,6 +228,16 @@ enum State {
 /// Pass it wherever a Tokio stream goes: `hyper_util::rt::TokioIo::new(io)` for hyper,
 /// or see `GracefulListener` (feature `axum`), `GracefulServeExt` (feature `hyper`) and
 /// `GracefulCloseLayer` (feature `tower`).
+///
+/// # TLS
+///
+/// Put it *under* the TLS layer: accept TCP, wrap the stream in `GracefulIo`, hand that
+/// to `tokio_rustls::TlsAcceptor::accept`, serve the `TlsStream<GracefulIo<TcpStream>>`.
+/// The TLS stream's shutdown sends close_notify, then reaches this `poll_shutdown` (our
+/// FIN); the drop drains the raw, still encrypted bytes. The client's close_notify is
+/// never waited for. Should a TLS layer not forward `poll_shutdown`, the drop path still
+/// closes gracefully. `GracefulTlsListener` (feature `rustls`) does all of it for axum,
+/// with the handshakes off the accept loop.
 pub struct GracefulIo<S>
 where
     S: AsyncGracefulClose + Send + 'static,

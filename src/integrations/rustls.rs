@@ -24,7 +24,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::io::{OnClose, TARGET};
-use crate::{CloseError, CloseOptions, CloseReport, GracefulIo};
+use crate::options::Role;
+use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
 /// What a finished handshake task hands to the accept loop.
 type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
@@ -138,6 +139,7 @@ pub struct GracefulTlsListener {
     acceptor: TlsAcceptor,
     options: CloseOptions,
     on_close: Option<OnClose>,
+    tracker: CloseTracker,
     handshake_timeout: Duration,
     max_handshakes: usize,
     handshakes: JoinSet<Handshaken>,
@@ -162,8 +164,9 @@ impl GracefulTlsListener {
         GracefulTlsListener {
             listener,
             acceptor,
-            options,
+            options: options.resolve(Role::Server),
             on_close: None,
+            tracker: CloseTracker::new(),
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: Self::DEFAULT_MAX_HANDSHAKES,
             handshakes: JoinSet::new(),
@@ -202,6 +205,20 @@ impl GracefulTlsListener {
     /// The options every connection closes with.
     pub fn options(&self) -> &CloseOptions {
         &self.options
+    }
+
+    /// The tracker of every connection's close, failed handshakes included: wait on it
+    /// after `axum::serve` returned, before the runtime shuts down (see
+    /// [`CloseTracker`]).
+    pub fn tracker(&self) -> CloseTracker {
+        self.tracker.clone()
+    }
+
+    /// Tracks the closes in `tracker` instead of the listener's own.
+    #[must_use = "builder methods return the changed listener"]
+    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
+        self.tracker = tracker.clone();
+        self
     }
 
     /// The TLS acceptor the handshakes run with.
@@ -287,7 +304,8 @@ impl GracefulTlsListener {
     /// one place where per-connection close bookkeeping (the callback, a close tracker)
     /// is attached.
     fn wrap(&self, stream: TcpStream) -> GracefulIo<TcpStream> {
-        GracefulIo::with_callback(stream, self.options, self.on_close.clone())
+        let (on_close, tracker) = (self.on_close.clone(), Some(self.tracker.clone()));
+        GracefulIo::from_parts(stream, self.options, Role::Server, on_close, tracker)
     }
 
     fn start_handshake(&mut self, stream: TcpStream, addr: SocketAddr) {
@@ -351,6 +369,7 @@ impl fmt::Debug for GracefulTlsListener {
             .field("listener", &self.listener)
             .field("options", &self.options)
             .field("on_close", &self.on_close.is_some())
+            .field("tracker", &self.tracker)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_handshakes", &self.max_handshakes)
             .field("pending_handshakes", &self.handshakes.len())
