@@ -50,7 +50,9 @@ pub enum PeerEof {
     #[default]
     Required,
     /// Wait for the peer's EOF only if there is a reason to: input we did not read, or
-    /// data arriving during the close (nginx's `lingering_close on`, made exact). A
+    /// data that arrived since the close began (nginx's `lingering_close on`, made
+    /// exact: on Linux the kernel's time of the last received segment,
+    /// `TCP_INFO.tcpi_last_data_recv`, says whether the peer is still sending). A
     /// connection with neither is closed as soon as our data and FIN are acknowledged.
     /// The default of the server adapters (`GracefulIo`, `GracefulListener`, the tower
     /// layer): an idle keep-alive client does not hold a server's shutdown.

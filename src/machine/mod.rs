@@ -410,7 +410,20 @@ impl Closer {
                         self.linger = true;
                         false
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
+                    // The queue is empty. Did the peer send anything since the close
+                    // began? An uploading client whose last segment the application
+                    // read a moment ago is still sending; an idle one last sent long
+                    // before. (Where the platform cannot tell, the empty queue decides.)
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        let quiet = match sys::since_last_data(io.as_sock()) {
+                            Ok(Some(since)) => since > self.start.elapsed(),
+                            _ => true,
+                        };
+                        if !quiet {
+                            self.linger = true;
+                        }
+                        quiet
+                    }
                     // Let the drain meet the error and report it.
                     Err(_) => {
                         self.linger = true;

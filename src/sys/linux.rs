@@ -114,8 +114,20 @@ pub(crate) fn discard(fd: Sock<'_>, kind: SocketKind, max: usize) -> io::Result<
     }
 }
 
+/// Time since the peer's last data segment arrived: `TCP_INFO.tcpi_last_data_recv`
+/// (milliseconds, kept by the kernel in `icsk_ack.lrcvtime`, jiffy resolution).
+pub(crate) fn since_last_data(fd: Sock<'_>) -> io::Result<Option<Duration>> {
+    let info = tcp_info(fd)?;
+    Ok(Some(Duration::from_millis(info.tcpi_last_data_recv.into())))
+}
+
 /// `getsockopt(IPPROTO_TCP, TCP_INFO)`, of which only `tcpi_state` is used.
 fn tcp_state(fd: Sock<'_>) -> io::Result<u8> {
+    Ok(tcp_info(fd)?.tcpi_state)
+}
+
+/// `getsockopt(IPPROTO_TCP, TCP_INFO)`.
+fn tcp_info(fd: Sock<'_>) -> io::Result<libc::tcp_info> {
     let mut info = MaybeUninit::<libc::tcp_info>::zeroed();
     let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // Safety: `info` is valid for `len` bytes; the kernel writes at most `len` bytes and
@@ -129,8 +141,7 @@ fn tcp_state(fd: Sock<'_>) -> io::Result<u8> {
     ))?;
     // Safety: the struct was zeroed, so fields an older kernel did not fill are 0, and
     // `tcp_info` is plain integers, for which every bit pattern is valid.
-    let info = unsafe { info.assume_init() };
-    Ok(info.tcpi_state)
+    Ok(unsafe { info.assume_init() })
 }
 
 /// `setsockopt(TCP_USER_TIMEOUT)`. The kernel takes a non-negative `int` of

@@ -20,6 +20,7 @@
 //! | `send_queue(sock, kind, fin_sent)` | the [`SendQueue`] state |
 //! | `unacked(sock, kind)`, `unsent(sock, kind)` | byte counts for the public API, or `Unsupported` |
 //! | `discard(sock, kind, max)` | reads and throws away up to `max` bytes, never blocking |
+//! | `since_last_data(sock)` | time since the peer's last data arrived, where known |
 //! | `set_user_timeout(sock, t)` | the kernel's retransmission bound, or `Unsupported` |
 //! | `set_cork(fd, on)` (Unix) | `TCP_CORK` / `TCP_NOPUSH`, or `Unsupported` |
 

@@ -38,6 +38,11 @@ pub(crate) fn discard(fd: Sock<'_>, _kind: SocketKind, max: usize) -> io::Result
     super::discard_by_copy(fd, max)
 }
 
+/// Time since the peer's last data arrived: not known here.
+pub(crate) fn since_last_data(_sock: Sock<'_>) -> io::Result<Option<Duration>> {
+    Ok(None)
+}
+
 pub(crate) fn set_user_timeout(_fd: Sock<'_>, _timeout: Duration) -> io::Result<()> {
     Err(super::unsupported(
         "TCP_USER_TIMEOUT is only available on Linux",

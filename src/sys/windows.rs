@@ -160,6 +160,11 @@ pub(crate) fn discard(sock: Sock<'_>, _kind: SocketKind, max: usize) -> io::Resu
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
+/// Time since the peer's last data arrived: not known here.
+pub(crate) fn since_last_data(_sock: Sock<'_>) -> io::Result<Option<Duration>> {
+    Ok(None)
+}
+
 /// Windows has `TCP_MAXRT`, but not the contract of `TCP_USER_TIMEOUT`: it bounds
 /// retransmissions only, in whole seconds, and its give-up surfaces as
 /// `WSAECONNABORTED`, which cannot be told from a local abort. Not offered.
