@@ -53,7 +53,9 @@ pub enum PeerEof {
     /// data that arrived since the close began (nginx's `lingering_close on`, made
     /// exact: on Linux the kernel's time of the last received segment,
     /// `TCP_INFO.tcpi_last_data_recv`, says whether the peer is still sending). A
-    /// connection with neither is closed as soon as our data and FIN are acknowledged.
+    /// connection with neither is given four round trips (10 ms to 1 s) after our data
+    /// and FIN were acknowledged to answer with its own FIN (a TLS client its
+    /// `close_notify` first), then closed.
     /// The default of the server adapters (`GracefulIo`, `GracefulListener`, the tower
     /// layer): an idle keep-alive client does not hold a server's shutdown.
     ///

@@ -35,6 +35,12 @@ use self::drain::DrainEnd;
 
 /// First safety-net re-check of the send queue; doubles up to `poll_interval`.
 const FIRST_POLL_STEP: Duration = Duration::from_millis(1);
+/// How long a connection with nothing more to say is given to close its side after our
+/// FIN was acknowledged ([`PeerEof::IfSending`]): four round trips, within these bounds.
+/// A peer that answers our FIN (its own FIN, a TLS `close_notify`) does so within a round
+/// trip or two; closing before that would reset its answer.
+const GRACE_MIN: Duration = Duration::from_millis(10);
+const GRACE_MAX: Duration = Duration::from_secs(1);
 /// What "no bound" becomes (`Instant + Duration::MAX` would overflow).
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
@@ -82,6 +88,8 @@ pub(crate) struct Closer {
     peer_eof: bool,
     /// The close decided it must wait for the peer's EOF ([`PeerEof::IfSending`]).
     linger: bool,
+    /// [`PeerEof::IfSending`] with a quiet peer: its EOF is waited for until then only.
+    grace_until: Option<Instant>,
     /// A reset was sent ([`OnTimeout::Abort`]).
     aborted: bool,
     drained: u64,
@@ -120,6 +128,7 @@ impl Closer {
             acked: false,
             peer_eof: false,
             linger: false,
+            grace_until: None,
             aborted: false,
             drained: 0,
             start: now,
@@ -283,6 +292,7 @@ impl Closer {
                 return Poll::Ready(Err(self.fail(io, kind, phase, None)));
             }
             let idle = self.idle_deadline.filter(|_| draining);
+            let grace = self.grace_until.filter(|_| draining && !self.linger);
             if let Some(idle) = idle {
                 if now >= idle {
                     let kind = CloseErrorKind::IdleTimeout;
@@ -294,6 +304,9 @@ impl Closer {
             let mut wake_at = self.deadline;
             if let Some(idle) = idle {
                 wake_at = wake_at.min(idle);
+            }
+            if let Some(grace) = grace {
+                wake_at = wake_at.min(grace);
             }
             if !self.acked && !unknown {
                 // With our FIN in flight on TCP and an edge armed, the kernel's wakeup on
@@ -398,6 +411,9 @@ impl Closer {
                 if self.linger {
                     return false;
                 }
+                if let Some(until) = self.grace_until {
+                    return Instant::now() >= until;
+                }
                 // Nothing was drained and the drain found the queue empty, but its
                 // readiness may lag the kernel: ask the socket itself.
                 match sys::discard(io.as_sock(), io.kind(), 1) {
@@ -415,14 +431,19 @@ impl Closer {
                     // read a moment ago is still sending; an idle one last sent long
                     // before. (Where the platform cannot tell, the empty queue decides.)
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let quiet = match sys::since_last_data(io.as_sock()) {
-                            Ok(Some(since)) => since > self.start.elapsed(),
-                            _ => true,
-                        };
+                        let activity = sys::activity(io.as_sock()).ok().flatten();
+                        let quiet =
+                            activity.is_none_or(|a| a.since_last_data > self.start.elapsed());
                         if !quiet {
                             self.linger = true;
+                            return false;
                         }
-                        quiet
+                        // A quiet peer: give it a few round trips to answer our FIN.
+                        let grace = activity
+                            .map_or(GRACE_MIN, |a| a.rtt.saturating_mul(4))
+                            .clamp(GRACE_MIN, GRACE_MAX);
+                        self.grace_until = Some(after(Instant::now(), grace));
+                        false
                     }
                     // Let the drain meet the error and report it.
                     Err(_) => {

@@ -114,11 +114,15 @@ pub(crate) fn discard(fd: Sock<'_>, kind: SocketKind, max: usize) -> io::Result<
     }
 }
 
-/// Time since the peer's last data segment arrived: `TCP_INFO.tcpi_last_data_recv`
-/// (milliseconds, kept by the kernel in `icsk_ack.lrcvtime`, jiffy resolution).
-pub(crate) fn since_last_data(fd: Sock<'_>) -> io::Result<Option<Duration>> {
+/// What the peer did lately, from `TCP_INFO`: `tcpi_last_data_recv` (milliseconds since
+/// its last data segment, kept by the kernel in `icsk_ack.lrcvtime`, jiffy resolution)
+/// and `tcpi_rtt` (the smoothed round-trip time, microseconds).
+pub(crate) fn activity(fd: Sock<'_>) -> io::Result<Option<super::Activity>> {
     let info = tcp_info(fd)?;
-    Ok(Some(Duration::from_millis(info.tcpi_last_data_recv.into())))
+    Ok(Some(super::Activity {
+        since_last_data: Duration::from_millis(info.tcpi_last_data_recv.into()),
+        rtt: Duration::from_micros(info.tcpi_rtt.into()),
+    }))
 }
 
 /// `getsockopt(IPPROTO_TCP, TCP_INFO)`, of which only `tcpi_state` is used.

@@ -20,7 +20,7 @@
 //! | `send_queue(sock, kind, fin_sent)` | the [`SendQueue`] state |
 //! | `unacked(sock, kind)`, `unsent(sock, kind)` | byte counts for the public API, or `Unsupported` |
 //! | `discard(sock, kind, max)` | reads and throws away up to `max` bytes, never blocking |
-//! | `since_last_data(sock)` | time since the peer's last data arrived, where known |
+//! | `activity(sock)` | time since the peer's last data, and the round-trip time, where known |
 //! | `set_user_timeout(sock, t)` | the kernel's retransmission bound, or `Unsupported` |
 //! | `set_cork(fd, on)` (Unix) | `TCP_CORK` / `TCP_NOPUSH`, or `Unsupported` |
 
@@ -92,6 +92,15 @@ pub(crate) enum SocketKind {
     /// `AF_UNIX` stream socket.
     #[cfg(unix)]
     Unix,
+}
+
+/// What the peer did lately ([`activity`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Activity {
+    /// Time since its last data segment arrived.
+    pub(crate) since_last_data: std::time::Duration,
+    /// The smoothed round-trip time.
+    pub(crate) rtt: std::time::Duration,
 }
 
 /// Where the bytes we wrote stand, as far as the platform can tell.

@@ -38,8 +38,8 @@ pub(crate) fn discard(fd: Sock<'_>, _kind: SocketKind, max: usize) -> io::Result
     super::discard_by_copy(fd, max)
 }
 
-/// Time since the peer's last data arrived: not known here.
-pub(crate) fn since_last_data(_sock: Sock<'_>) -> io::Result<Option<Duration>> {
+/// What the peer did lately: not known here.
+pub(crate) fn activity(_sock: Sock<'_>) -> io::Result<Option<super::Activity>> {
     Ok(None)
 }
 

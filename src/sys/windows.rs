@@ -160,8 +160,8 @@ pub(crate) fn discard(sock: Sock<'_>, _kind: SocketKind, max: usize) -> io::Resu
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
-/// Time since the peer's last data arrived: not known here.
-pub(crate) fn since_last_data(_sock: Sock<'_>) -> io::Result<Option<Duration>> {
+/// What the peer did lately: not known here.
+pub(crate) fn activity(_sock: Sock<'_>) -> io::Result<Option<super::Activity>> {
     Ok(None)
 }
 

@@ -74,24 +74,22 @@ async fn failed_and_stalled_handshakes_block_nothing_and_are_bounded() {
     for (at, outcome) in &got {
         println!("close at {at:?}: {outcome:?}");
     }
-    let served = got.iter().filter(|(_, o)| o.is_ok()).count();
-    assert_eq!(
-        served, 3,
-        "the served requests closed with delivery confirmed"
+    // The served requests confirmed delivery. The failed and stalled handshakes end
+    // Ok too where nothing of ours was left unacknowledged (the server connections'
+    // default lingers only while the client is still sending): count them by time.
+    let confirmed = got.iter().filter(|(_, o)| o.is_ok()).count();
+    assert!(
+        confirmed >= 3,
+        "the served requests closed with delivery confirmed: {got:?}"
     );
-    let mut failed: Vec<Duration> = got
-        .iter()
-        .filter(|(_, o)| o.is_err())
-        .map(|(at, _)| *at)
-        .collect();
-    failed.sort();
-    // The failed handshake: closed without waiting for the handshake timeout (the
-    // client stays silent: the close ends on its idle timeout).
-    assert!(failed[0] < HANDSHAKE_TIMEOUT, "{failed:?}");
+    let mut at: Vec<Duration> = got.iter().map(|(at, _)| *at).collect();
+    at.sort();
+    // Served and failed (plain text): closed without waiting for the handshake timeout.
+    assert!(at[3] < HANDSHAKE_TIMEOUT, "{at:?}");
     // The stalled ones: dropped at the handshake timeout, closed within the options.
     let bound = HANDSHAKE_TIMEOUT + opts().get_timeout() + Duration::from_secs(1);
-    for at in &failed[1..] {
-        assert!(*at >= HANDSHAKE_TIMEOUT && *at < bound, "{failed:?}");
+    for at in &at[4..] {
+        assert!(*at >= HANDSHAKE_TIMEOUT && *at < bound, "{at:?}");
     }
 
     // The failed handshake's client saw an orderly end (an alert and a FIN), no reset.
