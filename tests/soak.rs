@@ -4,6 +4,9 @@
 //! stays bounded. `TGC_SOAK_SECS` sets the load phase (default 15 s).
 #![cfg(all(feature = "axum", target_os = "linux"))]
 
+#[path = "support/process.rs"]
+mod process;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
+use process::{open_fds, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -28,19 +32,6 @@ struct Counts {
     hostile: AtomicUsize,
     resets: AtomicUsize,
     idle: AtomicUsize,
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// Reads a response to the end (the server closes: `Connection: close`), slowly if

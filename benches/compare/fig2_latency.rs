@@ -10,14 +10,19 @@ use tokio::io::AsyncWriteExt;
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{all_strategies, close, Knobs};
 use crate::harness::{accept, build_lab, read_to_end, secs, Net, LAB_DESC};
-use crate::support::{fmt_secs, ratio, table, Samples};
+use crate::support::{fmt_secs, ratio, table, thread_cpu_precise, Samples};
 use crate::Cfg;
 
 const RESPONSE: usize = 64 * 1024;
 
 /// One close on a peer that reads the response (known length), then closes: time from
-/// the start of the close to the descriptor's release.
-fn latency_run(rt: &tokio::runtime::Runtime, st: Strategy, net: Net<'_>) -> Duration {
+/// the start of the close to the descriptor's release, and the runtime thread's CPU
+/// time meanwhile.
+pub(crate) fn latency_run(
+    rt: &tokio::runtime::Runtime,
+    st: Strategy,
+    net: Net<'_>,
+) -> (Duration, Duration) {
     let l = net.listener(None);
     let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -30,9 +35,9 @@ fn latency_run(rt: &tokio::runtime::Runtime, st: Strategy, net: Net<'_>) -> Dura
     let d = rt.block_on(async {
         let mut c = net.connect(addr).await;
         c.write_all(&vec![b'r'; RESPONSE]).await.expect("write");
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), thread_cpu_precise());
         close(st, c, Knobs::default()).await;
-        t.elapsed()
+        (t.elapsed(), thread_cpu_precise() - cpu)
     });
     let _ = rx.recv_timeout(Duration::from_secs(30));
     d
@@ -53,7 +58,7 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
                 Net::Loopback => cfg.runs_for(st, 20, 200),
                 Net::Lab(_) => cfg.runs_for(st, 3, 20),
             };
-            let lat = Samples::new((0..n).map(|_| secs(latency_run(rt, st, net))).collect());
+            let lat = Samples::new((0..n).map(|_| secs(latency_run(rt, st, net).0)).collect());
             if st == Ours {
                 ours[i] = (lat.median(), lat.p99());
             }

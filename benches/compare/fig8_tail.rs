@@ -3,41 +3,16 @@
 //! 64 KiB response the peer reads whole before closing. Close latency and the runtime
 //! thread's CPU per close, median and p99.
 
-use std::sync::mpsc;
-use std::thread;
-use std::time::Duration;
-
-use tokio::io::AsyncWriteExt;
-
 use crate::contenders::Strategy::{self, *};
-use crate::contenders::{close, Knobs};
-use crate::harness::{accept, read_to_end, secs, Net};
-use crate::support::{fmt_secs, table, thread_cpu_precise, Samples};
+use crate::fig2_latency::latency_run;
+use crate::harness::{secs, Net};
+use crate::support::{fmt_secs, table, Samples};
 use crate::Cfg;
 
-const RESPONSE: usize = 64 * 1024;
-
-/// One close; (latency, CPU of the runtime thread) from the start of the close to the
-/// descriptor's release.
+/// One close; (latency, CPU of the runtime thread), as figure 2 measures them.
 fn run_one(rt: &tokio::runtime::Runtime, st: Strategy) -> (f64, f64) {
-    let l = Net::Loopback.listener(None);
-    let addr = l.local_addr().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut p = accept(&l);
-        let r = read_to_end(&mut p, RESPONSE);
-        drop(p);
-        let _ = tx.send(r);
-    });
-    let out = rt.block_on(async {
-        let mut c = Net::Loopback.connect(addr).await;
-        c.write_all(&vec![b'r'; RESPONSE]).await.expect("write");
-        let (t, cpu) = (std::time::Instant::now(), thread_cpu_precise());
-        close(st, c, Knobs::default()).await;
-        (secs(t.elapsed()), secs(thread_cpu_precise() - cpu))
-    });
-    let _ = rx.recv_timeout(Duration::from_secs(30));
-    out
+    let (lat, cpu) = latency_run(rt, st, Net::Loopback);
+    (secs(lat), secs(cpu))
 }
 
 pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
