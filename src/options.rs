@@ -294,7 +294,10 @@ impl CloseOptions {
             ),
         };
         self.peer_eof.get_or_insert(eof);
-        self.idle_timeout.get_or_insert(idle);
+        if idle != Duration::MAX {
+            // `None` is "no bound" for the state machine: nothing to re-arm per read.
+            self.idle_timeout.get_or_insert(idle);
+        }
         self.drain_limit.get_or_insert(limit);
         self
     }

@@ -7,154 +7,23 @@
 //! [`GracefulIo`] turns both into a graceful close, and keeps the `AsyncWrite` contract
 //! on the way: `poll_shutdown` shuts down the write side only.
 
+mod background;
+mod outcome;
+
 use std::fmt;
-use std::future::Future;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
-use crate::error::CloseErrorKind;
-use crate::machine::{disarm_linger, Closer, Goal, Mode};
+use self::background::Background;
+use self::outcome::{close_plainly, notify, Path};
+pub(crate) use self::outcome::{OnClose, TARGET};
+use crate::machine::{Closer, Goal, Mode};
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker};
-
-/// The target of the crate's trace events.
-pub(crate) const TARGET: &str = "tokio_graceful_close";
-
-/// What an outcome callback is.
-type Callback = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
-
-/// The outcome callback shared by every connection of a listener or layer.
-#[derive(Clone)]
-pub(crate) struct OnClose(Arc<Callback>);
-
-impl OnClose {
-    pub(crate) fn new<F>(f: F) -> Self
-    where
-        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
-    {
-        OnClose(Arc::new(f))
-    }
-}
-
-impl fmt::Debug for OnClose {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad("OnClose(..)")
-    }
-}
-
-/// Where a close ended, for the trace events.
-#[derive(Clone, Copy)]
-enum Path {
-    Shutdown,
-    Background,
-    NoRuntime,
-}
-
-impl Path {
-    fn as_str(self) -> &'static str {
-        match self {
-            Path::Shutdown => "poll_shutdown",
-            Path::Background => "background",
-            Path::NoRuntime => "no runtime",
-        }
-    }
-}
-
-/// Emits the connection's one trace event and calls the user's callback. The caller
-/// has already recorded that the close ended, so a panicking callback cannot make it
-/// run twice.
-fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path: Path) {
-    let path = path.as_str();
-    let peer = Peer(match res {
-        Ok(r) => r.peer_addr(),
-        Err(e) => e.report().peer_addr(),
-    });
-    match res {
-        Ok(r) if r.peer_eof() || !r.acked() => tracing::debug!(
-            target: TARGET,
-            %peer,
-            path,
-            elapsed = ?r.elapsed(),
-            drained = r.drained_bytes(),
-            acked = r.acked(),
-            "connection closed: everything delivered, the peer closed too"
-        ),
-        Ok(r) => tracing::debug!(
-            target: TARGET,
-            %peer,
-            path,
-            elapsed = ?r.elapsed(),
-            drained = r.drained_bytes(),
-            "connection closed: everything delivered; the peer had nothing more to send"
-        ),
-        Err(e) if e.report().acked() => tracing::debug!(
-            target: TARGET,
-            %peer,
-            path,
-            error = %e,
-            "connection closed: everything delivered, but the peer did not close its side"
-        ),
-        Err(e) if e.kind() == CloseErrorKind::Io => tracing::warn!(
-            target: TARGET,
-            %peer,
-            path,
-            error = %e,
-            "connection closed: delivery not confirmed"
-        ),
-        Err(e) => tracing::info!(
-            target: TARGET,
-            %peer,
-            path,
-            error = %e,
-            "connection closed: delivery not confirmed"
-        ),
-    }
-    if let Some(cb) = on_close {
-        (cb.0)(res);
-    }
-}
-
-/// The peer's address in an event: the address, or `-` where there is none.
-struct Peer(Option<std::net::SocketAddr>);
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(a) => a.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
-}
-
-/// Closes `stream` at once, never blocking (a non-zero `SO_LINGER` is disarmed first),
-/// and reports why the graceful close could not run to its end.
-fn close_plainly<S: AsyncGracefulClose>(
-    stream: S,
-    closer: &Closer,
-    on_close: Option<OnClose>,
-    why: &str,
-    path: Path,
-) {
-    if !closer.aborted() {
-        disarm_linger(stream.as_sock());
-    }
-    drop(stream);
-    let (phase, report) = (closer.phase(), closer.report());
-    // The closer, and with it the tracker's count, goes only once the socket is closed.
-    let res = Err(CloseError::new(
-        CloseErrorKind::Io,
-        phase,
-        report,
-        Some(io::Error::other(why)),
-    ));
-    notify(on_close, &res, path);
-}
 
 /// Where the close of a [`GracefulIo`] stands. The close itself is boxed: an open
 /// connection stays small.
@@ -555,55 +424,5 @@ where
             .field("state", &self.state)
             .field("tracked", &self.tracker.is_some())
             .finish_non_exhaustive()
-    }
-}
-
-// ===== impl Background =====
-
-/// The close of a dropped [`GracefulIo`], run as its own task.
-struct Background<S: AsyncGracefulClose> {
-    stream: Option<S>,
-    closer: Box<Closer>,
-    on_close: Option<OnClose>,
-}
-
-// The stream is never pinned: it is only borrowed, and moved out to be dropped.
-impl<S: AsyncGracefulClose> Unpin for Background<S> {}
-
-impl<S: AsyncGracefulClose> Future for Background<S> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
-        let Some(stream) = this.stream.as_ref() else {
-            return Poll::Ready(());
-        };
-        let res = ready!(this.closer.poll_close(stream, cx, Goal::Closed));
-        drop(this.stream.take());
-        let on_close = this.on_close.take();
-        // The user's callback must not take the crate's task down with it.
-        if catch_unwind(AssertUnwindSafe(|| {
-            notify(on_close, &res, Path::Background)
-        }))
-        .is_err()
-        {
-            tracing::error!(target: TARGET, "the on_close callback panicked");
-        }
-        Poll::Ready(())
-    }
-}
-
-impl<S: AsyncGracefulClose> Drop for Background<S> {
-    fn drop(&mut self) {
-        // Only when the runtime drops the task before the close ended.
-        if let Some(stream) = self.stream.take() {
-            close_plainly(
-                stream,
-                &self.closer,
-                self.on_close.take(),
-                "the runtime shut down before the graceful close ended",
-                Path::Background,
-            );
-        }
     }
 }

@@ -1,0 +1,143 @@
+//! How a connection's close is reported: one trace event and the user's callback,
+//! exactly once; and the plain close of the paths where no graceful close can run.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use crate::error::CloseErrorKind;
+use crate::machine::{disarm_linger, Closer};
+use crate::{AsyncGracefulClose, CloseError, CloseReport};
+
+/// The target of the crate's trace events.
+pub(crate) const TARGET: &str = "tokio_graceful_close";
+
+/// What an outcome callback is.
+type Callback = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
+
+/// The outcome callback shared by every connection of a listener or layer.
+#[derive(Clone)]
+pub(crate) struct OnClose(Arc<Callback>);
+
+impl OnClose {
+    pub(crate) fn new<F>(f: F) -> Self
+    where
+        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
+    {
+        OnClose(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for OnClose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("OnClose(..)")
+    }
+}
+
+/// Where a close ended, for the trace events.
+#[derive(Clone, Copy)]
+pub(super) enum Path {
+    Shutdown,
+    Background,
+    NoRuntime,
+}
+
+impl Path {
+    fn as_str(self) -> &'static str {
+        match self {
+            Path::Shutdown => "poll_shutdown",
+            Path::Background => "background",
+            Path::NoRuntime => "no runtime",
+        }
+    }
+}
+
+/// Emits the connection's one trace event and calls the user's callback. The caller
+/// has already recorded that the close ended, so a panicking callback cannot make it
+/// run twice.
+pub(super) fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path: Path) {
+    let path = path.as_str();
+    let peer = Peer(match res {
+        Ok(r) => r.peer_addr(),
+        Err(e) => e.report().peer_addr(),
+    });
+    match res {
+        Ok(r) if r.peer_eof() || !r.acked() => tracing::debug!(
+            target: TARGET,
+            %peer,
+            path,
+            elapsed = ?r.elapsed(),
+            drained = r.drained_bytes(),
+            acked = r.acked(),
+            "connection closed: everything delivered, the peer closed too"
+        ),
+        Ok(r) => tracing::debug!(
+            target: TARGET,
+            %peer,
+            path,
+            elapsed = ?r.elapsed(),
+            drained = r.drained_bytes(),
+            "connection closed: everything delivered; the peer had nothing more to send"
+        ),
+        Err(e) if e.report().acked() => tracing::debug!(
+            target: TARGET,
+            %peer,
+            path,
+            error = %e,
+            "connection closed: everything delivered, but the peer did not close its side"
+        ),
+        Err(e) if e.kind() == CloseErrorKind::Io => tracing::warn!(
+            target: TARGET,
+            %peer,
+            path,
+            error = %e,
+            "connection closed: delivery not confirmed"
+        ),
+        Err(e) => tracing::info!(
+            target: TARGET,
+            %peer,
+            path,
+            error = %e,
+            "connection closed: delivery not confirmed"
+        ),
+    }
+    if let Some(cb) = on_close {
+        (cb.0)(res);
+    }
+}
+
+/// The peer's address in an event: the address, or `-` where there is none.
+struct Peer(Option<std::net::SocketAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// Closes `stream` at once, never blocking (a non-zero `SO_LINGER` is disarmed first),
+/// and reports why the graceful close could not run to its end.
+pub(super) fn close_plainly<S: AsyncGracefulClose>(
+    stream: S,
+    closer: &Closer,
+    on_close: Option<OnClose>,
+    why: &str,
+    path: Path,
+) {
+    if !closer.aborted() {
+        disarm_linger(stream.as_sock());
+    }
+    drop(stream);
+    let (phase, report) = (closer.phase(), closer.report());
+    // The closer, and with it the tracker's count, goes only once the socket is closed.
+    let res = Err(CloseError::new(
+        CloseErrorKind::Io,
+        phase,
+        report,
+        Some(io::Error::other(why)),
+    ));
+    notify(on_close, &res, path);
+}
