@@ -43,7 +43,10 @@ impl Closer {
                 edge_armed = consume_edges(|cx| watch.poll_edge(cx), cx, || ())?;
             }
         }
-        let state = sys::send_queue(sock, io.kind(), closing)?;
+        // Right after our own shutdown succeeded the connection is known alive: no need
+        // to ask whether it died (a reset from now on wakes us and we ask then).
+        let alive = std::mem::take(&mut self.fresh);
+        let state = sys::send_queue(sock, io.kind(), closing, alive)?;
         let state = match state {
             SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Ack::Done),
             // AF_UNIX: our queue is empty because the peer read it all, or because it

@@ -92,6 +92,8 @@ pub(crate) struct Closer {
     grace_until: Option<Instant>,
     /// A reset was sent ([`OnTimeout::Abort`]).
     aborted: bool,
+    /// Our `shutdown` succeeded and the send queue was not looked at since.
+    fresh: bool,
     drained: u64,
     start: Instant,
     deadline: Instant,
@@ -130,6 +132,7 @@ impl Closer {
             linger: false,
             grace_until: None,
             aborted: false,
+            fresh: false,
             drained: 0,
             start: now,
             deadline: now,
@@ -375,7 +378,10 @@ impl Closer {
             sys::set_user_timeout(sock, t).map_err(|e| (CloseErrorKind::Io, e))?;
         }
         match socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Write) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.fresh = true;
+                Ok(())
+            }
             // Already shut down, or the connection is already gone: the drain and the
             // ACK check tell which, with SO_ERROR for a reset that came first.
             Err(e) if e.kind() == io::ErrorKind::NotConnected => {

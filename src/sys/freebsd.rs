@@ -94,7 +94,12 @@ fn tcp_state(fd: Sock<'_>) -> io::Result<Option<u8>> {
 
 /// Where our bytes stand: the state first (a closed connection's count is meaningless),
 /// then `FIONWRITE`.
-pub(crate) fn send_queue(fd: Sock<'_>, kind: SocketKind, fin_sent: bool) -> io::Result<SendQueue> {
+pub(crate) fn send_queue(
+    fd: Sock<'_>,
+    kind: SocketKind,
+    fin_sent: bool,
+    _alive: bool,
+) -> io::Result<SendQueue> {
     if kind != SocketKind::Tcp {
         return Ok(SendQueue::Unknown);
     }

@@ -57,13 +57,21 @@ fn outq(fd: Sock<'_>) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
-/// Where our bytes stand: `SIOCOUTQ`, and `TCP_INFO` only when bytes are outstanding.
-pub(crate) fn send_queue(fd: Sock<'_>, kind: SocketKind, _fin_sent: bool) -> io::Result<SendQueue> {
+/// Where our bytes stand: `SIOCOUTQ`, and `TCP_INFO` only when bytes are outstanding
+/// and the connection may have died since the caller last knew it alive (`alive`:
+/// e.g. our own `shutdown` succeeded a moment ago; a reset since then wakes the caller,
+/// which then asks again with `alive == false`).
+pub(crate) fn send_queue(
+    fd: Sock<'_>,
+    kind: SocketKind,
+    _fin_sent: bool,
+    alive: bool,
+) -> io::Result<SendQueue> {
     if outq(fd)? == 0 {
         return Ok(SendQueue::Empty);
     }
     match kind {
-        SocketKind::Tcp if tcp_state(fd)? == TCP_CLOSE => Ok(SendQueue::Gone),
+        SocketKind::Tcp if !alive && tcp_state(fd)? == TCP_CLOSE => Ok(SendQueue::Gone),
         _ => Ok(SendQueue::Pending),
     }
 }

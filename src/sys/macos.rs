@@ -98,7 +98,12 @@ fn gone(e: &io::Error) -> bool {
 
 /// Where our bytes stand: the state first (a closed connection's count is meaningless),
 /// then `SO_NWRITE`.
-pub(crate) fn send_queue(fd: Sock<'_>, kind: SocketKind, fin_sent: bool) -> io::Result<SendQueue> {
+pub(crate) fn send_queue(
+    fd: Sock<'_>,
+    kind: SocketKind,
+    fin_sent: bool,
+    _alive: bool,
+) -> io::Result<SendQueue> {
     if kind != SocketKind::Tcp {
         // AF_UNIX streams queue into the peer's receive buffer, not into ours: our
         // `SO_NWRITE` says nothing about what the peer read.

@@ -17,7 +17,7 @@
 //! |---|---|
 //! | `ACK_CHECK` | `false`: [`send_queue`] always answers [`SendQueue::Unknown`] and is not called; `true`: it may tell, and answers `Unknown` at run time where the system cannot |
 //! | `WRITE_EDGES` | whether a write-readiness edge after our FIN is the kernel's wakeup (our FIN acknowledged, a reset): true for edge-triggered epoll and kqueue; `false` makes the close re-check on its timer instead |
-//! | `send_queue(sock, kind, fin_sent)` | the [`SendQueue`] state |
+//! | `send_queue(sock, kind, fin_sent, alive)` | the [`SendQueue`] state (`alive`: the caller knows the connection was alive a moment ago) |
 //! | `unacked(sock, kind)`, `unsent(sock, kind)` | byte counts for the public API, or `Unsupported` |
 //! | `discard(sock, kind, max)` | reads and throws away up to `max` bytes, never blocking |
 //! | `activity(sock)` | time since the peer's last data, and the round-trip time, where known |

@@ -18,6 +18,7 @@ pub(crate) fn send_queue(
     _fd: Sock<'_>,
     _kind: SocketKind,
     _fin_sent: bool,
+    _alive: bool,
 ) -> io::Result<SendQueue> {
     Ok(SendQueue::Unknown)
 }
