@@ -230,10 +230,17 @@ impl Closer {
                 let phase = self.phase();
                 return Poll::Ready(Err(self.fail(io, CloseErrorKind::Evicted, phase, None)));
             }
-            // 1. Our data and FIN acknowledged?
+            // 1. Our data and FIN acknowledged? When the peer's EOF is required and not
+            // yet read, the close cannot end before it anyway: the ACK is checked once
+            // the EOF came (a peer acknowledges our FIN before it sends its own), which
+            // spares a wakeup and the checks while it reads.
+            let defer_ack = owned
+                && closing
+                && !self.peer_eof
+                && self.opts.peer_eof.unwrap_or_default() == PeerEof::Required;
             let mut edge_armed = false;
             let mut unknown = false;
-            if !self.acked {
+            if !self.acked && !defer_ack {
                 match self.poll_ack(io, cx, owned) {
                     Ok(Ack::Done) => {
                         self.acked = true;
@@ -266,7 +273,12 @@ impl Closer {
             // 2. The peer's side, on an owned stream only.
             if owned && closing && !self.peer_eof {
                 match self.poll_drain(io, cx) {
-                    Poll::Ready(Ok(DrainEnd::Eof)) => self.peer_eof = true,
+                    Poll::Ready(Ok(DrainEnd::Eof)) => {
+                        self.peer_eof = true;
+                        if defer_ack {
+                            continue; // now look at the ACK
+                        }
+                    }
                     Poll::Ready(Ok(DrainEnd::OverLimit)) => {
                         let kind = CloseErrorKind::DrainLimit;
                         return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
@@ -286,7 +298,7 @@ impl Closer {
             let now = Instant::now();
             let draining = closing && owned && !self.peer_eof;
             if now >= self.deadline {
-                let phase = if self.acked || (unknown && draining) {
+                let phase = if self.acked || defer_ack || (unknown && draining) {
                     ClosePhase::Drain
                 } else {
                     ClosePhase::AckWait
@@ -311,7 +323,7 @@ impl Closer {
             if let Some(grace) = grace {
                 wake_at = wake_at.min(grace);
             }
-            if !self.acked && !unknown {
+            if !self.acked && !unknown && !defer_ack {
                 // With our FIN in flight on TCP and an edge armed, the kernel's wakeup on
                 // the FIN's acknowledgement (`sk_state_change`) is guaranteed: the timer is
                 // only a rare safety net. Without an armed edge (both directions shut),
