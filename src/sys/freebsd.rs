@@ -24,7 +24,6 @@
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use nix::libc;
 
@@ -132,27 +131,6 @@ pub(crate) fn unacked(fd: Sock<'_>, kind: SocketKind) -> io::Result<usize> {
         Some(_) => 0,
     };
     Ok(nwrite(fd)?.saturating_add(fin))
-}
-
-pub(crate) fn unsent(_fd: Sock<'_>, _kind: SocketKind) -> io::Result<usize> {
-    Err(super::unsupported(
-        "the unsent byte count is not available on this system",
-    ))
-}
-
-pub(crate) fn discard(fd: Sock<'_>, _kind: SocketKind, max: usize) -> io::Result<usize> {
-    super::discard_by_copy(fd, max)
-}
-
-/// What the peer did lately: not known here.
-pub(crate) fn activity(_sock: Sock<'_>) -> io::Result<Option<super::Activity>> {
-    Ok(None)
-}
-
-pub(crate) fn set_user_timeout(_fd: Sock<'_>, _timeout: Duration) -> io::Result<()> {
-    Err(super::unsupported(
-        "TCP_USER_TIMEOUT is only available on Linux",
-    ))
 }
 
 /// `setsockopt(IPPROTO_TCP, TCP_NOPUSH)`, the counterpart of Linux's `TCP_CORK`.

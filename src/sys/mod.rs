@@ -75,6 +75,40 @@ compile_error!("tokio-graceful-close supports Unix and Windows only");
 
 pub(crate) use imp::*;
 
+/// What every Unix but Linux shares: no unsent count, no `MSG_TRUNC` drain, no
+/// `TCP_USER_TIMEOUT`, no record of the peer's last segment.
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+mod other_unix {
+    use std::io;
+    use std::time::Duration;
+
+    use super::{Activity, Sock, SocketKind};
+
+    pub(crate) fn unsent(_fd: Sock<'_>, _kind: SocketKind) -> io::Result<usize> {
+        Err(super::unsupported(
+            "the unsent byte count is not available on this system",
+        ))
+    }
+
+    pub(crate) fn discard(fd: Sock<'_>, _kind: SocketKind, max: usize) -> io::Result<usize> {
+        super::discard_by_copy(fd, max)
+    }
+
+    /// What the peer did lately: not known here.
+    pub(crate) fn activity(_sock: Sock<'_>) -> io::Result<Option<Activity>> {
+        Ok(None)
+    }
+
+    pub(crate) fn set_user_timeout(_fd: Sock<'_>, _timeout: Duration) -> io::Result<()> {
+        Err(super::unsupported(
+            "TCP_USER_TIMEOUT is only available on Linux",
+        ))
+    }
+}
+
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+pub(crate) use other_unix::*;
+
 /// A borrowed socket: a file descriptor on Unix.
 #[cfg(unix)]
 pub(crate) type Sock<'a> = std::os::fd::BorrowedFd<'a>;
@@ -105,6 +139,19 @@ pub(crate) struct Activity {
 
 /// Where the bytes we wrote stand, as far as the platform can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Other Unix systems always answer `Unknown`.
+#[cfg_attr(
+    all(
+        unix,
+        not(any(
+            target_os = "linux",
+            target_os = "android",
+            target_vendor = "apple",
+            target_os = "freebsd"
+        ))
+    ),
+    allow(dead_code)
+)]
 pub(crate) enum SendQueue {
     /// TCP: the peer acknowledged every byte and, once sent, our FIN. `AF_UNIX`: nothing
     /// of ours is queued any more (the peer read it, or closed and purged it: the

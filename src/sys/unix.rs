@@ -4,7 +4,6 @@
 //! Untested: no such target runs here; CI only lints it.
 
 use std::io;
-use std::time::Duration;
 
 use super::{SendQueue, Sock, SocketKind};
 
@@ -26,27 +25,6 @@ pub(crate) fn send_queue(
 pub(crate) fn unacked(_fd: Sock<'_>, _kind: SocketKind) -> io::Result<usize> {
     Err(super::unsupported(
         "the unacknowledged byte count is not available on this system",
-    ))
-}
-
-pub(crate) fn unsent(_fd: Sock<'_>, _kind: SocketKind) -> io::Result<usize> {
-    Err(super::unsupported(
-        "the unsent byte count is not available on this system",
-    ))
-}
-
-pub(crate) fn discard(fd: Sock<'_>, _kind: SocketKind, max: usize) -> io::Result<usize> {
-    super::discard_by_copy(fd, max)
-}
-
-/// What the peer did lately: not known here.
-pub(crate) fn activity(_sock: Sock<'_>) -> io::Result<Option<super::Activity>> {
-    Ok(None)
-}
-
-pub(crate) fn set_user_timeout(_fd: Sock<'_>, _timeout: Duration) -> io::Result<()> {
-    Err(super::unsupported(
-        "TCP_USER_TIMEOUT is only available on Linux",
     ))
 }
 
