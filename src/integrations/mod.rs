@@ -6,6 +6,7 @@
 //! | `axum` | [`GracefulListener`](crate::GracefulListener) | an `axum::serve::Listener` | `axum::serve` |
 //! | `tower` | [`GracefulCloseLayer`](crate::GracefulCloseLayer) | a connector or a connection service | hyper-util's client, tower servers |
 //! | `hyper` | [`GracefulServeExt`](crate::GracefulServeExt) | `http1::Builder` | hyper's own servers |
+//! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | | connectors of your own for hyper-util's client |
 //! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
 //! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
 
@@ -13,6 +14,8 @@
 pub(crate) mod axum;
 #[cfg(feature = "hyper")]
 pub(crate) mod hyper;
+#[cfg(feature = "hyper-client")]
+mod hyper_client;
 #[cfg(feature = "rustls")]
 pub(crate) mod rustls;
 #[cfg(feature = "tonic")]

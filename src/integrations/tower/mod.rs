@@ -14,7 +14,6 @@ use std::fmt;
 use std::task::{Context, Poll};
 
 use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
@@ -182,16 +181,5 @@ impl<S: fmt::Debug> fmt::Debug for GracefulCloseService<S> {
             .field("on_close", &self.on_close.is_some())
             .field("tracker", &self.tracker)
             .finish()
-    }
-}
-
-/// hyper-util's client reads the connection's metadata through the wrapper.
-#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-impl<S> Connection for GracefulIo<S>
-where
-    S: AsyncGracefulClose + Connection + Send + 'static,
-{
-    fn connected(&self) -> Connected {
-        self.get_ref().connected()
     }
 }
