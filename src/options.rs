@@ -118,7 +118,6 @@ pub struct CloseOptions {
     pub(crate) on_timeout: OnTimeout,
     pub(crate) poll_interval: Duration,
     pub(crate) user_timeout: Option<Duration>,
-    pub(crate) wakeups: bool,
 }
 
 impl CloseOptions {
@@ -148,7 +147,6 @@ impl CloseOptions {
             on_timeout: OnTimeout::Close,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             user_timeout: None,
-            wakeups: true,
         }
     }
 
@@ -235,16 +233,6 @@ impl CloseOptions {
     #[must_use = "builder methods return the changed options"]
     pub const fn user_timeout(mut self, timeout: Duration) -> Self {
         self.user_timeout = Some(timeout);
-        self
-    }
-
-    /// Turns readiness wakeups off so the send queue is polled at a fixed
-    /// `poll_interval` only. For benchmarks that show what the wakeups buy; not part of
-    /// the stable API.
-    #[doc(hidden)]
-    #[must_use = "builder methods return the changed options"]
-    pub const fn event_wakeups(mut self, enabled: bool) -> Self {
-        self.wakeups = enabled;
         self
     }
 

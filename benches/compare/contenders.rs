@@ -38,7 +38,9 @@ pub(crate) enum Strategy {
     SoLinger,
     /// `graceful_close`, readiness-driven.
     Ours,
-    /// `graceful_close` with readiness wakeups off, polling every this many ms.
+    /// Our close's steps without readiness wakeups: half-close, then every this many ms
+    /// discard what arrived and read `SIOCOUTQ`, until EOF (if required) and 0 — what
+    /// the event-driven design buys, re-implemented in the harness.
     OursPoll(u64),
     /// `graceful_close`, readiness-driven, with this safety-net `poll_interval` (ms).
     OursEv(u64),
@@ -61,7 +63,7 @@ impl Strategy {
             Fbthrift => "fbthrift SocketDrainer (50 ms poll)".into(),
             SoLinger => "SO_LINGER 5 s (blocking)".into(),
             Ours => "**ours** graceful_close".into(),
-            OursPoll(ms) => format!("ours, interval-only {ms} ms"),
+            OursPoll(ms) => format!("interval polling {ms} ms (our steps, no wakeups)"),
             OursEv(ms) => format!("ours, event-driven, poll_interval {ms} ms"),
             MinimalEdge => "floor: minimal edge-driven loop (shutdown, edge, SIOCOUTQ)".into(),
         }
@@ -144,9 +146,6 @@ fn our_options(st: Strategy, k: Knobs) -> CloseOptions {
         .require_peer_eof(k.require_peer_eof)
         .drain_limit(k.drain_limit);
     match st {
-        OursPoll(ms) => o
-            .event_wakeups(false)
-            .poll_interval(Duration::from_millis(ms)),
         OursEv(ms) => o.poll_interval(Duration::from_millis(ms)),
         _ => o,
     }
@@ -194,9 +193,8 @@ pub(crate) async fn close(st: Strategy, s: TcpStream, k: Knobs) -> Claim {
             so_linger(s);
             None
         }
-        Ours | OursPoll(_) | OursEv(_) => {
-            Some(s.graceful_close_with(our_options(st, k)).await.is_ok())
-        }
+        Ours | OursEv(_) => Some(s.graceful_close_with(our_options(st, k)).await.is_ok()),
+        OursPoll(ms) => Some(interval_polling(s, ms, k).await),
     }
 }
 
@@ -220,7 +218,8 @@ pub(crate) fn spawn_close(st: Strategy, s: TcpStream, k: Knobs) -> tokio::task::
         Envoy => spawn(envoy(s)),
         Fbthrift => spawn(fbthrift(s)),
         SoLinger => spawn(async move { so_linger(s) }),
-        Ours | OursPoll(_) | OursEv(_) => spawn(s.graceful_close_with(our_options(st, k))),
+        Ours | OursEv(_) => spawn(s.graceful_close_with(our_options(st, k))),
+        OursPoll(ms) => spawn(interval_polling(s, ms, k)),
         MinimalEdge => spawn(minimal_edge(s)),
     }
 }
@@ -306,6 +305,47 @@ async fn fbthrift(s: TcpStream) -> bool {
     }
     drop(s);
     drained
+}
+
+/// Interval polling: our close's steps with no readiness wakeup at all. Returns whether
+/// it confirmed delivery before the deadline.
+async fn interval_polling(s: TcpStream, ms: u64, k: Knobs) -> bool {
+    let _ = SockRef::from(&s).shutdown(Shutdown::Write);
+    let deadline = tokio::time::Instant::now() + k.timeout;
+    let fd = s.as_raw_fd();
+    let (mut eof, mut drained) = (!k.require_peer_eof, 0u64);
+    let done = loop {
+        while !eof {
+            // Safety: MSG_TRUNC on TCP never writes through the buffer pointer.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    std::ptr::null_mut(),
+                    1 << 30,
+                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                0 => eof = true,
+                n if n > 0 => {
+                    drained += n as u64;
+                    if drained > k.drain_limit {
+                        break;
+                    }
+                }
+                _ => break, // EAGAIN, or an error the next look shows
+            }
+        }
+        if eof && support::outq(fd).is_ok_and(|n| n == 0) {
+            break true;
+        }
+        if drained > k.drain_limit || tokio::time::Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    };
+    drop(s);
+    done
 }
 
 /// The floor: half-close, then wait for write-readiness edges and read `SIOCOUTQ` after

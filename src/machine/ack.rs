@@ -26,7 +26,7 @@ impl Closer {
         let sock = io.as_sock();
         let closing = self.mode == Mode::Close;
         let mut edge_armed = false;
-        if self.opts.wakeups && closing && sys::WRITE_EDGES {
+        if closing && sys::WRITE_EDGES {
             if owned {
                 self.watch = None;
                 edge_armed = consume_edges(
@@ -77,7 +77,6 @@ impl Closer {
             && !edge_armed
             && self.watch.is_none()
             && !self.no_watch
-            && self.opts.wakeups
             && io.kind() == SocketKind::Tcp
         {
             // A borrowed stream waiting for its FIN's acknowledgement: take the kernel's

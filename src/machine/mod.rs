@@ -329,7 +329,7 @@ impl Closer {
                 // only a rare safety net. Without an armed edge (both directions shut),
                 // for the barrier or on AF_UNIX, re-check after 1 ms, 2 ms, 4 ms, ...
                 let fin_wakes = closing && io.kind() == SocketKind::Tcp && edge_armed;
-                let fast = self.opts.wakeups && !fin_wakes;
+                let fast = !fin_wakes;
                 let step = if fast {
                     self.poll_step
                 } else {
