@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 
 use nix::libc;
 
-use super::{SendQueue, Sock, SocketKind, TcpPhase};
+use super::{SendQueue, Sock, SocketKind};
 
 /// Whether this platform can tell how many sent bytes the peer has not acknowledged.
 pub(crate) const ACK_CHECK: bool = true;
@@ -36,19 +36,6 @@ pub(crate) const ACK_CHECK: bool = true;
 /// acknowledgement frees send buffer space (`sowwakeup`) or the connection closes
 /// (from the kernel source; untested).
 pub(crate) const WRITE_EDGES: bool = true;
-
-/// `TCPS_CLOSED` (netinet/tcp_fsm.h).
-const TCPS_CLOSED: u8 = 0;
-/// `TCPS_FIN_WAIT_1`: our FIN sent, not yet acknowledged.
-const TCPS_FIN_WAIT_1: u8 = 6;
-/// `TCPS_CLOSING`: both FINs sent, ours not yet acknowledged.
-const TCPS_CLOSING: u8 = 7;
-/// `TCPS_LAST_ACK`: the peer closed first, our FIN not yet acknowledged.
-const TCPS_LAST_ACK: u8 = 8;
-/// `TCPS_FIN_WAIT_2`: our FIN acknowledged.
-const TCPS_FIN_WAIT_2: u8 = 9;
-/// `TCPS_TIME_WAIT`: our FIN acknowledged and the peer's received.
-const TCPS_TIME_WAIT: u8 = 10;
 
 /// `ioctl(FIONWRITE)`: TCP bytes not yet acknowledged (the FIN not counted).
 fn nwrite(fd: Sock<'_>) -> io::Result<usize> {
@@ -91,46 +78,19 @@ fn tcp_state(fd: Sock<'_>) -> io::Result<Option<u8>> {
     Ok(Some(info.tcpi_state))
 }
 
-/// Where our bytes stand: the state first (a closed connection's count is meaningless),
-/// then `FIONWRITE`.
+/// Where our bytes stand: the state, then `FIONWRITE` (shared BSD logic).
 pub(crate) fn send_queue(
     fd: Sock<'_>,
     kind: SocketKind,
     fin_sent: bool,
     _alive: bool,
 ) -> io::Result<SendQueue> {
-    if kind != SocketKind::Tcp {
-        return Ok(SendQueue::Unknown);
-    }
-    let phase = match tcp_state(fd)? {
-        // Without the connection, `TIME_WAIT` on older releases too: `SO_ERROR` decides.
-        None | Some(TCPS_CLOSED) => TcpPhase::Closed,
-        Some(TCPS_FIN_WAIT_2 | TCPS_TIME_WAIT) => TcpPhase::FinAcked,
-        Some(_) => TcpPhase::Open,
-    };
-    super::judge(fd, phase, Some(nwrite(fd)?), fin_sent)
+    super::bsd::send_queue(fd, kind, fin_sent, tcp_state, nwrite)
 }
 
-/// Bytes written and not yet acknowledged: `FIONWRITE`, plus one for our FIN while it is
-/// sent and not acknowledged (as `SIOCOUTQ` counts it on Linux). Once the connection is
-/// closed the count is lost: `NotConnected`.
+/// Bytes not yet acknowledged: `FIONWRITE`, plus our FIN while unacknowledged.
 pub(crate) fn unacked(fd: Sock<'_>, kind: SocketKind) -> io::Result<usize> {
-    if kind != SocketKind::Tcp {
-        return Err(super::unsupported(
-            "AF_UNIX sockets have no count of unread bytes",
-        ));
-    }
-    let fin = match tcp_state(fd)? {
-        None | Some(TCPS_CLOSED) => {
-            return Err(io::Error::new(
-                io::ErrorKind::NotConnected,
-                "the connection is closed: the count of unacknowledged bytes is gone",
-            ))
-        }
-        Some(TCPS_FIN_WAIT_1 | TCPS_CLOSING | TCPS_LAST_ACK) => 1,
-        Some(_) => 0,
-    };
-    Ok(nwrite(fd)?.saturating_add(fin))
+    super::bsd::unacked(fd, kind, tcp_state, nwrite)
 }
 
 /// `setsockopt(IPPROTO_TCP, TCP_NOPUSH)`, the counterpart of Linux's `TCP_CORK`.

@@ -75,6 +75,9 @@ compile_error!("tokio-graceful-close supports Unix and Windows only");
 
 pub(crate) use imp::*;
 
+#[cfg(any(target_vendor = "apple", target_os = "freebsd"))]
+mod bsd;
+
 /// What every Unix but Linux shares: no unsent count, no `MSG_TRUNC` drain, no
 /// `TCP_USER_TIMEOUT`, no record of the peer's last segment.
 #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
