@@ -2,7 +2,6 @@
 //! close.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use tokio_graceful_close::{CloseOptions, GracefulClose};
 use crate::alloc::live_heap;
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{selected, spawn_close, Knobs, FIRST_POLLS, FUTURE_SIZE};
-use crate::harness::{listener_on, run_child_with_deadline, runtime};
+use crate::harness::{listener_on, run_child_with_deadline, runtime, spawn_peer_helper};
 use crate::support::{self, fmt_secs, ratio, table};
 use crate::Cfg;
 
@@ -164,23 +163,8 @@ pub(crate) fn child_peers(n: usize) {
 pub(crate) fn child(st: Strategy, n: usize) {
     use std::io::BufRead;
     let limit = support::raise_nofile(n as u64 + 1024);
-    let exe = std::env::current_exe().expect("exe");
-    let mut helper = std::process::Command::new(exe)
-        .env("TGC_BENCH_CHILD", format!("fig5peers:{n}"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("peer helper");
-    let mut helper_out = std::io::BufReader::new(helper.stdout.take().expect("stdout"));
+    let (helper, mut helper_out, addrs) = spawn_peer_helper(&format!("fig5peers:{n}"), limit);
     let mut line = String::new();
-    let _ = helper_out.read_line(&mut line);
-    let addrs: Vec<SocketAddr> = line
-        .trim()
-        .strip_prefix("ADDRS ")
-        .unwrap_or_else(|| panic!("helper said {line:?} (fd limit {limit})"))
-        .split(' ')
-        .map(|a| a.parse().unwrap())
-        .collect();
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
         let c = std::net::TcpStream::connect_timeout(&addrs[i % 8], Duration::from_secs(5))

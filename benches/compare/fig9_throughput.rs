@@ -2,8 +2,7 @@
 //! response its peer reads whole before closing, all closed at once on a
 //! current-thread runtime; the peers live in a helper process.
 
-use std::io::{BufRead, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,7 +10,7 @@ use tokio::net::TcpStream;
 
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{selected, spawn_close, Knobs};
-use crate::harness::{listener_on, run_child_with_deadline, runtime};
+use crate::harness::{listener_on, run_child_with_deadline, runtime, spawn_peer_helper};
 use crate::support::{self, table, thread_cpu_precise};
 use crate::Cfg;
 
@@ -107,22 +106,7 @@ pub(crate) fn child_peers(n: usize) {
 /// One strategy in a fresh process: connect `n`, write the responses, then close all.
 pub(crate) fn child(st: Strategy, n: usize) {
     let limit = support::raise_nofile(n as u64 + 1024);
-    let exe = std::env::current_exe().expect("exe");
-    let mut helper = std::process::Command::new(exe)
-        .env("TGC_BENCH_CHILD", format!("fig9peers:{n}"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("peer helper");
-    let mut out = std::io::BufReader::new(helper.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    let _ = out.read_line(&mut line);
-    let addrs: Vec<SocketAddr> = line
-        .trim()
-        .strip_prefix("ADDRS ")
-        .unwrap_or_else(|| panic!("helper said {line:?} (fd limit {limit})"))
-        .split(' ')
-        .map(|a| a.parse().unwrap())
-        .collect();
+    let (mut helper, _out, addrs) = spawn_peer_helper(&format!("fig9peers:{n}"), limit);
     let rt = runtime();
     rt.block_on(async move {
         let mut streams = Vec::with_capacity(n);

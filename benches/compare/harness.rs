@@ -158,3 +158,35 @@ pub(crate) fn run_child_with_deadline(
         }
     }
 }
+
+/// A helper process of this bench binary in child mode `mode` (`TGC_BENCH_CHILD`),
+/// holding the peers: it prints `ADDRS a b ...` first. Returns the child, the rest of
+/// its output and the addresses. `limit` is named in the panic if it says otherwise.
+pub(crate) fn spawn_peer_helper(
+    mode: &str,
+    limit: u64,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    Vec<SocketAddr>,
+) {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().expect("exe");
+    let mut helper = std::process::Command::new(exe)
+        .env("TGC_BENCH_CHILD", mode)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("peer helper");
+    let mut out = std::io::BufReader::new(helper.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    let addrs = line
+        .trim()
+        .strip_prefix("ADDRS ")
+        .unwrap_or_else(|| panic!("helper said {line:?} (fd limit {limit})"))
+        .split(' ')
+        .map(|a| a.parse().unwrap())
+        .collect();
+    (helper, out, addrs)
+}
