@@ -184,9 +184,39 @@ const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
 const PERF_EVENT_IOC_RESET: libc::c_ulong = 0x2403;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
 
+/// Where tracefs is not mounted (a fresh VM, a container) and we are root, mounts it at
+/// its usual place, once per process, and says so.
+fn mount_tracefs_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = "/sys/kernel/tracing";
+        if std::path::Path::new(dir).join("events").exists() {
+            return;
+        }
+        // Safety: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        // Safety: NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                c"nodev".as_ptr(),
+                c"/sys/kernel/tracing".as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc == 0 {
+            eprintln!("(mounted tracefs at {dir} for the syscall counter)");
+        }
+    });
+}
+
 impl SyscallCounter {
     /// A counter for the calling thread, or `None` where tracepoints are unavailable.
     pub fn for_this_thread() -> Option<Self> {
+        mount_tracefs_once();
         let id = [
             "/sys/kernel/tracing/events/raw_syscalls/sys_enter/id",
             "/sys/kernel/debug/tracing/events/raw_syscalls/sys_enter/id",
