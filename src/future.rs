@@ -30,11 +30,6 @@ impl<S: Socket> GracefulClose<S> {
             closer: Closer::new(options.resolve(Role::Stream), Mode::Close),
         }
     }
-
-    /// The options this close runs with.
-    pub fn options(&self) -> &CloseOptions {
-        self.closer.options()
-    }
 }
 
 // The stream is never pinned: it is only borrowed, and moved out to be dropped.

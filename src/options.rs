@@ -216,7 +216,8 @@ impl CloseOptions {
     /// already shut, where Tokio keeps the stream write-ready for good; a data-only
     /// [`wait_acked`](crate::AsyncGracefulClose::wait_acked); `AF_UNIX` sockets) the
     /// queue is re-checked after 1 ms, 2 ms, 4 ms, ..., and then every `interval`.
-    /// Values below [`Self::MIN_POLL_INTERVAL`] are raised to it.
+    /// Values below [`Self::MIN_POLL_INTERVAL`] are raised to it, and the close rounds
+    /// the interval up to whole milliseconds (Tokio's timer resolution).
     #[must_use = "builder methods return the changed options"]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Self::MIN_POLL_INTERVAL);
@@ -288,6 +289,15 @@ impl CloseOptions {
         }
         self.drain_limit.get_or_insert(limit);
         self
+    }
+
+    /// The `TCP_USER_TIMEOUT` as the kernel takes it: whole milliseconds, rounded up,
+    /// at least 1, at most `i32::MAX`.
+    pub(crate) fn user_timeout_ms(&self) -> Option<u32> {
+        self.user_timeout.map(|t| {
+            let ms = t.as_nanos().div_ceil(1_000_000).clamp(1, i32::MAX as u128);
+            ms as u32
+        })
     }
 
     /// What happens when a bound is hit.

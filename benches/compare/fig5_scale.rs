@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-use tokio_graceful_close::{CloseOptions, GracefulClose};
+use tokio_graceful_close::GracefulClose;
 
 use crate::alloc::live_heap;
 use crate::contenders::Strategy::{self, *};
@@ -35,13 +35,12 @@ pub(crate) fn run(cfg: &Cfg) {
     };
     let mut rows = Vec::new();
     let mut notes = vec![format!(
-        "Each cell is a fresh child process (current-thread runtime) holding only its own sockets; the peers live in a helper process behind 8 listeners on 127.0.0.1–8. Hard RLIMIT_NOFILE here: {} (50,000 closes need 50,000 descriptors in the closing process). Heap = live bytes of a counting global allocator after all closes were spawned and polled once, minus before (the task holding the future; the socket's Tokio registration is counted separately). `size_of::<GracefulClose<TcpStream>>()` = {} bytes, of which `TcpStream` {}, `CloseOptions` {}, a Tokio `Sleep` {}, a `tracing::Span` {}. Start = spawning + first poll of all closes; finish = the peers close, until the last close completed. Peak RSS = VmHWM of the child.",
+        "Each cell is a fresh child process (current-thread runtime) holding only its own sockets; the peers live in a helper process behind 8 listeners on 127.0.0.1–8. Hard RLIMIT_NOFILE here: {} (50,000 closes need 50,000 descriptors in the closing process). Heap = live bytes of a counting global allocator after all closes were spawned and polled once, minus before (the task holding the future; the socket's Tokio registration is counted separately). `size_of::<GracefulClose<TcpStream>>()` = {} bytes, of which the `TcpStream` {}; with Tokio's task header and trailer it fits a {}-byte task. The deadline timer, a Tokio `Sleep` of {} bytes, is boxed and armed only when the close has to wait (the part after the + in the heap column). Start = spawning + first poll of all closes; finish = the peers close, until the last close completed. Peak RSS = VmHWM of the child.",
         support::nofile_hard(),
         std::mem::size_of::<GracefulClose<TcpStream>>(),
         std::mem::size_of::<TcpStream>(),
-        std::mem::size_of::<CloseOptions>(),
+        task_cell(std::mem::size_of::<GracefulClose<TcpStream>>()),
         std::mem::size_of::<tokio::time::Sleep>(),
-        std::mem::size_of::<tracing::Span>(),
     )];
     for &n in &sizes {
         let mut ours_heap = f64::NAN;
@@ -119,6 +118,13 @@ pub(crate) fn run(cfg: &Cfg) {
         &rows,
         &notes,
     );
+}
+
+/// The bytes Tokio allocates for a task whose future is `future` bytes: header (32),
+/// scheduler and id (16), the stage's tag (8), trailer (48), the whole aligned to 128
+/// bytes on x86_64 and aarch64 (`tokio/src/runtime/task/core.rs`, `Cell`).
+fn task_cell(future: usize) -> usize {
+    (future + 104).div_ceil(128) * 128
 }
 
 /// The peers of figure 5 live in a helper process, so that the closing process holds

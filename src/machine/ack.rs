@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::Interest;
 
-use super::{Closer, Mode};
+use super::{Closer, Flags, Mode};
 use crate::ext::sealed::Socket;
 use crate::sys::{self, SendQueue, SocketKind};
 
@@ -45,7 +45,7 @@ impl Closer {
         }
         // Right after our own shutdown succeeded the connection is known alive: no need
         // to ask whether it died (a reset from now on wakes us and we ask then).
-        let alive = std::mem::take(&mut self.fresh);
+        let alive = self.flags.take(Flags::FRESH);
         let state = sys::send_queue(sock, io.kind(), closing, alive)?;
         let state = match state {
             SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Ack::Done),
@@ -76,7 +76,7 @@ impl Closer {
             && !owned
             && !edge_armed
             && self.watch.is_none()
-            && !self.no_watch
+            && !self.flags.has(Flags::NO_WATCH)
             && io.kind() == SocketKind::Tcp
         {
             // A borrowed stream waiting for its FIN's acknowledgement: take the kernel's
@@ -87,7 +87,7 @@ impl Closer {
                     self.watch = Some(Box::new(watch));
                     return self.poll_ack(io, cx, owned);
                 }
-                Err(_) => self.no_watch = true,
+                Err(_) => self.flags.set(Flags::NO_WATCH),
             }
         }
         Ok(Ack::Pending { edge_armed })

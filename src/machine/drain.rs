@@ -1,12 +1,13 @@
-//! The drain: reads and discards until the peer's EOF, bounded by the drain limit.
+//! The drain: reads and discards until the peer's EOF, bounded by the drain limit and
+//! the idle timeout.
 
 use std::io;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::Interest;
-use tokio::time::Instant;
 
-use super::{after, Closer};
+use super::{Closer, Nanos};
+use crate::error::CloseErrorKind;
 use crate::ext::sealed::Socket;
 use crate::sys;
 
@@ -23,26 +24,15 @@ impl Closer {
         io: &S,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<DrainEnd>> {
-        let limit = self.opts.get_drain_limit();
         for _ in 0..MAX_READS_PER_POLL {
             ready!(io.poll_read_ready(cx))?;
-            // Ask for one byte more than the limit allows, to see a peer that exceeds it.
-            let want = limit
-                .saturating_sub(self.drained)
-                .saturating_add(1)
-                .min(MAX_DISCARD) as usize;
-            let kind = io.kind();
+            let (kind, want) = (io.kind(), self.want());
             match io.try_io(Interest::READABLE, || {
                 sys::discard(io.as_sock(), kind, want)
             }) {
-                Ok(0) => return Poll::Ready(Ok(DrainEnd::Eof)),
                 Ok(n) => {
-                    self.drained += n as u64;
-                    if self.drained > limit {
-                        return Poll::Ready(Ok(DrainEnd::OverLimit));
-                    }
-                    if let Some(idle) = self.opts.idle_timeout {
-                        self.idle_deadline = Some(after(Instant::now(), idle));
+                    if let Some(end) = self.count(io, n) {
+                        return Poll::Ready(Ok(end));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -52,6 +42,40 @@ impl Closer {
         // A peer that keeps the socket full: give other tasks a turn.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// The idle deadline passed (`now`): how the close ends.
+    pub(super) fn recheck_idle<S: Socket>(
+        &mut self,
+        io: &S,
+        now: Nanos,
+    ) -> io::Result<Option<CloseErrorKind>> {
+        let _ = (io, now);
+        Ok(Some(CloseErrorKind::IdleTimeout))
+    }
+
+    /// How much one discard asks for: one byte more than the limit allows, to see a
+    /// peer that exceeds it.
+    fn want(&self) -> usize {
+        self.drain_limit
+            .saturating_sub(self.drained)
+            .saturating_add(1)
+            .min(MAX_DISCARD) as usize
+    }
+
+    /// Counts `n` discarded bytes (0: the peer's EOF); how the drain ends, if it does.
+    fn count<S: Socket>(&mut self, _io: &S, n: usize) -> Option<DrainEnd> {
+        if n == 0 {
+            return Some(DrainEnd::Eof);
+        }
+        self.drained = self.drained.saturating_add(n as u64);
+        if self.drained > self.drain_limit {
+            return Some(DrainEnd::OverLimit);
+        }
+        if self.idle_timeout != super::NEVER {
+            self.idle_deadline = self.now().saturating_add(self.idle_timeout);
+        }
+        None
     }
 }
 

@@ -14,7 +14,6 @@
 
 use std::future::Future;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,26 +28,13 @@ use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof};
 
 mod ack;
 mod drain;
+mod linger;
+mod time;
 
 use self::ack::Ack;
 use self::drain::DrainEnd;
-
-/// First safety-net re-check of the send queue; doubles up to `poll_interval`.
-const FIRST_POLL_STEP: Duration = Duration::from_millis(1);
-/// How long a connection with nothing more to say is given to close its side after our
-/// FIN was acknowledged ([`PeerEof::IfSending`]): four round trips, within these bounds.
-/// A peer that answers our FIN (its own FIN, a TLS `close_notify`) does so within a round
-/// trip or two; closing before that would reset its answer.
-const GRACE_MIN: Duration = Duration::from_millis(10);
-const GRACE_MAX: Duration = Duration::from_secs(1);
-/// What "no bound" becomes (`Instant + Duration::MAX` would overflow).
-const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-
-/// `now + d`, where a `d` too large for an `Instant` (such as `Duration::MAX`) means
-/// "no bound".
-pub(crate) fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d).unwrap_or_else(|| now + FAR_FUTURE)
-}
+pub(crate) use self::time::after;
+use self::time::{millis_ceil, nanos, new_timer, Nanos, FAR_FUTURE, NEVER};
 
 /// Whether the machine closes the stream or only waits for the acknowledgements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,39 +62,80 @@ enum Stage {
     Done,
 }
 
+/// What a close has learnt so far, one bit each.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags(u8);
+
+impl Flags {
+    /// Our data and FIN are acknowledged (or, for the barrier, our data).
+    const ACKED: u8 = 1;
+    /// We read the peer's EOF.
+    const PEER_EOF: u8 = 1 << 1;
+    /// The close decided it must wait for the peer's EOF ([`PeerEof::IfSending`]).
+    const LINGER: u8 = 1 << 2;
+    /// A reset was sent ([`OnTimeout::Abort`]).
+    const ABORTED: u8 = 1 << 3;
+    /// Our `shutdown` succeeded and the send queue was not looked at since.
+    const FRESH: u8 = 1 << 4;
+    /// `sys::Watch::new` failed once: fall back to the timer.
+    const NO_WATCH: u8 = 1 << 5;
+
+    fn has(self, flag: u8) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u8) {
+        self.0 |= flag;
+    }
+
+    /// Clears `flag`, returning whether it was set.
+    fn take(&mut self, flag: u8) -> bool {
+        let was = self.has(flag);
+        self.0 &= !flag;
+        was
+    }
+}
+
 /// The state of one close. Poll it with the same socket every time.
+///
+/// Kept small (112 bytes on 64-bit targets): a server may hold thousands of pending
+/// closes, each in its own task. Points in time are [`Nanos`] after `start`; the options
+/// are kept in the resolved, compact form the close needs.
 #[derive(Debug)]
 pub(crate) struct Closer {
-    opts: CloseOptions,
-    mode: Mode,
-    stage: Stage,
-    /// Our data and FIN are acknowledged (or, for the barrier, our data).
-    acked: bool,
-    /// We read the peer's EOF.
-    peer_eof: bool,
-    /// The close decided it must wait for the peer's EOF ([`PeerEof::IfSending`]).
-    linger: bool,
-    /// [`PeerEof::IfSending`] with a quiet peer: its EOF is waited for until then only.
-    grace_until: Option<Instant>,
-    /// A reset was sent ([`OnTimeout::Abort`]).
-    aborted: bool,
-    /// Our `shutdown` succeeded and the send queue was not looked at since.
-    fresh: bool,
-    drained: u64,
+    /// The first poll; every `Nanos` point below counts from it.
     start: Instant,
-    deadline: Instant,
-    idle_deadline: Option<Instant>,
-    next_poll: Instant,
-    poll_step: Duration,
+    /// The total deadline (the `timeout` option).
+    deadline: Nanos,
+    /// The longest silence while waiting for the peer's EOF; [`NEVER`]: none.
+    idle_timeout: Nanos,
+    /// When the current silence ends the drain; [`NEVER`]: no idle bound.
+    idle_deadline: Nanos,
+    /// [`PeerEof::IfSending`] with a quiet peer: its EOF is waited for until then only.
+    /// [`NEVER`]: not decided.
+    grace_until: Nanos,
+    /// The next safety-net re-check of the send queue.
+    next_poll: Nanos,
+    drain_limit: u64,
+    drained: u64,
     /// Armed only when the close has to wait.
     timer: Option<Pin<Box<Sleep>>>,
     /// Our own registration of the socket, for wakeups on a borrowed stream (boxed:
     /// rare, and the close stays small).
     watch: Option<Box<sys::Watch>>,
-    /// `sys::Watch::new` failed once: fall back to the timer.
-    no_watch: bool,
     /// What the adapters add (boxed: a bare close does without).
     extra: Option<Box<Extra>>,
+    /// The safety-net re-check interval, whole milliseconds (Tokio's timer resolution).
+    poll_interval_ms: u32,
+    /// `TCP_USER_TIMEOUT` to set when the close starts, milliseconds; 0: none.
+    user_timeout_ms: u32,
+    /// The next fast re-check comes after `1 ms << poll_shift` (at most the interval).
+    poll_shift: u8,
+    mode: Mode,
+    stage: Stage,
+    peer_eof_policy: PeerEof,
+    on_timeout: OnTimeout,
+    flags: Flags,
 }
 
 /// The adapters' part of a close.
@@ -121,28 +148,28 @@ struct Extra {
 }
 
 impl Closer {
+    /// A close with `opts`, already resolved for where it is used.
     pub(crate) fn new(opts: CloseOptions, mode: Mode) -> Self {
-        let now = Instant::now();
         Closer {
-            opts,
-            mode,
-            stage: Stage::Init,
-            acked: false,
-            peer_eof: false,
-            linger: false,
-            grace_until: None,
-            aborted: false,
-            fresh: false,
+            start: Instant::now(),
+            deadline: nanos(opts.timeout),
+            idle_timeout: opts.idle_timeout.map_or(NEVER, nanos),
+            idle_deadline: NEVER,
+            grace_until: NEVER,
+            next_poll: 0,
+            drain_limit: opts.get_drain_limit(),
             drained: 0,
-            start: now,
-            deadline: now,
-            idle_deadline: None,
-            next_poll: now,
-            poll_step: FIRST_POLL_STEP,
             timer: None,
             watch: None,
-            no_watch: false,
             extra: None,
+            poll_interval_ms: millis_ceil(opts.poll_interval),
+            user_timeout_ms: opts.user_timeout_ms().unwrap_or(0),
+            poll_shift: 0,
+            mode,
+            stage: Stage::Init,
+            peer_eof_policy: opts.peer_eof.unwrap_or_default(),
+            on_timeout: opts.on_timeout,
+            flags: Flags::default(),
         }
     }
 
@@ -162,25 +189,43 @@ impl Closer {
 
     /// Whether the close ended with a reset on purpose.
     pub(crate) fn aborted(&self) -> bool {
-        self.aborted
+        self.flags.has(Flags::ABORTED)
     }
 
-    /// The options this close runs with.
-    pub(crate) fn options(&self) -> &CloseOptions {
-        &self.opts
+    fn acked(&self) -> bool {
+        self.flags.has(Flags::ACKED)
+    }
+
+    fn peer_eof(&self) -> bool {
+        self.flags.has(Flags::PEER_EOF)
+    }
+
+    /// Nanoseconds since the start.
+    fn now(&self) -> Nanos {
+        nanos(Instant::now().saturating_duration_since(self.start))
+    }
+
+    /// The instant of `t`.
+    fn instant(&self, t: Nanos) -> Instant {
+        if t == NEVER {
+            after(self.start, FAR_FUTURE)
+        } else {
+            after(self.start, Duration::from_nanos(t))
+        }
     }
 
     /// The step the close is in: what a close cut short was doing.
     pub(crate) fn phase(&self) -> ClosePhase {
         match self.stage {
             Stage::Init => ClosePhase::Shutdown,
-            _ if !self.acked => ClosePhase::AckWait,
+            _ if !self.acked() => ClosePhase::AckWait,
             _ => ClosePhase::Drain,
         }
     }
 
     /// What the close did so far.
     pub(crate) fn report(&self) -> CloseReport {
+        let acked = self.acked();
         CloseReport {
             elapsed: if self.stage == Stage::Init {
                 Duration::ZERO
@@ -188,10 +233,10 @@ impl Closer {
                 self.start.elapsed()
             },
             drained_bytes: self.drained,
-            peer_eof: self.peer_eof,
-            acked: self.acked,
-            unacked_bytes: self.acked.then_some(0),
-            aborted: self.aborted,
+            peer_eof: self.peer_eof(),
+            acked,
+            unacked_bytes: acked.then_some(0),
+            aborted: self.aborted(),
             peer_addr: self.extra.as_ref().and_then(|e| e.peer_addr),
         }
     }
@@ -234,16 +279,14 @@ impl Closer {
             // yet read, the close cannot end before it anyway: the ACK is checked once
             // the EOF came (a peer acknowledges our FIN before it sends its own), which
             // spares a wakeup and the checks while it reads.
-            let defer_ack = owned
-                && closing
-                && !self.peer_eof
-                && self.opts.peer_eof.unwrap_or_default() == PeerEof::Required;
+            let defer_ack =
+                owned && closing && !self.peer_eof() && self.peer_eof_policy == PeerEof::Required;
             let mut edge_armed = false;
             let mut unknown = false;
-            if !self.acked && !defer_ack {
+            if !self.acked() && !defer_ack {
                 match self.poll_ack(io, cx, owned) {
                     Ok(Ack::Done) => {
-                        self.acked = true;
+                        self.flags.set(Flags::ACKED);
                         self.watch = None;
                     }
                     Ok(Ack::Pending { edge_armed: armed }) => edge_armed = armed,
@@ -262,19 +305,19 @@ impl Closer {
                 let kind = CloseErrorKind::Io;
                 return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
             }
-            if !closing && self.acked {
+            if !closing && self.acked() {
                 return Poll::Ready(Ok(self.succeed()));
             }
-            if goal == Goal::Acked && (self.acked || unknown) {
+            if goal == Goal::Acked && (self.acked() || unknown) {
                 // Nothing more to do on a borrowed stream: the rest needs the stream owned.
                 return Poll::Ready(Ok(self.report()));
             }
 
             // 2. The peer's side, on an owned stream only.
-            if owned && closing && !self.peer_eof {
+            if owned && closing && !self.peer_eof() {
                 match self.poll_drain(io, cx) {
                     Poll::Ready(Ok(DrainEnd::Eof)) => {
-                        self.peer_eof = true;
+                        self.flags.set(Flags::PEER_EOF);
                         if defer_ack {
                             continue; // now look at the ACK
                         }
@@ -295,10 +338,10 @@ impl Closer {
             }
 
             // 3. The time bounds.
-            let now = Instant::now();
-            let draining = closing && owned && !self.peer_eof;
+            let now = self.now();
+            let draining = closing && owned && !self.peer_eof();
             if now >= self.deadline {
-                let phase = if self.acked || defer_ack || (unknown && draining) {
+                let phase = if self.acked() || defer_ack || (unknown && draining) {
                     ClosePhase::Drain
                 } else {
                     ClosePhase::AckWait
@@ -306,46 +349,48 @@ impl Closer {
                 let kind = CloseErrorKind::TimedOut(phase);
                 return Poll::Ready(Err(self.fail(io, kind, phase, None)));
             }
-            let idle = self.idle_deadline.filter(|_| draining);
-            let grace = self.grace_until.filter(|_| draining && !self.linger);
-            if let Some(idle) = idle {
-                if now >= idle {
-                    let kind = CloseErrorKind::IdleTimeout;
-                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
+            let idle = if draining { self.idle_deadline } else { NEVER };
+            let quiet = draining && !self.flags.has(Flags::LINGER);
+            let grace = if quiet { self.grace_until } else { NEVER };
+            if now >= idle {
+                match self.recheck_idle(io, now) {
+                    Ok(None) => continue, // the peer was not silent after all
+                    Ok(Some(kind)) => {
+                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
+                    }
+                    Err(e) => {
+                        let kind = classify(&e);
+                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, Some(e))));
+                    }
                 }
             }
 
             // 4. Sleep until the next bound or safety-net re-check.
-            let mut wake_at = self.deadline;
-            if let Some(idle) = idle {
-                wake_at = wake_at.min(idle);
-            }
-            if let Some(grace) = grace {
-                wake_at = wake_at.min(grace);
-            }
-            if !self.acked && !unknown && !defer_ack {
+            let mut wake_at = self.deadline.min(idle).min(grace);
+            if !self.acked() && !unknown && !defer_ack {
                 // With our FIN in flight on TCP and an edge armed, the kernel's wakeup on
                 // the FIN's acknowledgement (`sk_state_change`) is guaranteed: the timer is
                 // only a rare safety net. Without an armed edge (both directions shut),
                 // for the barrier or on AF_UNIX, re-check after 1 ms, 2 ms, 4 ms, ...
                 let fin_wakes = closing && io.kind() == SocketKind::Tcp && edge_armed;
                 let fast = !fin_wakes;
-                let step = if fast {
-                    self.poll_step
+                let step_ms = if fast {
+                    1u32.checked_shl(self.poll_shift.into())
+                        .unwrap_or(u32::MAX)
+                        .min(self.poll_interval_ms)
                 } else {
-                    self.opts.poll_interval
+                    self.poll_interval_ms
                 };
-                if now >= self.next_poll || self.next_poll > after(now, step) {
-                    self.next_poll = after(now, step);
-                    if fast {
-                        self.poll_step = self
-                            .poll_step
-                            .saturating_mul(2)
-                            .min(self.opts.poll_interval);
+                let step = u64::from(step_ms) * 1_000_000;
+                if now >= self.next_poll || self.next_poll > now.saturating_add(step) {
+                    self.next_poll = now.saturating_add(step);
+                    if fast && step_ms < self.poll_interval_ms {
+                        self.poll_shift += 1;
                     }
                 }
                 wake_at = wake_at.min(self.next_poll);
             }
+            let wake_at = self.instant(wake_at);
             let timer = match &mut self.timer {
                 Some(timer) => timer,
                 None => match new_timer(wake_at) {
@@ -375,23 +420,22 @@ impl Closer {
             let e = io::Error::other("a graceful close must be polled inside a Tokio runtime");
             return Err((CloseErrorKind::Io, e));
         }
-        let now = Instant::now();
-        self.start = now;
-        self.deadline = after(now, self.opts.timeout);
-        self.idle_deadline = self.opts.idle_timeout.map(|d| after(now, d));
-        self.next_poll = now;
+        self.start = Instant::now();
+        self.idle_deadline = self.idle_timeout;
+        self.next_poll = 0;
         self.stage = Stage::Running;
 
         if self.mode == Mode::Barrier {
             return Ok(());
         }
         let sock = io.as_sock();
-        if let (Some(t), SocketKind::Tcp) = (self.opts.user_timeout, io.kind()) {
-            sys::set_user_timeout(sock, t).map_err(|e| (CloseErrorKind::Io, e))?;
+        if self.user_timeout_ms > 0 && io.kind() == SocketKind::Tcp {
+            sys::set_user_timeout(sock, self.user_timeout_ms)
+                .map_err(|e| (CloseErrorKind::Io, e))?;
         }
         match socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Write) {
             Ok(()) => {
-                self.fresh = true;
+                self.flags.set(Flags::FRESH);
                 Ok(())
             }
             // Already shut down, or the connection is already gone: the drain and the
@@ -403,73 +447,6 @@ impl Closer {
                 }
             }
             Err(e) => Err((classify(&e), e)),
-        }
-    }
-
-    /// Whether an owned close may end now, the ACK and the drain having run.
-    fn finished<S: Socket>(&mut self, io: &S, unknown: bool) -> bool {
-        if unknown {
-            // The peer's EOF is the only evidence this platform has.
-            return self.peer_eof;
-        }
-        if !self.acked {
-            return false;
-        }
-        match self.opts.peer_eof.unwrap_or_default() {
-            PeerEof::NotRequired => true,
-            PeerEof::Required => self.peer_eof,
-            PeerEof::IfSending => {
-                if self.peer_eof {
-                    return true;
-                }
-                if self.drained > 0 {
-                    // The peer was still sending: drain to its EOF.
-                    self.linger = true;
-                }
-                if self.linger {
-                    return false;
-                }
-                if let Some(until) = self.grace_until {
-                    return Instant::now() >= until;
-                }
-                // Nothing was drained and the drain found the queue empty, but its
-                // readiness may lag the kernel: ask the socket itself.
-                match sys::discard(io.as_sock(), io.kind(), 1) {
-                    Ok(0) => {
-                        self.peer_eof = true;
-                        true
-                    }
-                    Ok(n) => {
-                        self.drained += n as u64;
-                        self.linger = true;
-                        false
-                    }
-                    // The queue is empty. Did the peer send anything since the close
-                    // began? An uploading client whose last segment the application
-                    // read a moment ago is still sending; an idle one last sent long
-                    // before. (Where the platform cannot tell, the empty queue decides.)
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        let activity = sys::activity(io.as_sock()).ok().flatten();
-                        let quiet =
-                            activity.is_none_or(|a| a.since_last_data > self.start.elapsed());
-                        if !quiet {
-                            self.linger = true;
-                            return false;
-                        }
-                        // A quiet peer: give it a few round trips to answer our FIN.
-                        let grace = activity
-                            .map_or(GRACE_MIN, |a| a.rtt.saturating_mul(4))
-                            .clamp(GRACE_MIN, GRACE_MAX);
-                        self.grace_until = Some(after(Instant::now(), grace));
-                        false
-                    }
-                    // Let the drain meet the error and report it.
-                    Err(_) => {
-                        self.linger = true;
-                        false
-                    }
-                }
-            }
         }
     }
 
@@ -498,34 +475,28 @@ impl Closer {
         let unacked = sys::unacked(sock, io.kind()).ok();
         // After a TCP reset the kernel leaves the sequence numbers alone, so 0 still
         // proves every byte and our FIN were acknowledged before it. AF_UNIX has no count.
-        let acked = self.acked || (tcp && self.mode == Mode::Close && unacked == Some(0));
+        let acked = self.acked() || (tcp && self.mode == Mode::Close && unacked == Some(0));
         let mut report = self.report();
         report.acked = acked;
         report.unacked_bytes = unacked;
         if self.mode == Mode::Close {
             let bound = kind.is_timeout() || kind == CloseErrorKind::DrainLimit;
-            let abort = (bound && self.opts.on_timeout == OnTimeout::Abort)
+            let abort = (bound && self.on_timeout == OnTimeout::Abort)
                 || (kind == CloseErrorKind::Evicted && !acked);
             if tcp && abort {
-                self.aborted = socket2::SockRef::from(&sock)
+                if socket2::SockRef::from(&sock)
                     .set_linger(Some(Duration::ZERO))
-                    .is_ok();
-                report.aborted = self.aborted;
+                    .is_ok()
+                {
+                    self.flags.set(Flags::ABORTED);
+                }
+                report.aborted = self.aborted();
             } else {
                 disarm_linger(sock);
             }
         }
         CloseError::new(kind, phase, report, source)
     }
-}
-
-/// A timer for `deadline`, or `None` when the runtime has no time driver (Tokio panics
-/// when such a timer is created; the panic is caught here and turned into an error).
-fn new_timer(deadline: Instant) -> Option<Pin<Box<Sleep>>> {
-    catch_unwind(AssertUnwindSafe(|| {
-        Box::pin(tokio::time::sleep_until(deadline))
-    }))
-    .ok()
 }
 
 /// Removes a non-zero `SO_LINGER` the application may have set, so that the `close()`
@@ -543,13 +514,16 @@ pub(crate) fn disarm_linger(sock: sys::Sock<'_>) {
 mod tests {
     use super::*;
 
+    /// A pending close is one task per connection: its state must stay small enough
+    /// that `GracefulClose<TcpStream>` (a 32-byte stream and this) plus Tokio's task
+    /// header and trailer fit one 256-byte task cell.
     #[test]
-    fn after_saturates() {
-        let now = Instant::now();
-        assert_eq!(
-            after(now, Duration::from_secs(1)),
-            now + Duration::from_secs(1)
+    #[cfg(target_pointer_width = "64")]
+    fn closer_fits_its_budget() {
+        assert!(
+            std::mem::size_of::<Closer>() <= 112,
+            "Closer is {} bytes",
+            std::mem::size_of::<Closer>()
         );
-        assert!(after(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
     }
 }

@@ -156,14 +156,11 @@ fn tcp_info(fd: Sock<'_>) -> io::Result<libc::tcp_info> {
     Ok(unsafe { info.assume_init() })
 }
 
-/// `setsockopt(TCP_USER_TIMEOUT)`. The kernel takes a non-negative `int` of
-/// milliseconds: the timeout is rounded up to whole milliseconds and clamped to
-/// `i32::MAX` ms (about 24.8 days).
-pub(crate) fn set_user_timeout(fd: Sock<'_>, timeout: Duration) -> io::Result<()> {
-    let max = Duration::from_millis(i32::MAX as u64);
-    let ms = timeout.min(max).as_nanos().div_ceil(1_000_000).max(1);
-    let ms = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)).min(max);
-    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(ms))
+/// `setsockopt(IPPROTO_TCP, TCP_USER_TIMEOUT)` in milliseconds (tcp(7)); the caller
+/// rounded and clamped it ([`CloseOptions::user_timeout`](crate::CloseOptions::user_timeout)).
+pub(crate) fn set_user_timeout(fd: Sock<'_>, ms: u32) -> io::Result<()> {
+    let t = Duration::from_millis(ms.into());
+    socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(t))
 }
 
 /// `setsockopt(IPPROTO_TCP, TCP_CORK)`: while set, the kernel sends only full-sized

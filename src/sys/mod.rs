@@ -102,7 +102,7 @@ mod other_unix {
         Ok(None)
     }
 
-    pub(crate) fn set_user_timeout(_fd: Sock<'_>, _timeout: Duration) -> io::Result<()> {
+    pub(crate) fn set_user_timeout(_fd: Sock<'_>, _ms: u32) -> io::Result<()> {
         Err(super::unsupported(
             "TCP_USER_TIMEOUT is only available on Linux",
         ))

@@ -169,7 +169,7 @@ pub(crate) fn activity(_sock: Sock<'_>) -> io::Result<Option<super::Activity>> {
 /// Windows has `TCP_MAXRT`, but not the contract of `TCP_USER_TIMEOUT`: it bounds
 /// retransmissions only, in whole seconds, and its give-up surfaces as
 /// `WSAECONNABORTED`, which cannot be told from a local abort. Not offered.
-pub(crate) fn set_user_timeout(_sock: Sock<'_>, _timeout: Duration) -> io::Result<()> {
+pub(crate) fn set_user_timeout(_sock: Sock<'_>, _ms: u32) -> io::Result<()> {
     Err(super::unsupported(
         "TCP_USER_TIMEOUT is only available on Linux",
     ))

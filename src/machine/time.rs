@@ -1,0 +1,70 @@
+//! Time in a close: its points as nanoseconds after its start, "no bound", and the
+//! one Tokio timer it arms when it has to wait.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// What "no bound" becomes (`Instant + Duration::MAX` would overflow).
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `now + d`, where a `d` too large for an `Instant` (such as `Duration::MAX`) means
+/// "no bound".
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + FAR_FUTURE)
+}
+
+/// Nanoseconds: a point in time counted from the close's start, or a duration. Kept as
+/// a `u64` rather than an `Instant` (16 bytes) or a `Duration` so that a pending close
+/// fits in a small task.
+pub(crate) type Nanos = u64;
+
+/// "No bound": durations of 2^64 ns (584 years) and more, `Duration::MAX` among them.
+pub(crate) const NEVER: Nanos = u64::MAX;
+
+/// `d` in nanoseconds, [`NEVER`] when it does not fit.
+pub(crate) fn nanos(d: Duration) -> Nanos {
+    u64::try_from(d.as_nanos()).unwrap_or(NEVER)
+}
+
+/// `d` in whole milliseconds, rounded up, at least 1 (the timer's resolution).
+pub(crate) fn millis_ceil(d: Duration) -> u32 {
+    u32::try_from(d.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// A timer for `deadline`, or `None` when the runtime has no time driver (Tokio panics
+/// when such a timer is created; the panic is caught here and turned into an error).
+pub(crate) fn new_timer(deadline: Instant) -> Option<Pin<Box<Sleep>>> {
+    catch_unwind(AssertUnwindSafe(|| {
+        Box::pin(tokio::time::sleep_until(deadline))
+    }))
+    .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_saturates() {
+        let now = Instant::now();
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert!(after(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+    }
+
+    #[test]
+    fn nanos_and_millis_saturate() {
+        assert_eq!(nanos(Duration::from_secs(1)), 1_000_000_000);
+        assert_eq!(nanos(Duration::MAX), NEVER);
+        assert_eq!(millis_ceil(Duration::ZERO), 1);
+        assert_eq!(millis_ceil(Duration::from_micros(1500)), 2);
+        assert_eq!(millis_ceil(Duration::MAX), u32::MAX);
+    }
+}
