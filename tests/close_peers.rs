@@ -341,3 +341,97 @@ async fn ipv6_loopback() {
         (1_000_000, End::Eof)
     );
 }
+
+// ===== A streaming peer: the drain goes to batches (Linux, `SO_RCVLOWAT`) =====
+
+/// Sends `bytes` as fast as the socket takes them.
+async fn stream_bytes(s: &mut TcpStream, bytes: usize) {
+    let chunk = vec![0x5Au8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        s.write_all(&chunk[..k]).await.unwrap();
+        left -= k;
+    }
+}
+
+/// After a streamed megabyte, the peer trickles small pieces far below a batch, each
+/// within the idle timeout, then closes: it was never silent, and every byte counts.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn streaming_peer_that_then_trickles_is_not_called_silent() {
+    let (c, mut s) = peer::pair().await;
+    let peer = tokio::spawn(async move {
+        stream_bytes(&mut s, 1 << 20).await;
+        for _ in 0..8 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            s.write_all(&[7u8; 1000]).await.unwrap();
+        }
+        s.shutdown().await.unwrap();
+        s
+    });
+    let opts = CloseOptions::new(Duration::from_secs(20)).idle_timeout(Duration::from_millis(500));
+    let report = c
+        .graceful_close_with(opts)
+        .await
+        .expect("the peer kept sending");
+    assert!(report.peer_eof());
+    assert_eq!(report.drained_bytes(), (1 << 20) + 8 * 1000);
+    drop(peer::within(10, peer).await.unwrap());
+}
+
+/// A streamed megabyte, 200 ms later a small tail, then silence: the idle timeout ends
+/// the close one idle period after the tail arrived (not after the close found it),
+/// with every byte counted.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn streaming_peer_gone_silent_hits_the_idle_timeout_on_time() {
+    let (c, mut s) = peer::pair().await;
+    let tail = 1234;
+    let peer = tokio::spawn(async move {
+        stream_bytes(&mut s, 1 << 20).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        s.write_all(&vec![1u8; tail]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s
+    });
+    let idle = Duration::from_secs(1);
+    let opts = CloseOptions::new(Duration::from_secs(20)).idle_timeout(idle);
+    let err = c.graceful_close_with(opts).await.expect_err("silent peer");
+    assert_eq!(err.kind(), CloseErrorKind::IdleTimeout, "{err}");
+    assert_eq!(err.report().drained_bytes(), (1 << 20) + tail as u64);
+    let e = err.report().elapsed();
+    // The silence starts ~200 ms in and ends ~1.2 s in. Counted from when the close
+    // found the tail (its first idle deadline, ~1 s in) it would end ~2 s in.
+    assert!(
+        e >= Duration::from_millis(1100) && e < Duration::from_millis(1700),
+        "{e:?}"
+    );
+    peer.abort();
+}
+
+/// A streaming peer that passes the drain limit in a last burst smaller than a batch,
+/// then stays open: the excess is seen at once, not at the deadline.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn streaming_peer_just_over_the_limit_is_seen_at_once() {
+    let (c, mut s) = peer::pair().await;
+    let limit: u64 = 1 << 20;
+    let peer = tokio::spawn(async move {
+        stream_bytes(&mut s, 900 << 10).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream_bytes(&mut s, 200 << 10).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        s
+    });
+    let opts = CloseOptions::new(Duration::from_secs(8)).drain_limit(limit);
+    let t = Instant::now();
+    let err = c
+        .graceful_close_with(opts)
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.kind(), CloseErrorKind::DrainLimit, "{err}");
+    assert!(err.report().drained_bytes() > limit);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    peer.abort();
+}

@@ -1,20 +1,34 @@
 //! The drain: reads and discards until the peer's EOF, bounded by the drain limit and
 //! the idle timeout.
+//!
+//! A peer that streams (an upload the application stopped reading) is drained in
+//! batches: once [`BATCH_AFTER`] bytes were discarded, the kernel is asked to wake the
+//! close only when a larger batch is queued (`SO_RCVLOWAT` on Linux, see
+//! `sys::wake_in_batches`), which divides the wakeups and the discard calls per GiB
+//! several times over. The peer's EOF, an error and a full receive window still wake
+//! the close at once. Bytes below a batch wait in the queue without a wakeup, so when
+//! the idle deadline passes the queue is looked at before the peer is called silent
+//! ([`Closer::recheck_idle`]).
 
 use std::io;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::Interest;
 
-use super::{Closer, Nanos};
+use super::{nanos, Closer, Flags, Nanos};
 use crate::error::CloseErrorKind;
 use crate::ext::sealed::Socket;
-use crate::sys;
+use crate::sys::{self, SocketKind};
 
 /// Reads per poll before the drain yields to the scheduler (on top of Tokio's budget).
 const MAX_READS_PER_POLL: usize = 64;
 /// Largest single discard request.
 const MAX_DISCARD: u64 = 1 << 30;
+/// Discarded bytes after which the peer counts as streaming and the drain goes to
+/// batches. Smaller drains (a request body cut short) never pay the extra system call.
+const BATCH_AFTER: u64 = 256 << 10;
+/// The largest batch the drain waits for.
+const BATCH_MAX: u64 = 512 << 10;
 
 impl Closer {
     /// Reads and discards until EOF, the drain limit, an error, or no more data
@@ -44,14 +58,43 @@ impl Closer {
         Poll::Pending
     }
 
-    /// The idle deadline passed (`now`): how the close ends.
+    /// The idle deadline passed (`now`). Was the peer really silent? `Ok(None)`: it was
+    /// not (or it closed), the close goes on; otherwise how the close ends.
     pub(super) fn recheck_idle<S: Socket>(
         &mut self,
         io: &S,
         now: Nanos,
     ) -> io::Result<Option<CloseErrorKind>> {
-        let _ = (io, now);
-        Ok(Some(CloseErrorKind::IdleTimeout))
+        if !self.flags.has(Flags::BATCHED) {
+            // Every byte woke the drain: the silence is real.
+            return Ok(Some(CloseErrorKind::IdleTimeout));
+        }
+        // Bytes below a batch may be waiting without a wakeup.
+        let n = match sys::discard(io.as_sock(), io.kind(), self.want()) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Some(CloseErrorKind::IdleTimeout))
+            }
+            Err(e) => return Err(e),
+        };
+        match self.count(io, n) {
+            Some(DrainEnd::Eof) => {
+                self.flags.set(Flags::PEER_EOF);
+                return Ok(None);
+            }
+            Some(DrainEnd::OverLimit) => return Ok(Some(CloseErrorKind::DrainLimit)),
+            None => {}
+        }
+        // The silence began with the peer's last segment, not with this read.
+        if let Ok(Some(a)) = sys::activity(io.as_sock()) {
+            self.idle_deadline = now
+                .saturating_sub(nanos(a.since_last_data))
+                .saturating_add(self.idle_timeout);
+        }
+        if self.idle_deadline <= now {
+            return Ok(Some(CloseErrorKind::IdleTimeout));
+        }
+        Ok(None)
     }
 
     /// How much one discard asks for: one byte more than the limit allows, to see a
@@ -64,16 +107,36 @@ impl Closer {
     }
 
     /// Counts `n` discarded bytes (0: the peer's EOF); how the drain ends, if it does.
-    fn count<S: Socket>(&mut self, _io: &S, n: usize) -> Option<DrainEnd> {
+    fn count<S: Socket>(&mut self, io: &S, n: usize) -> Option<DrainEnd> {
         if n == 0 {
             return Some(DrainEnd::Eof);
         }
+        let before = self.drained;
         self.drained = self.drained.saturating_add(n as u64);
         if self.drained > self.drain_limit {
             return Some(DrainEnd::OverLimit);
         }
         if self.idle_timeout != super::NEVER {
             self.idle_deadline = self.now().saturating_add(self.idle_timeout);
+        }
+        if io.kind() == SocketKind::Tcp {
+            // At most what the limit still allows, so that a batch never hides an excess:
+            // near the limit the batch shrinks with the room left, then batching stops.
+            let room = (self.drain_limit - self.drained).saturating_add(1);
+            let crossed = before < BATCH_AFTER && self.drained >= BATCH_AFTER;
+            let shrink = self.flags.has(Flags::BATCHED) && room < BATCH_MAX;
+            if crossed || shrink {
+                let batch = BATCH_MAX.min(room) as usize;
+                match sys::wake_in_batches(io.as_sock(), batch) {
+                    Ok(true) => self.flags.set(Flags::BATCHED),
+                    Ok(false) => {
+                        self.flags.take(Flags::BATCHED);
+                    }
+                    // The mark stays as it was; `recheck_idle` and the deadline still
+                    // bound the wait.
+                    Err(_) => {}
+                }
+            }
         }
         None
     }

@@ -79,6 +79,8 @@ impl Flags {
     const FRESH: u8 = 1 << 4;
     /// `sys::Watch::new` failed once: fall back to the timer.
     const NO_WATCH: u8 = 1 << 5;
+    /// The drain asked the kernel to wake it only for larger batches.
+    const BATCHED: u8 = 1 << 6;
 
     fn has(self, flag: u8) -> bool {
         self.0 & flag != 0

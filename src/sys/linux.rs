@@ -169,3 +169,37 @@ pub(crate) fn set_user_timeout(fd: Sock<'_>, ms: u32) -> io::Result<()> {
 pub(crate) fn set_cork(fd: Sock<'_>, on: bool) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_tcp_cork(on)
 }
+
+/// Smaller batches are not worth the system call.
+const BATCH_MIN: usize = 64 << 10;
+
+/// Asks the kernel to wake a reader of `fd` only once a batch of bytes is queued:
+/// `SO_RCVLOWAT` set to `batch`, at most a quarter of the receive buffer. A batch under
+/// 64 KiB turns batching off (`SO_RCVLOWAT` 1). Returns whether batching is on.
+///
+/// The kernel's side (net/ipv4/tcp.c, net/ipv4/tcp_input.c): `tcp_poll` reports
+/// `EPOLLIN` only when `sk_rcvlowat` bytes are queued (`tcp_stream_is_readable`), but
+/// always on the peer's FIN (`RCV_SHUTDOWN`) and with an error pending; `tcp_data_ready`
+/// wakes the socket only under the same conditions, or when the receive window is down
+/// to one MSS or memory is short (`tcp_epollin_ready`, `tcp_rmem_pressure`), so a
+/// sender is never stalled by it. `tcp_set_rcvlowat` caps the value at half the
+/// receive buffer and grows the buffer where it is not locked; the quarter kept here
+/// stays below that cap on kernels that predate it. The drain's reads are
+/// `MSG_DONTWAIT` and return whatever is queued, below the mark or not.
+pub(crate) fn wake_in_batches(fd: Sock<'_>, batch: usize) -> io::Result<bool> {
+    let rcvbuf = socket2::SockRef::from(&fd).recv_buffer_size()?;
+    let mut batch = batch.min(rcvbuf / 4);
+    if batch < BATCH_MIN {
+        batch = 1;
+    }
+    let v = libc::c_int::try_from(batch).unwrap_or(libc::c_int::MAX);
+    // Safety: `v` is a live c_int and its size is passed.
+    syscall!(setsockopt(
+        fd.as_raw_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_RCVLOWAT,
+        (&v as *const libc::c_int).cast(),
+        mem::size_of::<libc::c_int>() as libc::socklen_t
+    ))?;
+    Ok(batch > 1)
+}

@@ -22,6 +22,7 @@
 //! | `discard(sock, kind, max)` | reads and throws away up to `max` bytes, never blocking |
 //! | `activity(sock)` | time since the peer's last data, and the round-trip time, where known |
 //! | `set_user_timeout(sock, t)` | the kernel's retransmission bound, or `Unsupported` |
+//! | `wake_in_batches(sock, batch)` | wake the drain only once `batch` bytes are queued (`true`: batching is on), or nothing (`false`) |
 //! | `set_cork(fd, on)` (Unix) | `TCP_CORK` / `TCP_NOPUSH`, or `Unsupported` |
 
 use std::io;
@@ -106,6 +107,11 @@ mod other_unix {
         Err(super::unsupported(
             "TCP_USER_TIMEOUT is only available on Linux",
         ))
+    }
+
+    /// Batched drain wakeups: only on Linux, whose low-water mark never stalls a sender.
+    pub(crate) fn wake_in_batches(_fd: Sock<'_>, _batch: usize) -> io::Result<bool> {
+        Ok(false)
     }
 }
 

@@ -174,3 +174,8 @@ pub(crate) fn set_user_timeout(_sock: Sock<'_>, _ms: u32) -> io::Result<()> {
         "TCP_USER_TIMEOUT is only available on Linux",
     ))
 }
+
+/// Batched drain wakeups: not on Windows (no `SO_RCVLOWAT` to set).
+pub(crate) fn wake_in_batches(_sock: Sock<'_>, _batch: usize) -> io::Result<bool> {
+    Ok(false)
+}
