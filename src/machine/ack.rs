@@ -23,8 +23,15 @@ impl Closer {
         if !sys::ACK_CHECK {
             return Ok(Ack::Unknown);
         }
-        let sock = io.as_sock();
         let closing = self.mode == Mode::Close;
+        if closing && owned && self.peer_eof() {
+            // A peer acknowledges what it received before it sends its own FIN: with its
+            // EOF read, our FIN is almost surely acknowledged. Look before arming a
+            // wakeup, which is then almost never needed.
+            if let Some(ack) = self.queue_state(io)? {
+                return Ok(ack);
+            }
+        }
         let mut edge_armed = false;
         if closing && sys::WRITE_EDGES {
             if owned {
@@ -43,19 +50,51 @@ impl Closer {
                 edge_armed = consume_edges(|cx| watch.poll_edge(cx), cx, || ())?;
             }
         }
+        // The wakeup is armed: an acknowledgement from now on wakes us, one before is
+        // seen here.
+        if let Some(ack) = self.queue_state(io)? {
+            return Ok(ack);
+        }
+        if closing
+            && !owned
+            && !edge_armed
+            && self.watch.is_none()
+            && !self.flags.has(Flags::NO_WATCH)
+            && io.kind() == SocketKind::Tcp
+        {
+            // A borrowed stream waiting for its FIN's acknowledgement: take the kernel's
+            // wakeup from a registration of our own, then look again (the ACK may have
+            // come before the registration).
+            match sys::Watch::new(io.as_sock()) {
+                Ok(watch) => {
+                    self.watch = Some(Box::new(watch));
+                    return self.poll_ack(io, cx, owned);
+                }
+                Err(_) => self.flags.set(Flags::NO_WATCH),
+            }
+        }
+        Ok(Ack::Pending { edge_armed })
+    }
+
+    /// Asks the kernel where our bytes stand: `Some` ends the wait (all acknowledged,
+    /// or the platform cannot tell), `None` while bytes are outstanding on a live
+    /// connection; the error of a dead one.
+    fn queue_state<S: Socket>(&mut self, io: &S) -> io::Result<Option<Ack>> {
+        let sock = io.as_sock();
+        let closing = self.mode == Mode::Close;
         // Right after our own shutdown succeeded the connection is known alive: no need
         // to ask whether it died (a reset from now on wakes us and we ask then).
         let alive = self.flags.take(Flags::FRESH);
         let state = sys::send_queue(sock, io.kind(), closing, alive)?;
         let state = match state {
-            SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Ack::Done),
+            SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Some(Ack::Done)),
             // AF_UNIX: our queue is empty because the peer read it all, or because it
             // closed without reading and purged it, which leaves ECONNRESET on our side.
             SendQueue::Empty => match socket2::SockRef::from(&sock).take_error()? {
                 Some(e) => return Err(e),
-                None => return Ok(Ack::Done),
+                None => return Ok(Some(Ack::Done)),
             },
-            SendQueue::Unknown => return Ok(Ack::Unknown),
+            SendQueue::Unknown => return Ok(Some(Ack::Unknown)),
             other => other,
         };
         // Bytes outstanding. A dead connection never drains: its cause is in SO_ERROR.
@@ -72,25 +111,7 @@ impl Closer {
                 None => {}
             }
         }
-        if closing
-            && !owned
-            && !edge_armed
-            && self.watch.is_none()
-            && !self.flags.has(Flags::NO_WATCH)
-            && io.kind() == SocketKind::Tcp
-        {
-            // A borrowed stream waiting for its FIN's acknowledgement: take the kernel's
-            // wakeup from a registration of our own, then look again (the ACK may have
-            // come before the registration).
-            match sys::Watch::new(sock) {
-                Ok(watch) => {
-                    self.watch = Some(Box::new(watch));
-                    return self.poll_ack(io, cx, owned);
-                }
-                Err(_) => self.flags.set(Flags::NO_WATCH),
-            }
-        }
-        Ok(Ack::Pending { edge_armed })
+        Ok(None)
     }
 }
 
