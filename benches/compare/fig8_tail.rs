@@ -16,7 +16,7 @@ fn run_one(rt: &tokio::runtime::Runtime, st: Strategy) -> (f64, f64) {
 }
 
 pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
-    let n = cfg.n(60, 400);
+    let n = cfg.n(100, 2000);
     let pair = [Ours, Nginx(4096)];
     let mut lat = [Vec::new(), Vec::new()];
     let mut cpu = [Vec::new(), Vec::new()];
