@@ -104,6 +104,9 @@ mod report;
 mod sys;
 mod tracker;
 
+/// The target of the crate's trace events.
+pub(crate) const TARGET: &str = "tokio_graceful_close";
+
 #[cfg(unix)]
 pub use crate::cork::{write_corked, CorkExt, Corked, WriteCorked};
 pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};

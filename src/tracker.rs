@@ -172,7 +172,7 @@ impl CloseTracker {
         }
         for old in evict {
             tracing::info!(
-                target: crate::io::TARGET,
+                target: crate::TARGET,
                 max_lingering = max,
                 "lingering close evicted: the tracker's cap was reached"
             );

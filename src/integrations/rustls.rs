@@ -23,8 +23,9 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::io::{OnClose, TARGET};
+use crate::io::OnClose;
 use crate::options::Role;
+use crate::TARGET;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
 /// What a finished handshake task hands to the accept loop.

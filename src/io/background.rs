@@ -5,9 +5,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use super::outcome::{close_plainly, notify, OnClose, Path, TARGET};
+use super::outcome::{close_plainly, notify, OnClose, Path};
 use crate::machine::{Closer, Goal};
-use crate::AsyncGracefulClose;
+use crate::{AsyncGracefulClose, TARGET};
 
 // ===== impl Background =====
 

@@ -19,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
 use self::background::Background;
+pub(crate) use self::outcome::OnClose;
 use self::outcome::{close_plainly, notify, Path};
-pub(crate) use self::outcome::{OnClose, TARGET};
 use crate::machine::{Closer, Goal, Mode};
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker};

@@ -7,10 +7,7 @@ use std::sync::Arc;
 
 use crate::error::CloseErrorKind;
 use crate::machine::{disarm_linger, Closer};
-use crate::{AsyncGracefulClose, CloseError, CloseReport};
-
-/// The target of the crate's trace events.
-pub(crate) const TARGET: &str = "tokio_graceful_close";
+use crate::{AsyncGracefulClose, CloseError, CloseReport, TARGET};
 
 /// What an outcome callback is.
 type Callback = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
