@@ -84,7 +84,6 @@ mod bsd;
 #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 mod other_unix {
     use std::io;
-    use std::time::Duration;
 
     use super::{Activity, Sock, SocketKind};
 

@@ -29,7 +29,6 @@ use std::io;
 use std::mem;
 use std::os::windows::io::AsRawSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use windows_sys::Win32::Networking::WinSock::{
     recv, TCP_INFO_v0, WSAGetLastError, WSAIoctl, SIO_TCP_INFO, SOCKET, SOCKET_ERROR,
