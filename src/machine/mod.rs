@@ -252,6 +252,9 @@ impl Closer {
         cx: &mut Context<'_>,
         goal: Goal,
     ) -> Poll<Result<CloseReport, CloseError>> {
+        // The first pass of the first poll runs at the start: its time bounds need no
+        // second reading of the clock.
+        let mut at_start = false;
         match self.stage {
             Stage::Done => {
                 let e = io::Error::other("graceful close polled after it completed");
@@ -266,6 +269,7 @@ impl Closer {
                 if let Err((kind, e)) = self.start(io) {
                     return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Shutdown, Some(e))));
                 }
+                at_start = true;
             }
             Stage::Running => {}
         }
@@ -340,7 +344,11 @@ impl Closer {
             }
 
             // 3. The time bounds.
-            let now = self.now();
+            let now = if std::mem::take(&mut at_start) {
+                0
+            } else {
+                self.now()
+            };
             let draining = closing && owned && !self.peer_eof();
             if now >= self.deadline {
                 let phase = if self.acked() || defer_ack || (unknown && draining) {

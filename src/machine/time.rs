@@ -24,14 +24,22 @@ pub(crate) type Nanos = u64;
 /// "No bound": durations of 2^64 ns (584 years) and more, `Duration::MAX` among them.
 pub(crate) const NEVER: Nanos = u64::MAX;
 
-/// `d` in nanoseconds, [`NEVER`] when it does not fit.
+/// `d` in nanoseconds, [`NEVER`] when it does not fit (64-bit arithmetic: this runs on
+/// every poll).
 pub(crate) fn nanos(d: Duration) -> Nanos {
-    u64::try_from(d.as_nanos()).unwrap_or(NEVER)
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(NEVER)
 }
 
 /// `d` in whole milliseconds, rounded up, at least 1 (the timer's resolution).
 pub(crate) fn millis_ceil(d: Duration) -> u32 {
-    u32::try_from(d.as_nanos().div_ceil(1_000_000))
+    let ms = d
+        .as_secs()
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(u64::from(d.subsec_nanos().div_ceil(1_000_000))));
+    ms.and_then(|ms| u32::try_from(ms).ok())
         .unwrap_or(u32::MAX)
         .max(1)
 }
@@ -66,5 +74,12 @@ mod tests {
         assert_eq!(millis_ceil(Duration::ZERO), 1);
         assert_eq!(millis_ceil(Duration::from_micros(1500)), 2);
         assert_eq!(millis_ceil(Duration::MAX), u32::MAX);
+        assert_eq!(millis_ceil(Duration::from_secs(1)), 1000);
+        assert_eq!(millis_ceil(Duration::new(1, 1)), 1001);
+        assert_eq!(nanos(Duration::new(3, 7)), 3_000_000_007);
+        assert_eq!(
+            nanos(Duration::from_secs(u64::MAX / 1_000_000_000 + 1)),
+            NEVER
+        );
     }
 }
