@@ -47,6 +47,9 @@ pub(crate) enum Strategy {
     /// The floor of ACK detection: `shutdown(SHUT_WR)`, then await a write-readiness
     /// edge and read `SIOCOUTQ` until it is 0; nothing else (figure 3 only).
     MinimalEdge,
+    /// The nginx-style close (4 KiB reads) plus one `SIOCOUTQ` after the EOF: the price
+    /// of the ACK check alone (figure 8 only).
+    NginxAck,
 }
 
 use Strategy::*;
@@ -66,6 +69,7 @@ impl Strategy {
             OursPoll(ms) => format!("interval polling {ms} ms (our steps, no wakeups)"),
             OursEv(ms) => format!("ours, event-driven, poll_interval {ms} ms"),
             MinimalEdge => "floor: minimal edge-driven loop (shutdown, edge, SIOCOUTQ)".into(),
+            NginxAck => "nginx-style + one SIOCOUTQ".into(),
         }
     }
 
@@ -82,13 +86,14 @@ impl Strategy {
             OursPoll(ms) => format!("ourspoll{ms}"),
             OursEv(ms) => format!("oursev{ms}"),
             MinimalEdge => "minimaledge".into(),
+            NginxAck => "nginxack".into(),
         }
     }
 
     pub(crate) fn from_id(s: &str) -> Option<Strategy> {
         all_strategies()
             .into_iter()
-            .chain([Nginx(65536), OursEv(1), OursEv(1000), MinimalEdge])
+            .chain([Nginx(65536), OursEv(1), OursEv(1000), MinimalEdge, NginxAck])
             .find(|st| st.id() == s)
     }
 
@@ -189,6 +194,13 @@ pub(crate) async fn close(st: Strategy, s: TcpStream, k: Knobs) -> Claim {
         }
         Fbthrift => Some(fbthrift(s).await),
         MinimalEdge => Some(minimal_edge(s).await),
+        NginxAck => {
+            nginx_then(s, 4096, |s| {
+                let _ = s.unacked_bytes();
+            })
+            .await;
+            None
+        }
         SoLinger => {
             so_linger(s);
             None
@@ -221,6 +233,9 @@ pub(crate) fn spawn_close(st: Strategy, s: TcpStream, k: Knobs) -> tokio::task::
         Ours | OursEv(_) => spawn(s.graceful_close_with(our_options(st, k))),
         OursPoll(ms) => spawn(interval_polling(s, ms, k)),
         MinimalEdge => spawn(minimal_edge(s)),
+        NginxAck => spawn(nginx_then(s, 4096, |s| {
+            let _ = s.unacked_bytes();
+        })),
     }
 }
 
@@ -381,6 +396,11 @@ fn so_linger(s: TcpStream) {
 /// `ngx_unix_recv` with EPOLLRDHUP: a short read ends the round without another
 /// `recv` (readiness is dropped), a full buffer reads again.
 async fn nginx(s: TcpStream, buf: usize) {
+    nginx_then(s, buf, |_| ()).await
+}
+
+/// [`nginx`], with `last` run on the stream after the drain, before the drop.
+async fn nginx_then(s: TcpStream, buf: usize, last: impl FnOnce(&TcpStream)) {
     let _ = SockRef::from(&s).shutdown(Shutdown::Write);
     let start = tokio::time::Instant::now();
     let (cap, idle) = (Duration::from_secs(30), Duration::from_secs(5));
@@ -408,5 +428,6 @@ async fn nginx(s: TcpStream, buf: usize) {
             }
         }
     }
+    last(&s);
     drop(s);
 }
