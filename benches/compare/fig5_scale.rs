@@ -12,7 +12,9 @@ use tokio_graceful_close::GracefulClose;
 use crate::alloc::live_heap;
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{selected, spawn_close, Knobs, FIRST_POLLS, FUTURE_SIZE};
-use crate::harness::{listener_on, run_child_with_deadline, runtime, spawn_peer_helper};
+use crate::harness::{
+    announce_peer_listeners, run_child_with_deadline, runtime, spawn_peer_helper,
+};
 use crate::support::{self, fmt_secs, ratio, table};
 use crate::Cfg;
 
@@ -132,15 +134,7 @@ fn task_cell(future: usize) -> usize {
 pub(crate) fn child_peers(n: usize) {
     use std::io::BufRead;
     support::raise_nofile(n as u64 + 1024);
-    let listeners: Vec<std::net::TcpListener> = (1..=8)
-        .map(|i| listener_on(&format!("127.0.0.{i}"), None))
-        .collect();
-    let addrs: Vec<String> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().to_string())
-        .collect();
-    println!("ADDRS {}", addrs.join(" "));
-    let _ = std::io::stdout().flush();
+    let listeners = announce_peer_listeners();
     let mut peers = Vec::with_capacity(n);
     for l in &listeners {
         l.set_nonblocking(true).unwrap();

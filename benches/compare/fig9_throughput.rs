@@ -2,7 +2,6 @@
 //! response its peer reads whole before closing, all closed at once on a
 //! current-thread runtime; the peers live in a helper process.
 
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -10,7 +9,9 @@ use tokio::net::TcpStream;
 
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{selected, spawn_close, Knobs};
-use crate::harness::{listener_on, run_child_with_deadline, runtime, spawn_peer_helper};
+use crate::harness::{
+    announce_peer_listeners, run_child_with_deadline, runtime, spawn_peer_helper,
+};
 use crate::support::{self, table, thread_cpu_precise};
 use crate::Cfg;
 
@@ -72,19 +73,13 @@ pub(crate) fn child_peers(n: usize) {
     support::raise_nofile(n as u64 + 1024);
     let rt = runtime();
     rt.block_on(async move {
-        let listeners: Vec<tokio::net::TcpListener> = (1..=8)
-            .map(|i| {
-                let l = listener_on(&format!("127.0.0.{i}"), None);
+        let listeners: Vec<tokio::net::TcpListener> = announce_peer_listeners()
+            .into_iter()
+            .map(|l| {
                 l.set_nonblocking(true).unwrap();
                 tokio::net::TcpListener::from_std(l).unwrap()
             })
             .collect();
-        let addrs: Vec<String> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().to_string())
-            .collect();
-        println!("ADDRS {}", addrs.join(" "));
-        let _ = std::io::stdout().flush();
         let mut tasks = tokio::task::JoinSet::new();
         for l in listeners {
             tasks.spawn(async move {

@@ -159,6 +159,23 @@ pub(crate) fn run_child_with_deadline(
     }
 }
 
+/// The peer helper's side of [`spawn_peer_helper`]: binds one listener on each of
+/// 127.0.0.1–8 (so that many connections find free ports) and announces them with the
+/// `ADDRS a b ...` line the parent reads.
+pub(crate) fn announce_peer_listeners() -> Vec<std::net::TcpListener> {
+    use std::io::Write;
+    let listeners: Vec<std::net::TcpListener> = (1..=8)
+        .map(|i| listener_on(&format!("127.0.0.{i}"), None))
+        .collect();
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    println!("ADDRS {}", addrs.join(" "));
+    let _ = std::io::stdout().flush();
+    listeners
+}
+
 /// A helper process of this bench binary in child mode `mode` (`TGC_BENCH_CHILD`),
 /// holding the peers: it prints `ADDRS a b ...` first. Returns the child, the rest of
 /// its output and the addresses. `limit` is named in the panic if it says otherwise.
