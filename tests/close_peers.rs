@@ -5,6 +5,8 @@
 
 #[path = "support/peer.rs"]
 mod peer;
+#[path = "support/process.rs"]
+mod process;
 
 use std::time::{Duration, Instant};
 
@@ -122,14 +124,14 @@ async fn flooding_peer_hits_the_drain_limit() {
         }
         sent
     });
-    let rss_before = rss_kib();
+    let rss_before = process::rss_kib();
     let limit = 32 << 20;
     let opts = CloseOptions::new(Duration::from_secs(20)).drain_limit(limit);
     let err = c.graceful_close_with(opts).await.expect_err("flood");
     assert_eq!(err.kind(), CloseErrorKind::DrainLimit, "{err}");
     assert!(err.report().drained_bytes() > limit);
     assert!(err.report().elapsed() < Duration::from_secs(10));
-    let grew = rss_kib().saturating_sub(rss_before);
+    let grew = process::rss_kib().saturating_sub(rss_before);
     // MSG_TRUNC discards in the kernel: draining 32 MiB must not grow the heap.
     assert!(grew < 8 * 1024, "RSS grew by {grew} KiB while draining");
     let sent = peer::within(10, flood).await.unwrap();
@@ -270,15 +272,6 @@ async fn peer_already_reset_before_we_start() {
         .expect_err("reset");
     assert_eq!(err.kind(), CloseErrorKind::PeerReset, "{err}");
     assert!(t.elapsed() < Duration::from_millis(500));
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// A peer that reads everything, then resets instead of closing: an error (no EOF), but
