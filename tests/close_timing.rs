@@ -11,7 +11,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio_graceful_close::{AsyncGracefulClose, CloseErrorKind, CloseOptions, ClosePhase};
+use tokio_graceful_close::{AsyncGracefulClose, CloseErrorKind, CloseOptions, ClosePhase, PeerEof};
 use tokio_test::{assert_pending, assert_ready, task};
 
 #[tokio::test(start_paused = true)]
@@ -85,6 +85,40 @@ async fn drain_limit_zero_rejects_any_data() {
     let err = peer::within(5, c.graceful_close_with(opts))
         .await
         .expect_err("1 > 0");
+    assert_eq!(err.kind(), CloseErrorKind::DrainLimit);
+    assert_eq!(err.report().drained_bytes(), 1);
+}
+
+/// [`PeerEof::IfSending`] looks at the socket itself when the drain found nothing: a byte
+/// that arrived before Tokio's readiness said so is still over a limit of 0.
+// Linux only: the byte is read by that look once our FIN is acknowledged.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn drain_limit_zero_counts_the_byte_the_linger_check_reads() {
+    let (c, s) = peer::pair().await;
+    let opts = CloseOptions::new(Duration::from_secs(5))
+        .drain_limit(0)
+        .peer_eof(PeerEof::IfSending);
+    let mut close = task::spawn(c.graceful_close_with(opts));
+    // Our FIN goes out; nothing to read yet.
+    assert_pending!(close.poll());
+    // Block the runtime thread, so that the I/O driver does not run: the peer's kernel
+    // acknowledges our FIN meanwhile (it may delay that ACK by up to 40 ms), then a
+    // byte arrives that the drain's cached readiness does not know of.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(s.try_write(b"x").unwrap(), 1);
+    let second = close.poll();
+    // The peer closes soon: a close that missed the byte would end with its EOF.
+    let peer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(s);
+    });
+    let res = match second {
+        Poll::Ready(res) => res,
+        Poll::Pending => peer::within(5, close).await,
+    };
+    peer.await.unwrap();
+    let err = res.expect_err("1 byte > a limit of 0");
     assert_eq!(err.kind(), CloseErrorKind::DrainLimit);
     assert_eq!(err.report().drained_bytes(), 1);
 }

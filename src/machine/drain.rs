@@ -107,7 +107,7 @@ impl Closer {
     }
 
     /// Counts `n` discarded bytes (0: the peer's EOF); how the drain ends, if it does.
-    fn count<S: Socket>(&mut self, io: &S, n: usize) -> Option<DrainEnd> {
+    pub(super) fn count<S: Socket>(&mut self, io: &S, n: usize) -> Option<DrainEnd> {
         if n == 0 {
             return Some(DrainEnd::Eof);
         }

@@ -3,7 +3,9 @@
 use std::io;
 use std::time::Duration;
 
+use super::drain::DrainEnd;
 use super::{nanos, Closer, Flags, NEVER};
+use crate::error::CloseErrorKind;
 use crate::ext::sealed::Socket;
 use crate::sys;
 use crate::PeerEof;
@@ -16,31 +18,36 @@ const GRACE_MIN: Duration = Duration::from_millis(10);
 const GRACE_MAX: Duration = Duration::from_secs(1);
 
 impl Closer {
-    /// Whether an owned close may end now, the ACK and the drain having run.
-    pub(super) fn finished<S: Socket>(&mut self, io: &S, unknown: bool) -> bool {
+    /// Whether an owned close may end now, the ACK and the drain having run; `Err` when
+    /// the bytes its own look at the socket found exceed the drain limit.
+    pub(super) fn finished<S: Socket>(
+        &mut self,
+        io: &S,
+        unknown: bool,
+    ) -> Result<bool, CloseErrorKind> {
         if unknown {
             // The peer's EOF is the only evidence this platform has.
-            return self.peer_eof();
+            return Ok(self.peer_eof());
         }
         if !self.acked() {
-            return false;
+            return Ok(false);
         }
-        match self.peer_eof_policy {
+        Ok(match self.peer_eof_policy {
             PeerEof::NotRequired => true,
             PeerEof::Required => self.peer_eof(),
             PeerEof::IfSending => {
                 if self.peer_eof() {
-                    return true;
+                    return Ok(true);
                 }
                 if self.drained > 0 {
                     // The peer was still sending: drain to its EOF.
                     self.flags.set(Flags::LINGER);
                 }
                 if self.flags.has(Flags::LINGER) {
-                    return false;
+                    return Ok(false);
                 }
                 if self.grace_until != NEVER {
-                    return self.now() >= self.grace_until;
+                    return Ok(self.now() >= self.grace_until);
                 }
                 // Nothing was drained and the drain found the queue empty, but its
                 // readiness may lag the kernel: ask the socket itself.
@@ -50,7 +57,10 @@ impl Closer {
                         true
                     }
                     Ok(n) => {
-                        self.drained += n as u64;
+                        // Counted as the drain counts: the limit and the idle bound see it.
+                        if let Some(DrainEnd::OverLimit) = self.count(io, n) {
+                            return Err(CloseErrorKind::DrainLimit);
+                        }
                         self.flags.set(Flags::LINGER);
                         false
                     }
@@ -64,7 +74,7 @@ impl Closer {
                             activity.is_none_or(|a| a.since_last_data > self.start.elapsed());
                         if !quiet {
                             self.flags.set(Flags::LINGER);
-                            return false;
+                            return Ok(false);
                         }
                         // A quiet peer: give it a few round trips to answer our FIN.
                         let grace = activity
@@ -80,6 +90,6 @@ impl Closer {
                     }
                 }
             }
-        }
+        })
     }
 }

@@ -339,8 +339,14 @@ impl Closer {
                     Poll::Pending => {}
                 }
             }
-            if owned && closing && self.finished(io, unknown) {
-                return Poll::Ready(Ok(self.succeed()));
+            if owned && closing {
+                match self.finished(io, unknown) {
+                    Ok(true) => return Poll::Ready(Ok(self.succeed())),
+                    Ok(false) => {}
+                    Err(kind) => {
+                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
+                    }
+                }
             }
 
             // 3. The time bounds.
