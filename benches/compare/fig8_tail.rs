@@ -3,6 +3,7 @@
 //! 64 KiB response the peer reads whole before closing. Close latency and the runtime
 //! thread's CPU per close, median and p99.
 
+use crate::contenders::selected;
 use crate::contenders::Strategy::{self, *};
 use crate::fig2_latency::latency_run;
 use crate::harness::{secs, Net};
@@ -24,13 +25,19 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
         // Interleaved, rotating which goes first.
         for k in 0..3 {
             let j = (i + k) % 3;
+            if !selected(trio[j]) {
+                continue; // TGC_BENCH_ONLY: one contender alone, for a profiler
+            }
             let (l, c) = run_one(rt, trio[j]);
             lat[j].push(l);
             cpu[j].push(c);
         }
     }
     let s = |v: &Vec<f64>| Samples::new(v.clone());
-    let r = |a: f64, b: f64| format!("{:.2}×", a / b);
+    let r = |a: f64, b: f64| match a / b {
+        q if q.is_nan() => "n/a".to_string(),
+        q => format!("{q:.2}×"),
+    };
     let mut rows = Vec::new();
     for (what, v) in [("close latency", &lat), ("runtime thread CPU", &cpu)] {
         let (o, n, a) = (s(&v[0]), s(&v[1]), s(&v[2]));
