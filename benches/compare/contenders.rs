@@ -50,6 +50,10 @@ pub(crate) enum Strategy {
     /// The nginx-style close (4 KiB reads) plus one `SIOCOUTQ` after the EOF: the price
     /// of the ACK check alone (figure 8 only).
     NginxAck,
+    /// The nginx-style close without any deadline (no timer: a silent peer would hold the
+    /// descriptor for ever; figure 8 only, where the peer always closes): the price of
+    /// having a deadline at all.
+    NginxUnbounded,
 }
 
 use Strategy::*;
@@ -70,6 +74,7 @@ impl Strategy {
             OursEv(ms) => format!("ours, event-driven, poll_interval {ms} ms"),
             MinimalEdge => "floor: minimal edge-driven loop (shutdown, edge, SIOCOUTQ)".into(),
             NginxAck => "nginx-style + one SIOCOUTQ".into(),
+            NginxUnbounded => "nginx-style without a deadline".into(),
         }
     }
 
@@ -87,13 +92,21 @@ impl Strategy {
             OursEv(ms) => format!("oursev{ms}"),
             MinimalEdge => "minimaledge".into(),
             NginxAck => "nginxack".into(),
+            NginxUnbounded => "nginxunbounded".into(),
         }
     }
 
     pub(crate) fn from_id(s: &str) -> Option<Strategy> {
         all_strategies()
             .into_iter()
-            .chain([Nginx(65536), OursEv(1), OursEv(1000), MinimalEdge, NginxAck])
+            .chain([
+                Nginx(65536),
+                OursEv(1),
+                OursEv(1000),
+                MinimalEdge,
+                NginxAck,
+                NginxUnbounded,
+            ])
             .find(|st| st.id() == s)
     }
 
@@ -195,10 +208,14 @@ pub(crate) async fn close(st: Strategy, s: TcpStream, k: Knobs) -> Claim {
         Fbthrift => Some(fbthrift(s).await),
         MinimalEdge => Some(minimal_edge(s).await),
         NginxAck => {
-            nginx_then(s, 4096, |s| {
+            nginx_then(s, 4096, true, |s| {
                 let _ = s.unacked_bytes();
             })
             .await;
+            None
+        }
+        NginxUnbounded => {
+            nginx_then(s, 4096, false, |_| ()).await;
             None
         }
         SoLinger => {
@@ -233,9 +250,10 @@ pub(crate) fn spawn_close(st: Strategy, s: TcpStream, k: Knobs) -> tokio::task::
         Ours | OursEv(_) => spawn(s.graceful_close_with(our_options(st, k))),
         OursPoll(ms) => spawn(interval_polling(s, ms, k)),
         MinimalEdge => spawn(minimal_edge(s)),
-        NginxAck => spawn(nginx_then(s, 4096, |s| {
+        NginxAck => spawn(nginx_then(s, 4096, true, |s| {
             let _ = s.unacked_bytes();
         })),
+        NginxUnbounded => spawn(nginx_then(s, 4096, false, |_| ())),
     }
 }
 
@@ -396,22 +414,30 @@ fn so_linger(s: TcpStream) {
 /// `ngx_unix_recv` with EPOLLRDHUP: a short read ends the round without another
 /// `recv` (readiness is dropped), a full buffer reads again.
 async fn nginx(s: TcpStream, buf: usize) {
-    nginx_then(s, buf, |_| ()).await
+    nginx_then(s, buf, true, |_| ()).await
 }
 
-/// [`nginx`], with `last` run on the stream after the drain, before the drop.
-async fn nginx_then(s: TcpStream, buf: usize, last: impl FnOnce(&TcpStream)) {
+/// [`nginx`], with `last` run on the stream after the drain, before the drop; without
+/// `bounded`, with no deadline and so no timer at all.
+async fn nginx_then(s: TcpStream, buf: usize, bounded: bool, last: impl FnOnce(&TcpStream)) {
     let _ = SockRef::from(&s).shutdown(Shutdown::Write);
-    let start = tokio::time::Instant::now();
+    let start = bounded.then(tokio::time::Instant::now);
     let (cap, idle) = (Duration::from_secs(30), Duration::from_secs(5));
     'outer: loop {
-        let left = cap.saturating_sub(start.elapsed());
-        if left.is_zero() {
+        let ready = match start {
+            Some(start) => {
+                let left = cap.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    break;
+                }
+                tokio::time::timeout(idle.min(left), s.readable())
+                    .await
+                    .ok()
+            }
+            None => Some(s.readable().await),
+        };
+        if !matches!(ready, Some(Ok(()))) {
             break;
-        }
-        match tokio::time::timeout(idle.min(left), s.readable()).await {
-            Ok(Ok(())) => {}
-            _ => break,
         }
         loop {
             let r = SCRATCH.with(|b| s.try_read(&mut b.borrow_mut()[..buf]));

@@ -1,7 +1,8 @@
 //! Figure 8 — the tail against the simplest drain-and-close: ours and an nginx-style
 //! close (half-close, read to EOF, drop: no ACK check) interleaved in one process, a
-//! 64 KiB response the peer reads whole before closing. Close latency and the runtime
-//! thread's CPU per close, median and p99.
+//! 64 KiB response the peer reads whole before closing; beside them the nginx-style
+//! close plus the one `ioctl` of our ACK check, and the nginx-style close without a
+//! deadline. Close latency and the runtime thread's CPU per close, median and p99.
 
 use crate::contenders::selected;
 use crate::contenders::Strategy::{self, *};
@@ -18,17 +19,17 @@ fn run_one(rt: &tokio::runtime::Runtime, st: Strategy) -> (f64, f64) {
 
 pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     let n = cfg.n(500, 20000);
-    let trio = [Ours, Nginx(4096), NginxAck];
-    let mut lat = [Vec::new(), Vec::new(), Vec::new()];
-    let mut cpu = [Vec::new(), Vec::new(), Vec::new()];
+    let all = [Ours, Nginx(4096), NginxAck, NginxUnbounded];
+    let mut lat: [Vec<f64>; 4] = Default::default();
+    let mut cpu: [Vec<f64>; 4] = Default::default();
     for i in 0..n {
         // Interleaved, rotating which goes first.
-        for k in 0..3 {
-            let j = (i + k) % 3;
-            if !selected(trio[j]) {
+        for k in 0..all.len() {
+            let j = (i + k) % all.len();
+            if !selected(all[j]) {
                 continue; // TGC_BENCH_ONLY: one contender alone, for a profiler
             }
-            let (l, c) = run_one(rt, trio[j]);
+            let (l, c) = run_one(rt, all[j]);
             lat[j].push(l);
             cpu[j].push(c);
         }
@@ -40,7 +41,7 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     };
     let mut rows = Vec::new();
     for (what, v) in [("close latency", &lat), ("runtime thread CPU", &cpu)] {
-        let (o, n, a) = (s(&v[0]), s(&v[1]), s(&v[2]));
+        let (o, n, a, u) = (s(&v[0]), s(&v[1]), s(&v[2]), s(&v[3]));
         for (stat, f) in [
             ("median", Samples::median as fn(&Samples) -> f64),
             ("p99", Samples::p99),
@@ -52,6 +53,8 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
                 r(f(&o), f(&n)),
                 fmt_secs(f(&a)),
                 r(f(&o), f(&a)),
+                fmt_secs(f(&u)),
+                r(f(&o), f(&u)),
             ]);
         }
     }
@@ -64,8 +67,10 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
             "ours / nginx-style",
             "nginx-style + one SIOCOUTQ",
             "ours / that",
+            "nginx-style without a deadline",
+            "ours / that",
         ],
         &rows,
-        &[format!("{n} runs of each, rotating, one process, loopback; the peer reads the 64 KiB response whole, then closes. Ours does strictly more than the nginx-style close: it also confirms that the peer acknowledged our data and FIN, with one `ioctl(SIOCOUTQ)` after the EOF. The third contender is the nginx-style close with that one `ioctl` added: the price of the ACK check alone. CPU: `CLOCK_THREAD_CPUTIME_ID` of the runtime thread around the close.")],
+        &[format!("{n} runs of each, rotating, one process, loopback; the peer reads the 64 KiB response whole, then closes. Ours does strictly more than the nginx-style close: it also confirms that the peer acknowledged our data and FIN, with one `ioctl(SIOCOUTQ)` after the EOF. The third contender is the nginx-style close with that one `ioctl` added: the price of the ACK check alone. The fourth is the nginx-style close without its deadline (no timer at all; unbounded, so no server would ship it): the price of having a deadline, which every close here but that one pays — a Tokio timer, and with it a timed `epoll_wait` in the runtime. CPU: `CLOCK_THREAD_CPUTIME_ID` of the runtime thread around the close.")],
     );
 }
