@@ -65,6 +65,16 @@
 //! keep-alive clients do not hold a shutdown; a client connection does not download
 //! what the caller abandoned.
 //!
+//! # Runtime
+//!
+//! A close is polled inside a Tokio runtime built with its I/O and time drivers
+//! (`enable_all()`); it blocks no thread of it. Its bounds (the deadline, the idle
+//! timeout, a safety-net re-check) are usually seconds away and almost never reached, so
+//! those at least 200 ms away wait on one thread of the process
+//! (`graceful-close-deadlines`, started on first use), which sleeps until the earliest
+//! and wakes the closes that are due: the runtime then keeps no timer per pending close.
+//! Nearer wakeups, and every wait while Tokio's clock is paused, use Tokio's timer.
+//!
 //! # Platforms
 //!
 //! | | half-close + drain | drain without copying | ACK confirmed | event-driven | byte counts | cork | tested |

@@ -141,3 +141,52 @@ async fn timed_out_close_with_app_linger_never_blocks() {
     );
     drop(s);
 }
+
+/// A silent peer: the deadline (far enough to wait on the crate's deadline thread, not
+/// on a Tokio timer) ends the close on time on both runtime flavours, also when nothing
+/// else in the runtime has a timer and when many closes share the thread.
+#[test]
+fn far_deadlines_end_the_closes_on_time_on_both_runtimes() {
+    for multi in [false, true] {
+        let rt = if multi {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
+        .unwrap();
+        rt.block_on(async {
+            let mut pairs = Vec::new();
+            for _ in 0..50 {
+                pairs.push(peer::pair().await);
+            }
+            let start = Instant::now();
+            let (closes, peers): (Vec<_>, Vec<_>) = pairs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (c, s))| {
+                    // Deadlines 400..=645 ms, in no particular order.
+                    let t = Duration::from_millis(400 + (i as u64 * 37) % 250);
+                    (
+                        tokio::spawn(async move { (t, c.graceful_close(t).await) }),
+                        s,
+                    )
+                })
+                .unzip();
+            for close in closes {
+                let (t, res) = peer::within(10, close).await.unwrap();
+                let err = res.expect_err("the peer never closes");
+                assert!(err.kind().is_timeout(), "{err}");
+                let took = err.report().elapsed();
+                assert!(took >= t, "ended at {took:?}, before its deadline {t:?}");
+                assert!(took < t + Duration::from_secs(2), "{took:?} for {t:?}");
+            }
+            assert!(start.elapsed() < Duration::from_secs(5));
+            drop(peers);
+        });
+    }
+}

@@ -89,6 +89,23 @@ async fn drain_limit_zero_rejects_any_data() {
     assert_eq!(err.report().drained_bytes(), 1);
 }
 
+/// A clock that was paused and advanced by an hour, then resumed, runs an hour ahead of
+/// real time: a far deadline still ends the close after its own length, not an hour late.
+#[tokio::test(start_paused = true)]
+async fn a_far_deadline_ends_on_time_after_the_clock_was_advanced() {
+    let (c, _s) = peer::pair().await;
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    tokio::time::resume();
+    let start = std::time::Instant::now();
+    let err = peer::within(5, c.graceful_close(Duration::from_millis(500)))
+        .await
+        .expect_err("silent peer");
+    assert!(err.kind().is_timeout(), "{err}");
+    let took = start.elapsed();
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_millis(2500), "{took:?}");
+}
+
 /// [`PeerEof::IfSending`] looks at the socket itself when the drain found nothing: a byte
 /// that arrived before Tokio's readiness said so is still over a limit of 0.
 // Linux only: the byte is read by that look once our FIN is acknowledged.

@@ -35,7 +35,7 @@ impl Closer {
         let mut edge_armed = false;
         if closing && sys::WRITE_EDGES {
             if owned {
-                self.watch = None;
+                self.drop_watch();
                 edge_armed = consume_edges(
                     |cx| io.poll_write_ready(cx),
                     cx,
@@ -46,7 +46,7 @@ impl Closer {
                         });
                     },
                 )?;
-            } else if let Some(watch) = &self.watch {
+            } else if let Some(watch) = self.watch() {
                 edge_armed = consume_edges(|cx| watch.poll_edge(cx), cx, || ())?;
             }
         }
@@ -58,7 +58,7 @@ impl Closer {
         if closing
             && !owned
             && !edge_armed
-            && self.watch.is_none()
+            && self.watch().is_none()
             && !self.flags.has(Flags::NO_WATCH)
             && io.kind() == SocketKind::Tcp
         {
@@ -67,7 +67,7 @@ impl Closer {
             // come before the registration).
             match sys::Watch::new(io.as_sock()) {
                 Ok(watch) => {
-                    self.watch = Some(Box::new(watch));
+                    self.set_watch(watch);
                     return self.poll_ack(io, cx, owned);
                 }
                 Err(_) => self.flags.set(Flags::NO_WATCH),

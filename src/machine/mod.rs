@@ -27,6 +27,7 @@ use crate::tracker::Token;
 use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof};
 
 mod ack;
+mod deadlines;
 mod drain;
 mod linger;
 mod time;
@@ -120,12 +121,12 @@ pub(crate) struct Closer {
     next_poll: Nanos,
     drain_limit: u64,
     drained: u64,
-    /// Armed only when the close has to wait.
+    /// The close's slot with the deadline thread, taken when it first waits that long.
+    ticket: Option<deadlines::Ticket>,
+    /// Armed only when the close has to wait for a near wakeup (or Tokio's clock is
+    /// paused, or there is no deadline thread).
     timer: Option<Pin<Box<Sleep>>>,
-    /// Our own registration of the socket, for wakeups on a borrowed stream (boxed:
-    /// rare, and the close stays small).
-    watch: Option<Box<sys::Watch>>,
-    /// What the adapters add (boxed: a bare close does without).
+    /// What adapters and borrowed streams add (boxed: a bare close does without).
     extra: Option<Box<Extra>>,
     /// The safety-net re-check interval, whole milliseconds (Tokio's timer resolution).
     poll_interval_ms: u32,
@@ -140,13 +141,15 @@ pub(crate) struct Closer {
     flags: Flags,
 }
 
-/// The adapters' part of a close.
-#[derive(Debug)]
+/// The adapters' part of a close, and what a borrowed stream needs.
+#[derive(Debug, Default)]
 struct Extra {
     /// The registration with a `CloseTracker`, if any; dropped when the closer is.
     token: Option<Token>,
     /// For the report.
     peer_addr: Option<std::net::SocketAddr>,
+    /// Our own registration of the socket, for wakeups on a borrowed stream.
+    watch: Option<sys::Watch>,
 }
 
 impl Closer {
@@ -161,8 +164,8 @@ impl Closer {
             next_poll: 0,
             drain_limit: opts.get_drain_limit(),
             drained: 0,
+            ticket: None,
             timer: None,
-            watch: None,
             extra: None,
             poll_interval_ms: millis_ceil(opts.poll_interval),
             user_timeout_ms: opts.user_timeout_ms().unwrap_or(0),
@@ -182,10 +185,9 @@ impl Closer {
         token: Option<Token>,
         peer: Option<std::net::SocketAddr>,
     ) -> Self {
-        self.extra = Some(Box::new(Extra {
-            token,
-            peer_addr: peer,
-        }));
+        let extra = self.extra.get_or_insert_with(Box::default);
+        extra.token = token;
+        extra.peer_addr = peer;
         self
     }
 
@@ -196,6 +198,21 @@ impl Closer {
 
     fn acked(&self) -> bool {
         self.flags.has(Flags::ACKED)
+    }
+
+    /// Our own registration of a borrowed stream, if made.
+    fn watch(&self) -> Option<&sys::Watch> {
+        self.extra.as_ref().and_then(|e| e.watch.as_ref())
+    }
+
+    fn set_watch(&mut self, watch: sys::Watch) {
+        self.extra.get_or_insert_with(Box::default).watch = Some(watch);
+    }
+
+    fn drop_watch(&mut self) {
+        if let Some(e) = &mut self.extra {
+            e.watch = None;
+        }
     }
 
     fn peer_eof(&self) -> bool {
@@ -293,7 +310,7 @@ impl Closer {
                 match self.poll_ack(io, cx, owned) {
                     Ok(Ack::Done) => {
                         self.flags.set(Flags::ACKED);
-                        self.watch = None;
+                        self.drop_watch();
                     }
                     Ok(Ack::Pending { edge_armed: armed }) => edge_armed = armed,
                     Ok(Ack::Unknown) => unknown = true,
@@ -406,16 +423,23 @@ impl Closer {
                 }
                 wake_at = wake_at.min(self.next_poll);
             }
+            let left = wake_at.saturating_sub(now);
+            // The deadline thread counts in real time: `left` from now, not the instant
+            // on Tokio's clock, which a test may have advanced.
+            if left >= nanos(deadlines::FAR)
+                && !time::clock_paused()
+                && deadlines::wake_at(&mut self.ticket, time::real_after(left), cx.waker())
+            {
+                self.timer = None;
+                return Poll::Pending;
+            }
             let wake_at = self.instant(wake_at);
             let timer = match &mut self.timer {
                 Some(timer) => timer,
                 None => match new_timer(wake_at) {
                     Some(timer) => self.timer.insert(timer),
                     None => {
-                        let e = io::Error::other(
-                            "the graceful close needs Tokio's time driver: build the runtime \
-                             with `enable_time()` or `enable_all()`",
-                        );
+                        let e = io::Error::other(time::NO_TIME_DRIVER);
                         let phase = self.phase();
                         return Poll::Ready(Err(self.fail(io, CloseErrorKind::Io, phase, Some(e))));
                     }
@@ -432,9 +456,8 @@ impl Closer {
 
     /// First poll: apply `TCP_USER_TIMEOUT`, send our FIN.
     fn start<S: Socket>(&mut self, io: &S) -> Result<(), (CloseErrorKind, io::Error)> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            let e = io::Error::other("a graceful close must be polled inside a Tokio runtime");
-            return Err((CloseErrorKind::Io, e));
+        if let Err(why) = time::check_runtime() {
+            return Err((CloseErrorKind::Io, io::Error::other(why)));
         }
         self.start = Instant::now();
         self.idle_deadline = self.idle_timeout;
@@ -468,7 +491,8 @@ impl Closer {
 
     fn succeed(&mut self) -> CloseReport {
         self.stage = Stage::Done;
-        self.watch = None;
+        self.drop_watch();
+        self.ticket = None;
         self.timer = None;
         self.report()
     }
@@ -484,7 +508,8 @@ impl Closer {
         source: Option<io::Error>,
     ) -> CloseError {
         self.stage = Stage::Done;
-        self.watch = None;
+        self.drop_watch();
+        self.ticket = None;
         self.timer = None;
         let sock = io.as_sock();
         let tcp = io.kind() == SocketKind::Tcp;
