@@ -47,16 +47,36 @@ struct Service {
 struct State {
     slots: Vec<Slot>,
     free: Vec<u32>,
-    heap: BinaryHeap<Reverse<(Instant, u32)>>,
+    heap: BinaryHeap<Reverse<(Tick, u32)>>,
     /// Slots held by a ticket.
     live: usize,
-    /// What the thread sleeps until; `None`: until notified.
-    armed: Option<Instant>,
+    /// What the thread sleeps until; [`NONE`]: until notified.
+    armed: Tick,
 }
 
 struct Slot {
-    at: Option<Instant>,
+    /// [`NONE`]: no deadline.
+    at: Tick,
     waker: Option<Waker>,
+}
+
+/// Nanoseconds after [`epoch`]: 8 bytes where an `Instant` takes 16, in every slot and
+/// heap entry.
+type Tick = u64;
+
+/// No deadline (584 years after the epoch; later deadlines are clamped below it).
+const NONE: Tick = u64::MAX;
+
+/// The origin of [`Tick`]s: the first time a close waited on the deadline thread.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `at` as a [`Tick`]; instants before the epoch are due at once.
+fn tick(at: Instant) -> Tick {
+    let d = at.saturating_duration_since(epoch());
+    u64::try_from(d.as_nanos()).map_or(NONE - 1, |n| n.min(NONE - 1))
 }
 
 static SERVICE: Service = Service {
@@ -96,7 +116,7 @@ pub(crate) fn wake_at(ticket: &mut Option<Ticket>, at: Instant, waker: &Waker) -
             None => return false,
         },
     };
-    let (notify, old) = st.set(slot, at, waker);
+    let (notify, old) = st.set(slot, tick(at), waker);
     drop(st);
     // Outside the lock: dropping a waker may run arbitrary code.
     drop(old);
@@ -126,7 +146,7 @@ impl State {
             free: Vec::new(),
             heap: BinaryHeap::new(),
             live: 0,
-            armed: None,
+            armed: NONE,
         }
     }
 
@@ -139,7 +159,7 @@ impl State {
                     .ok()
                     .filter(|&i| i < u32::MAX)?;
                 self.slots.push(Slot {
-                    at: None,
+                    at: NONE,
                     waker: None,
                 });
                 i
@@ -153,7 +173,7 @@ impl State {
     /// Frees `slot`; returns its waker, to be dropped outside the lock.
     fn give_back(&mut self, slot: u32) -> Option<Waker> {
         let s = &mut self.slots[slot as usize];
-        s.at = None;
+        s.at = NONE;
         let waker = s.waker.take();
         self.free.push(slot);
         self.live -= 1;
@@ -172,24 +192,24 @@ impl State {
 
     /// Sets `slot` to wake `waker` at `at`. Returns whether the thread must be told (an
     /// earlier deadline than it sleeps until) and the waker replaced, if any.
-    fn set(&mut self, slot: u32, at: Instant, waker: &Waker) -> (bool, Option<Waker>) {
+    fn set(&mut self, slot: u32, at: Tick, waker: &Waker) -> (bool, Option<Waker>) {
         let s = &mut self.slots[slot as usize];
         let old = if s.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             None
         } else {
             s.waker.replace(waker.clone())
         };
-        if s.at == Some(at) {
+        if s.at == at {
             return (false, old);
         }
-        s.at = Some(at);
+        s.at = at;
         self.heap.push(Reverse((at, slot)));
         if self.heap.len() > 2 * self.live + COMPACT_SLACK {
             self.compact();
         }
-        let notify = self.armed.is_none_or(|armed| at < armed);
+        let notify = at < self.armed;
         if notify {
-            self.armed = Some(at);
+            self.armed = at;
         }
         (notify, old)
     }
@@ -198,14 +218,14 @@ impl State {
     fn compact(&mut self) {
         let slots = &self.slots;
         self.heap
-            .retain(|Reverse((at, i))| slots[*i as usize].at == Some(*at));
+            .retain(|Reverse((at, i))| slots[*i as usize].at == *at);
     }
 
     /// Takes the wakers of the slots due at `now` into `due`; arms the next deadline.
-    fn expire(&mut self, now: Instant, due: &mut Vec<Waker>) {
+    fn expire(&mut self, now: Tick, due: &mut Vec<Waker>) {
         while let Some(&Reverse((at, i))) = self.heap.peek() {
             let slot = &mut self.slots[i as usize];
-            if slot.at != Some(at) {
+            if slot.at != at {
                 self.heap.pop(); // stale: the slot moved on or was given back
                 continue;
             }
@@ -213,10 +233,10 @@ impl State {
                 break;
             }
             self.heap.pop();
-            slot.at = None;
+            slot.at = NONE;
             due.extend(slot.waker.take());
         }
-        self.armed = self.heap.peek().map(|Reverse((at, _))| *at);
+        self.armed = self.heap.peek().map_or(NONE, |Reverse((at, _))| *at);
     }
 }
 
@@ -225,7 +245,7 @@ fn run() {
     let mut due = Vec::new();
     let mut st = lock();
     loop {
-        st.expire(Instant::now(), &mut due);
+        st.expire(tick(Instant::now()), &mut due);
         if !due.is_empty() {
             drop(st);
             for w in due.drain(..) {
@@ -236,16 +256,15 @@ fn run() {
             st = lock();
             continue;
         }
-        st = match st.armed {
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                SERVICE
-                    .cv
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            }
-            None => SERVICE.cv.wait(st).unwrap_or_else(PoisonError::into_inner),
+        st = if st.armed == NONE {
+            SERVICE.cv.wait(st).unwrap_or_else(PoisonError::into_inner)
+        } else {
+            let left = Duration::from_nanos(st.armed.saturating_sub(tick(Instant::now())));
+            SERVICE
+                .cv
+                .wait_timeout(st, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0
         };
     }
 }
@@ -282,8 +301,7 @@ mod tests {
 
     #[test]
     fn due_closes_wake_in_order_and_stale_entries_are_skipped() {
-        let base = Instant::now();
-        let ms = |n| base + Duration::from_millis(n);
+        let ms = |n: u64| n * 1_000_000;
         let mut st = State::new();
         let (a, b, c) = (slot(&mut st), slot(&mut st), slot(&mut st));
         let (ca, wa) = waker();
@@ -300,34 +318,33 @@ mod tests {
         let mut due = Vec::new();
         st.expire(ms(25), &mut due);
         assert!(due.is_empty());
-        assert_eq!(st.armed, Some(ms(30)));
+        assert_eq!(st.armed, ms(30));
         st.expire(ms(35), &mut due);
         assert_eq!(due.len(), 1);
         due.drain(..).for_each(Waker::wake);
         assert_eq!(ca.0.load(Ordering::SeqCst), 1);
-        assert_eq!(st.armed, Some(ms(40)));
+        assert_eq!(st.armed, ms(40));
         st.expire(ms(45), &mut due);
         due.drain(..).for_each(Waker::wake);
         assert_eq!(cb.0.load(Ordering::SeqCst), 1);
         assert_eq!(cc.0.load(Ordering::SeqCst), 0);
-        assert_eq!(st.armed, None);
+        assert_eq!(st.armed, NONE);
         assert!(st.heap.is_empty());
     }
 
     #[test]
     fn the_heap_is_compacted_and_slots_are_reused() {
-        let base = Instant::now();
         let mut st = State::new();
         let a = slot(&mut st);
         let (ca, wa) = waker();
         for i in 0..1000 {
-            st.set(a, base + Duration::from_millis(i), &wa);
+            st.set(a, i, &wa);
             assert!(st.heap.len() <= 2 * st.live + COMPACT_SLACK + 1);
         }
         let mut due = Vec::new();
-        st.expire(base + Duration::from_millis(998), &mut due);
+        st.expire(998, &mut due);
         assert!(due.is_empty(), "only the last deadline is live");
-        st.expire(base + Duration::from_millis(999), &mut due);
+        st.expire(999, &mut due);
         due.drain(..).for_each(Waker::wake);
         assert_eq!(ca.0.load(Ordering::SeqCst), 1);
         let b = slot(&mut st);
@@ -337,6 +354,15 @@ mod tests {
         drop(st.give_back(b));
         assert_eq!(st.live, 0);
         assert!(st.slots.is_empty() && st.heap.is_empty() && st.free.is_empty());
+    }
+
+    /// A pending close costs the process a slot and at least one heap entry.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_waiting_close_stays_small_here() {
+        assert_eq!(std::mem::size_of::<Slot>(), 24);
+        assert_eq!(std::mem::size_of::<Reverse<(Tick, u32)>>(), 16);
+        assert_eq!(std::mem::size_of::<Option<Ticket>>(), 4);
     }
 
     #[test]
