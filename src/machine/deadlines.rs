@@ -6,9 +6,10 @@
 //! and a removal from the runtime's timer wheel, and, while any timer is pending, every
 //! park of the runtime becomes a timed `epoll_wait` that runs the time driver before and
 //! after (`benches/compare`, figure 8: the nginx-style close spends 1–2 µs more per close
-//! with its deadline than without). Like the kernel, which keeps timeouts, "usually
-//! removed before they expire", apart from timers that fire (the timer wheel against
-//! hrtimers, `Documentation/timers/hrtimers.rst`), bounds at least [`FAR`] away go to
+//! with its deadline than without). Like the kernel, which keeps I/O timeouts ("the
+//! vast majority of those timers never expire") apart from timers that must fire on
+//! time (the timer wheel against hrtimers, `Documentation/timers/hrtimers.rst`), bounds
+//! at least [`FAR`] away go to
 //! this module: a slab of slots (the deadline and waker of one close), a min-heap of
 //! `(deadline, slot)` with lazy deletion, and one thread that sleeps on a condition
 //! variable until the earliest deadline and wakes the closes that are due. A close
