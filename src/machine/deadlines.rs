@@ -9,11 +9,11 @@
 //! with its deadline than without). Like the kernel, which keeps I/O timeouts ("the
 //! vast majority of those timers never expire") apart from timers that must fire on
 //! time (the timer wheel against hrtimers, `Documentation/timers/hrtimers.rst`), bounds
-//! at least [`FAR`] away go to
-//! this module: a slab of slots (the deadline and waker of one close), a min-heap of
-//! `(deadline, slot)` with lazy deletion, and one thread that sleeps on a condition
-//! variable until the earliest deadline and wakes the closes that are due. A close
-//! takes a [`Ticket`] (a slot) the first time it waits and gives it back when it ends.
+//! at least [`FAR`] away go to this module: a slab of slots (the deadline and waker of
+//! one close), a min-heap of `(deadline, slot)` with lazy deletion, and one thread that
+//! sleeps on a condition variable until the earliest deadline and wakes the closes that
+//! are due. A close takes a [`Ticket`] (a slot) the first time it waits and gives it
+//! back when it ends.
 //!
 //! Nearer wakeups stay on Tokio's timer, and so does every wait while Tokio's clock is
 //! paused (`tokio::time::pause`): the thread sleeps in real time, which a paused clock
