@@ -52,7 +52,8 @@ struct State {
     heap: BinaryHeap<Reverse<(Tick, u32)>>,
     /// Slots held by a ticket.
     live: usize,
-    /// What the thread sleeps until; [`NONE`]: until notified.
+    /// What the thread sleeps until; [`NONE`]: until notified. A close whose deadline
+    /// is earlier notifies it.
     armed: Tick,
 }
 
@@ -238,7 +239,14 @@ impl State {
             slot.at = NONE;
             due.extend(slot.waker.take());
         }
-        self.armed = self.heap.peek().map_or(NONE, |Reverse((at, _))| *at);
+        self.armed = match self.heap.peek() {
+            Some(Reverse((at, _))) => *at,
+            // Nothing waits, but keep sleeping until the time already set rather than
+            // for ever: a close that comes meanwhile with a later deadline (as closes
+            // with the same options do) then needs no wakeup of this thread.
+            None if self.armed > now => self.armed,
+            None => NONE,
+        };
     }
 }
 
@@ -332,6 +340,31 @@ mod tests {
         assert_eq!(cc.0.load(Ordering::SeqCst), 0);
         assert_eq!(st.armed, NONE);
         assert!(st.heap.is_empty());
+    }
+
+    /// Closes that come and go one at a time, with the same timeout, do not wake the
+    /// thread each: it keeps the time it sleeps until while nothing waits.
+    #[test]
+    fn an_idle_thread_keeps_its_time_for_the_next_close() {
+        let mut st = State::new();
+        let (_c, w) = waker();
+        let a = slot(&mut st);
+        assert!(st.set(a, 30, &w).0, "the first close tells the thread");
+        drop(st.give_back(a)); // it ended before the thread looked
+        let mut due = Vec::new();
+        st.expire(10, &mut due);
+        assert_eq!(st.armed, 30, "still sleeping until 30");
+        let b = slot(&mut st);
+        assert!(!st.set(b, 40, &w).0, "a later deadline needs no wakeup");
+        st.expire(30, &mut due);
+        assert_eq!(st.armed, 40);
+        assert!(due.is_empty());
+        drop(st.give_back(b));
+        st.expire(40, &mut due);
+        assert_eq!(
+            st.armed, NONE,
+            "past its time with nothing waiting: until told"
+        );
     }
 
     #[test]
