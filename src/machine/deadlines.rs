@@ -3,10 +3,9 @@
 //! A close's bounds (its deadline, the idle timeout, the safety-net re-check) are
 //! seconds away and almost never reached: the peer's EOF or the ACK ends the close
 //! first. Kept as Tokio timers they cost, in every close that waits, an insertion into
-//! and a removal from the runtime's timer wheel, and, while any timer is pending, every
-//! park of the runtime becomes a timed `epoll_wait` that runs the time driver before and
-//! after (`benches/compare`, figure 8: the nginx-style close spends 1–2 µs more per close
-//! with its deadline than without). Like the kernel, which keeps I/O timeouts ("the
+//! and a removal from the runtime's timer wheel under its lock and, when the new timer
+//! is the runtime's earliest, a wakeup of its driver (`benches/compare`, figure 8: the
+//! nginx-style close spends about 1 µs more per close with its deadline than without). Like the kernel, which keeps I/O timeouts ("the
 //! vast majority of those timers never expire") apart from timers that must fire on
 //! time (the timer wheel against hrtimers, `Documentation/timers/hrtimers.rst`), bounds
 //! at least [`FAR`] away go to this module: a slab of slots (the deadline and waker of
