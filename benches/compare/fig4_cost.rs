@@ -106,21 +106,34 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     let sequences = strace_sequences(cfg);
     let mut rows = Vec::new();
     let strategies = all_strategies();
+    let whens = [PeerClose::Before, PeerClose::AfterOurFin];
+    // Interleaved, rotating which goes first, so that no strategy is measured in a
+    // block of its own (right after the trace child, say).
+    let runs_of = |st: Strategy| {
+        if st.is_slow() {
+            cfg.n(2, 6)
+        } else {
+            cfg.n(20, 200)
+        }
+    };
+    let rounds = strategies.iter().map(|&st| runs_of(st)).max().unwrap_or(0);
+    let mut costs: Vec<[Vec<Cost>; 2]> = strategies.iter().map(|_| Default::default()).collect();
+    for r in 0..rounds {
+        for k in 0..strategies.len() {
+            let j = (r + k) % strategies.len();
+            let st = strategies[j];
+            if r >= runs_of(st) {
+                continue;
+            }
+            for (i, &when) in whens.iter().enumerate() {
+                costs[j][i].push(cost_run(rt, st, when, counter.as_ref(), overhead));
+            }
+        }
+    }
     let mut ours = [(f64::NAN, f64::NAN); 2];
-    for st in strategies {
+    for (st, costs) in strategies.iter().copied().zip(costs) {
         let mut row = vec![st.name()];
-        for (i, when) in [PeerClose::Before, PeerClose::AfterOurFin]
-            .into_iter()
-            .enumerate()
-        {
-            let n = if st.is_slow() {
-                cfg.n(2, 6)
-            } else {
-                cfg.n(20, 200)
-            };
-            let runs: Vec<Cost> = (0..n)
-                .map(|_| cost_run(rt, st, when, counter.as_ref(), overhead))
-                .collect();
+        for (i, runs) in costs.into_iter().enumerate() {
             let sc = Samples::new(
                 runs.iter()
                     .filter_map(|r| r.syscalls.map(|x| x as f64))
