@@ -56,8 +56,10 @@ pub enum PeerEof {
     /// connection with neither is given four round trips (10 ms to 1 s) after our data
     /// and FIN were acknowledged to answer with its own FIN (a TLS client its
     /// `close_notify` first), then closed.
-    /// The default of the server adapters (`GracefulIo`, `GracefulListener`, the tower
-    /// layer): an idle keep-alive client does not hold a server's shutdown.
+    /// The default of the adapters (`GracefulIo`, `GracefulListener`, the tower layers,
+    /// server and client connections): an idle keep-alive client does not hold a
+    /// server's shutdown, and a server's last words after a client's FIN (its TLS
+    /// `close_notify`, an HTTP/2 GOAWAY) are read, not answered with RST.
     ///
     /// The trade-off: a client that sends a new request on an idle connection after our
     /// close gets RST — having received everything we sent, so it retries as it would
@@ -102,10 +104,10 @@ pub enum PeerEof {
 ///
 /// | | a bare stream's [`graceful_close`](crate::AsyncGracefulClose::graceful_close) | server connections (`GracefulIo`, `GracefulListener`, the tower layer around a connection service) | client connections (the tower layer around a connector) |
 /// |---|---|---|---|
-/// | `peer_eof` | [`PeerEof::Required`] | [`PeerEof::IfSending`] | [`PeerEof::NotRequired`] |
+/// | `peer_eof` | [`PeerEof::Required`] | [`PeerEof::IfSending`] | [`PeerEof::IfSending`] |
 /// | `idle_timeout` | none | 5 s ([`Self::ADAPTER_IDLE_TIMEOUT`]) | 5 s |
 /// | `drain_limit` | 64 MiB | 64 MiB | 64 KiB ([`Self::CLIENT_DRAIN_LIMIT`]) |
-/// | cost at shutdown | waits for the peer's EOF | closes at once once delivered, unless the client is still sending | closes once delivered; a response still arriving ends in RST after 64 KiB |
+/// | cost at shutdown | waits for the peer's EOF | closes at once once delivered, unless the client is still sending | closes once delivered and the server answered (its `close_notify`, GOAWAY, FIN); a response still arriving ends in RST after 64 KiB |
 /// | cost under attack | up to `timeout` per close | up to 5 s of silence, `timeout` in all, per close; capped per [`CloseTracker`](crate::CloseTracker) | at most 64 KiB downloaded |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseOptions {
@@ -277,7 +279,7 @@ impl CloseOptions {
                 Self::DEFAULT_DRAIN_LIMIT,
             ),
             Role::Client => (
-                PeerEof::NotRequired,
+                PeerEof::IfSending,
                 Self::ADAPTER_IDLE_TIMEOUT,
                 Self::CLIENT_DRAIN_LIMIT,
             ),

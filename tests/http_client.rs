@@ -83,8 +83,9 @@ async fn expect_confirmed(rx: &mut mpsc::UnboundedReceiver<Outcome>, n: usize) {
             .unwrap_or_else(|_| panic!("only {i} of {n} connections reported their close"))
             .unwrap();
         let report = o.expect("close confirmed");
-        // A client connection does not wait for the server's EOF (PeerEof::NotRequired
-        // unless set): delivery confirmed is the promise.
+        // A client connection waits for the server's EOF only if the server is still
+        // sending or answers our FIN (PeerEof::IfSending unless set): delivery
+        // confirmed is the promise.
         assert!(report.acked(), "{report:?}");
     }
     match timeout(Duration::from_millis(300), rx.recv()).await {

@@ -73,8 +73,9 @@ async fn pooled_client_over_tls(h2: bool) {
             "hyper-rustls {}: client close {client_close:?}; server close {server_close:?}",
             if h2 { "h2" } else { "http/1.1" }
         );
-        // A client connection does not wait for the server's EOF (its default,
-        // `PeerEof::NotRequired`): confirmed delivery is the promise, on both ends.
+        // A client connection reads the server's answer to its FIN (its default,
+        // `PeerEof::IfSending`: the server's `close_notify` is not reset): confirmed
+        // delivery is the promise, on both ends.
         let report = client_close.expect("the client's close confirmed delivery");
         assert!(report.acked(), "{report:?}");
         let report = server_close.expect("the server's close confirmed delivery");
