@@ -119,12 +119,16 @@ where
         .expect("the 413 body was cut")
         .to_bytes();
     assert_eq!(&body[..], &example::error_body()[..], "the whole 413");
-    drop(send);
     feeder.abort();
-    timeout(T, conn)
+    // The connection ends when the server closes it, after its GOAWAY: dropping the
+    // last `SendRequest` first would let the client end it on its own, maybe before
+    // the GOAWAY was read.
+    let end = timeout(T, conn)
         .await
         .expect("the client connection hung")
-        .unwrap()
+        .unwrap();
+    drop(send);
+    end
 }
 
 /// Splits plain h2 frames off the server's bytes; returns their types.
