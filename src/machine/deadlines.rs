@@ -90,8 +90,8 @@ static SERVICE: Service = Service {
 static STARTED: OnceLock<bool> = OnceLock::new();
 
 fn lock() -> MutexGuard<'static, State> {
-    // The state stays consistent at every point a panic could leave it (none is
-    // expected: no user code runs under the lock).
+    // The state stays consistent at every point a panic could leave it (the only code
+    // not ours that runs under the lock is `Waker::clone`, before the slot is changed).
     SERVICE.state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

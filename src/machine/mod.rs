@@ -489,11 +489,16 @@ impl Closer {
         }
     }
 
-    fn succeed(&mut self) -> CloseReport {
+    /// Marks the close done and lets go of what it waited with.
+    fn end(&mut self) {
         self.stage = Stage::Done;
         self.drop_watch();
         self.ticket = None;
         self.timer = None;
+    }
+
+    fn succeed(&mut self) -> CloseReport {
+        self.end();
         self.report()
     }
 
@@ -507,10 +512,7 @@ impl Closer {
         phase: ClosePhase,
         source: Option<io::Error>,
     ) -> CloseError {
-        self.stage = Stage::Done;
-        self.drop_watch();
-        self.ticket = None;
-        self.timer = None;
+        self.end();
         let sock = io.as_sock();
         let tcp = io.kind() == SocketKind::Tcp;
         let unacked = sys::unacked(sock, io.kind()).ok();
