@@ -217,9 +217,11 @@ impl CloseOptions {
     /// `interval` meanwhile. Where no such wakeup can be relied on (both directions
     /// already shut, where Tokio keeps the stream write-ready for good; a data-only
     /// [`wait_acked`](crate::AsyncGracefulClose::wait_acked); `AF_UNIX` sockets) the
-    /// queue is re-checked after 1 ms, 2 ms, 4 ms, ..., and then every `interval`.
-    /// Values below [`Self::MIN_POLL_INTERVAL`] are raised to it, and the close rounds
-    /// the interval up to whole milliseconds (Tokio's timer resolution).
+    /// queue is re-checked soon, then twice as late each time, and then every
+    /// `interval`: on Linux TCP from half the smoothed round-trip time (`TCP_INFO`, at
+    /// least 50 µs; the acknowledgement of a FIN is due within a round trip), elsewhere
+    /// from 1 ms. Values below [`Self::MIN_POLL_INTERVAL`] are raised to it, and the
+    /// close rounds the interval up to whole milliseconds (Tokio's timer resolution).
     #[must_use = "builder methods return the changed options"]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Self::MIN_POLL_INTERVAL);

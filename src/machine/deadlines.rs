@@ -1,4 +1,5 @@
-//! Far deadlines: one thread for the whole process instead of a Tokio timer per close.
+//! Far deadlines (and re-checks finer than a millisecond): one thread for the whole
+//! process instead of a Tokio timer per close.
 //!
 //! A close's bounds (its deadline, the idle timeout, the safety-net re-check) are
 //! seconds away and almost never reached: the peer's EOF or the ACK ends the close
@@ -14,7 +15,14 @@
 //! are due. A close takes a [`Ticket`] (a slot) the first time it waits and gives it
 //! back when it ends.
 //!
-//! Nearer wakeups stay on Tokio's timer, and so does every wait while Tokio's clock is
+//! The thread also takes the rare re-checks sooner than a millisecond, which Tokio's
+//! timer (1 ms resolution) would end up to a millisecond late: the first looks at the
+//! send queue, half a round trip apart, when no edge can wake the close (both
+//! directions shut) and the peer's acknowledgement is due within a round trip. Its sleep
+//! (`Condvar::wait_timeout`, a futex with a timeout on Linux) ends within the thread's
+//! timer slack (50 µs).
+//!
+//! Other wakeups stay on Tokio's timer, and so does every wait while Tokio's clock is
 //! paused (`tokio::time::pause`): the thread sleeps in real time, which a paused clock
 //! does not follow.
 

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+/// The resolution of Tokio's timer: a shorter wait ends at its next tick, up to 1 ms
+/// late.
+pub(crate) const TOKIO_TICK: Duration = Duration::from_millis(1);
+
 /// What "no bound" becomes (`Instant + Duration::MAX` would overflow).
 pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
