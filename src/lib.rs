@@ -73,7 +73,9 @@
 //! those at least 200 ms away wait on one thread of the process
 //! (`graceful-close-deadlines`, started on first use), which sleeps until the earliest
 //! and wakes the closes that are due: the runtime then keeps no timer per pending close.
-//! Nearer wakeups, and every wait while Tokio's clock is paused, use Tokio's timer.
+//! The same thread takes the rare re-checks sooner than Tokio's 1 ms resolution (an
+//! acknowledgement due within a round trip that no readiness edge can announce). Other
+//! wakeups, and every wait while Tokio's clock is paused, use Tokio's timer.
 //!
 //! # Platforms
 //!
