@@ -1,13 +1,15 @@
 //! The acknowledgement check: consume the pending wakeup, then ask the kernel whether
 //! our data and FIN were acknowledged (`SIOCOUTQ` on Linux), and whether the
-//! connection died under us.
+//! connection died under us; and when to look again if no wakeup can be relied on.
 
 use std::io;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::Interest;
 
-use super::{Closer, Flags, Mode};
+use super::time::{Nanos, NEVER};
+use super::{nanos, Closer, Flags, Mode};
 use crate::ext::sealed::Socket;
 use crate::sys::{self, SendQueue, SocketKind};
 
@@ -76,6 +78,42 @@ impl Closer {
         Ok(Ack::Pending { edge_armed })
     }
 
+    /// When to look at the send queue again, `now` being the present point of the
+    /// close, and whether that look may be sooner than Tokio's timer can wait (the
+    /// caller then waits on the deadline thread).
+    ///
+    /// With our FIN in flight on TCP and an edge armed, the kernel's wakeup on the FIN's
+    /// acknowledgement (`sk_state_change`) is guaranteed: the look is only a rare safety
+    /// net, every poll interval. Without an armed edge (both directions shut), for the
+    /// barrier or on AF_UNIX, it comes soon, then twice as late each time
+    /// ([`recheck_step`]).
+    pub(super) fn recheck_at<S: Socket>(
+        &mut self,
+        io: &S,
+        now: Nanos,
+        edge_armed: bool,
+    ) -> (Nanos, bool) {
+        let closing = self.mode == Mode::Close;
+        let fast = !(closing && io.kind() == SocketKind::Tcp && edge_armed);
+        let rtt = match io.kind() {
+            SocketKind::Tcp if fast => sys::activity(io.as_sock()).ok().flatten().map(|a| a.rtt),
+            _ => None,
+        };
+        let interval = u64::from(self.poll_interval_ms) * 1_000_000;
+        let step = if fast {
+            recheck_step(rtt, self.poll_shift, interval)
+        } else {
+            interval
+        };
+        if now >= self.next_poll || self.next_poll > now.saturating_add(step) {
+            self.next_poll = now.saturating_add(step);
+            if fast && step < interval {
+                self.poll_shift = self.poll_shift.saturating_add(1);
+            }
+        }
+        (self.next_poll, rtt.is_some())
+    }
+
     /// Asks the kernel where our bytes stand: `Some` ends the wait (all acknowledged,
     /// or the platform cannot tell), `None` while bytes are outstanding on a live
     /// connection; the error of a dead one.
@@ -115,6 +153,27 @@ impl Closer {
     }
 }
 
+/// The smallest fast re-check: a Linux thread's default timer slack (`prctl(2)`,
+/// `PR_SET_TIMERSLACK`: 50 µs), below which its sleeps are not precise anyway.
+const RECHECK_MIN: Nanos = 50_000;
+
+/// The fast re-check after `shift` doublings, at most `interval`. With the smoothed
+/// round-trip time known (TCP on Linux, `TCP_INFO.tcpi_rtt`) it starts at half of it,
+/// at least [`RECHECK_MIN`]: an acknowledgement the peer sends at once, as it does for
+/// a FIN that crossed its own (`tcp_fin()`, state `TCP_FIN_WAIT1`: `tcp_send_ack()`), is
+/// then seen within about a round trip instead of at Tokio's next millisecond.
+/// Otherwise it starts at 1 ms. Either way it doubles, so a long wait costs few checks.
+fn recheck_step(rtt: Option<Duration>, shift: u8, interval: Nanos) -> Nanos {
+    let base = match rtt {
+        Some(rtt) => (nanos(rtt) / 2).max(RECHECK_MIN),
+        None => 1_000_000,
+    };
+    base.checked_shl(shift.into())
+        .filter(|&step| step >> shift == base)
+        .unwrap_or(NEVER)
+        .min(interval)
+}
+
 /// Consumes up to two pending readiness edges and reports whether the task is now
 /// registered for the next one. Once both directions are shut (`EPOLLHUP`) Tokio keeps
 /// a stream write-ready for good; after two edges in a row the timer takes over, so
@@ -143,4 +202,33 @@ pub(super) enum Ack {
     Pending { edge_armed: bool },
     /// This platform cannot tell.
     Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rechecks_start_at_half_a_round_trip_and_double() {
+        let ms = 1_000_000;
+        let interval = 100 * ms;
+        // Loopback: a 30 µs round trip starts at the floor, 50 µs.
+        let lo = Some(Duration::from_micros(30));
+        let steps: Vec<_> = (0..5).map(|k| recheck_step(lo, k, interval)).collect();
+        assert_eq!(steps, [50_000, 100_000, 200_000, 400_000, 800_000]);
+        // 10 ms: 5 ms, 10 ms, ...
+        let wan = Some(Duration::from_millis(10));
+        assert_eq!(recheck_step(wan, 0, interval), 5 * ms);
+        assert_eq!(recheck_step(wan, 1, interval), 10 * ms);
+        // Unknown round trip (AF_UNIX, other systems): 1 ms, 2 ms, ...
+        assert_eq!(recheck_step(None, 0, interval), ms);
+        assert_eq!(recheck_step(None, 3, interval), 8 * ms);
+        // Never beyond the interval, whatever the shift or the round trip.
+        for shift in [20, 63, 64, 200, u8::MAX] {
+            assert_eq!(recheck_step(lo, shift, interval), interval);
+            assert_eq!(recheck_step(None, shift, interval), interval);
+        }
+        assert_eq!(recheck_step(Some(Duration::MAX), 0, interval), interval);
+        assert_eq!(recheck_step(Some(Duration::MAX), 0, NEVER), NEVER / 2);
+    }
 }

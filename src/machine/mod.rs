@@ -132,7 +132,7 @@ pub(crate) struct Closer {
     poll_interval_ms: u32,
     /// `TCP_USER_TIMEOUT` to set when the close starts, milliseconds; 0: none.
     user_timeout_ms: u32,
-    /// How many times the fast re-check has doubled ([`recheck_step`]).
+    /// How many times the fast re-check has doubled (`ack::recheck_step`).
     poll_shift: u8,
     mode: Mode,
     stage: Stage,
@@ -402,35 +402,10 @@ impl Closer {
             let mut wake_at = self.deadline.min(idle).min(grace);
             let mut fine = false;
             if !self.acked() && !unknown && !defer_ack {
-                // With our FIN in flight on TCP and an edge armed, the kernel's wakeup on
-                // the FIN's acknowledgement (`sk_state_change`) is guaranteed: the timer is
-                // only a rare safety net. Without an armed edge (both directions shut),
-                // for the barrier or on AF_UNIX, re-check soon, then twice as late each
-                // time: on TCP from half the round-trip time, elsewhere from 1 ms.
-                let fin_wakes = closing && io.kind() == SocketKind::Tcp && edge_armed;
-                let fast = !fin_wakes;
-                let rtt = match io.kind() {
-                    SocketKind::Tcp if fast => {
-                        sys::activity(io.as_sock()).ok().flatten().map(|a| a.rtt)
-                    }
-                    _ => None,
-                };
-                let interval = u64::from(self.poll_interval_ms) * 1_000_000;
-                let step = if fast {
-                    recheck_step(rtt, self.poll_shift, interval)
-                } else {
-                    interval
-                };
-                if now >= self.next_poll || self.next_poll > now.saturating_add(step) {
-                    self.next_poll = now.saturating_add(step);
-                    if fast && step < interval {
-                        self.poll_shift = self.poll_shift.saturating_add(1);
-                    }
-                }
-                if self.next_poll < wake_at {
-                    wake_at = self.next_poll;
-                    // Possibly finer than Tokio's millisecond timer can wait.
-                    fine = rtt.is_some();
+                let (at, precise) = self.recheck_at(io, now, edge_armed);
+                if at < wake_at {
+                    wake_at = at;
+                    fine = precise;
                 }
             }
             let left = wake_at.saturating_sub(now);
@@ -564,27 +539,6 @@ pub(crate) fn disarm_linger(sock: sys::Sock<'_>) {
     }
 }
 
-/// The smallest fast re-check: a Linux thread's default timer slack (`prctl(2)`,
-/// `PR_SET_TIMERSLACK`: 50 µs), below which its sleeps are not precise anyway.
-const RECHECK_MIN: Nanos = 50_000;
-
-/// The fast re-check after `shift` doublings, at most `interval`. With the smoothed
-/// round-trip time known (TCP on Linux, `TCP_INFO.tcpi_rtt`) it starts at half of it,
-/// at least [`RECHECK_MIN`]: an acknowledgement the peer sends at once, as it does for
-/// a FIN that crossed its own (`tcp_fin()`, state `TCP_FIN_WAIT1`: `tcp_send_ack()`), is
-/// then seen within about a round trip instead of at Tokio's next millisecond.
-/// Otherwise it starts at 1 ms. Either way it doubles, so a long wait costs few checks.
-fn recheck_step(rtt: Option<Duration>, shift: u8, interval: Nanos) -> Nanos {
-    let base = match rtt {
-        Some(rtt) => (nanos(rtt) / 2).max(RECHECK_MIN),
-        None => 1_000_000,
-    };
-    base.checked_shl(shift.into())
-        .filter(|&step| step >> shift == base)
-        .unwrap_or(NEVER)
-        .min(interval)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,29 +554,5 @@ mod tests {
             "Closer is {} bytes",
             std::mem::size_of::<Closer>()
         );
-    }
-
-    #[test]
-    fn rechecks_start_at_half_a_round_trip_and_double() {
-        let ms = 1_000_000;
-        let interval = 100 * ms;
-        // Loopback: a 30 µs round trip starts at the floor, 50 µs.
-        let lo = Some(Duration::from_micros(30));
-        let steps: Vec<_> = (0..5).map(|k| recheck_step(lo, k, interval)).collect();
-        assert_eq!(steps, [50_000, 100_000, 200_000, 400_000, 800_000]);
-        // 10 ms: 5 ms, 10 ms, ...
-        let wan = Some(Duration::from_millis(10));
-        assert_eq!(recheck_step(wan, 0, interval), 5 * ms);
-        assert_eq!(recheck_step(wan, 1, interval), 10 * ms);
-        // Unknown round trip (AF_UNIX, other systems): 1 ms, 2 ms, ...
-        assert_eq!(recheck_step(None, 0, interval), ms);
-        assert_eq!(recheck_step(None, 3, interval), 8 * ms);
-        // Never beyond the interval, whatever the shift or the round trip.
-        for shift in [20, 63, 64, 200, u8::MAX] {
-            assert_eq!(recheck_step(lo, shift, interval), interval);
-            assert_eq!(recheck_step(None, shift, interval), interval);
-        }
-        assert_eq!(recheck_step(Some(Duration::MAX), 0, interval), interval);
-        assert_eq!(recheck_step(Some(Duration::MAX), 0, NEVER), NEVER / 2);
     }
 }
