@@ -188,16 +188,28 @@ impl State {
         self.free.push(slot);
         self.live -= 1;
         if self.live == 0 {
-            // Every heap entry is stale and no ticket is out: start afresh, and hand
-            // back to the allocator what a burst of closes made the tables grow to.
-            self.slots.clear();
-            self.free.clear();
+            // Every heap entry is stale: drop them all (their type has no destructor, so
+            // this only resets the length). Every slot is free and stays for the next
+            // close, unless a burst made the tables grow beyond what is kept.
             self.heap.clear();
-            self.slots.shrink_to(KEEP);
-            self.free.shrink_to(KEEP);
-            self.heap.shrink_to(KEEP);
+            if self.slots.len() > KEEP || self.heap.capacity() > KEEP {
+                self.shrink();
+            }
         }
         waker
+    }
+
+    /// Hands back to the allocator what a burst of closes made the tables grow to; only
+    /// when no ticket is out.
+    #[cold]
+    fn shrink(&mut self) {
+        debug_assert_eq!(self.live, 0);
+        self.slots.clear();
+        self.free.clear();
+        self.heap.clear();
+        self.slots.shrink_to(KEEP);
+        self.free.shrink_to(KEEP);
+        self.heap.shrink_to(KEEP);
     }
 
     /// Sets `slot` to wake `waker` at `at`. Returns whether the thread must be told (an
@@ -395,7 +407,25 @@ mod tests {
         drop(st.give_back(a));
         drop(st.give_back(b));
         assert_eq!(st.live, 0);
+        assert!(
+            st.heap.is_empty(),
+            "no ticket is out: every entry was stale"
+        );
+        assert_eq!(
+            st.free.len(),
+            st.slots.len(),
+            "every slot is free for the next close"
+        );
+        // A burst beyond what is kept is handed back once the last ticket is.
+        let burst: Vec<u32> = (0..=KEEP).map(|_| slot(&mut st)).collect();
+        for (i, &s) in burst.iter().enumerate() {
+            st.set(s, i as Tick, &wa);
+        }
+        for s in burst {
+            drop(st.give_back(s));
+        }
         assert!(st.slots.is_empty() && st.heap.is_empty() && st.free.is_empty());
+        assert!(st.slots.capacity() <= KEEP && st.heap.capacity() <= KEEP);
     }
 
     /// A pending close costs the process a slot and at least one heap entry.
