@@ -154,6 +154,7 @@ struct Extra {
 
 impl Closer {
     /// A close with `opts`, already resolved for where it is used.
+    #[inline]
     pub(crate) fn new(opts: CloseOptions, mode: Mode) -> Self {
         Closer {
             start: Instant::now(),
@@ -273,15 +274,7 @@ impl Closer {
         // second reading of the clock.
         let mut at_start = false;
         match self.stage {
-            Stage::Done => {
-                let e = io::Error::other("graceful close polled after it completed");
-                return Poll::Ready(Err(CloseError::new(
-                    CloseErrorKind::Io,
-                    self.phase(),
-                    self.report(),
-                    Some(e),
-                )));
-            }
+            Stage::Done => return Poll::Ready(Err(self.polled_after_done())),
             Stage::Init => {
                 if let Err((kind, e)) = self.start(io) {
                     return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Shutdown, Some(e))));
@@ -419,25 +412,41 @@ impl Closer {
                 self.timer = None;
                 return Poll::Pending;
             }
-            let wake_at = self.instant(wake_at);
-            let timer = match &mut self.timer {
-                Some(timer) => timer,
-                None => match new_timer(wake_at) {
-                    Some(timer) => self.timer.insert(timer),
-                    None => {
-                        let e = io::Error::other(time::NO_TIME_DRIVER);
-                        let phase = self.phase();
-                        return Poll::Ready(Err(self.fail(io, CloseErrorKind::Io, phase, Some(e))));
-                    }
-                },
-            };
-            if timer.deadline() != wake_at {
-                timer.as_mut().reset(wake_at);
-            }
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+            match self.poll_timer(cx, wake_at) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(())) => {}
+                Err(e) => {
+                    let phase = self.phase();
+                    return Poll::Ready(Err(self.fail(io, CloseErrorKind::Io, phase, Some(e))));
+                }
             }
         }
+    }
+
+    /// Waits on Tokio's timer until `wake_at`: the near wakeups, and every wait while
+    /// Tokio's clock is paused. Kept out of line: most closes never get here, and the
+    /// timer's code would only dilute the path they take.
+    #[inline(never)]
+    fn poll_timer(&mut self, cx: &mut Context<'_>, wake_at: Nanos) -> io::Result<Poll<()>> {
+        let wake_at = self.instant(wake_at);
+        let timer = match &mut self.timer {
+            Some(timer) => timer,
+            None => match new_timer(wake_at) {
+                Some(timer) => self.timer.insert(timer),
+                None => return Err(io::Error::other(time::NO_TIME_DRIVER)),
+            },
+        };
+        if timer.deadline() != wake_at {
+            timer.as_mut().reset(wake_at);
+        }
+        Ok(timer.as_mut().poll(cx))
+    }
+
+    /// The error of a close polled again after it returned its result.
+    #[cold]
+    fn polled_after_done(&self) -> CloseError {
+        let e = io::Error::other("graceful close polled after it completed");
+        CloseError::new(CloseErrorKind::Io, self.phase(), self.report(), Some(e))
     }
 
     /// First poll: apply `TCP_USER_TIMEOUT`, send our FIN.
