@@ -24,6 +24,7 @@ pub struct GracefulClose<S: Socket> {
 }
 
 impl<S: Socket> GracefulClose<S> {
+    #[inline]
     pub(crate) fn new(stream: S, options: CloseOptions) -> Self {
         GracefulClose {
             stream: Some(stream),

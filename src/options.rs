@@ -140,6 +140,7 @@ impl CloseOptions {
     ///
     /// A zero timeout is allowed: the close then does everything that completes without
     /// waiting and fails with a timeout if the peer has not finished already.
+    #[inline]
     pub const fn new(timeout: Duration) -> Self {
         Self {
             timeout,
@@ -155,6 +156,7 @@ impl CloseOptions {
     /// Sets the total deadline of the close, counted from its first poll.
     /// `Duration::MAX` means no deadline.
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub const fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -164,6 +166,7 @@ impl CloseOptions {
     /// nginx's `lingering_timeout`. Each received chunk restarts it. Without it (or with
     /// `Duration::MAX`) only the total deadline applies.
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub const fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle_timeout = Some(idle);
         self
@@ -174,6 +177,7 @@ impl CloseOptions {
     /// [`CloseErrorKind::DrainLimit`](crate::CloseErrorKind::DrainLimit). `u64::MAX`
     /// means no limit beyond the deadline.
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub const fn drain_limit(mut self, bytes: u64) -> Self {
         self.drain_limit = Some(bytes);
         self
@@ -186,6 +190,7 @@ impl CloseOptions {
     /// With `false` the close completes as soon as our data and FIN are acknowledged,
     /// for peers that never close their side; data they send meanwhile is still drained.
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub const fn require_peer_eof(mut self, require: bool) -> Self {
         self.peer_eof = Some(if require {
             PeerEof::Required
@@ -197,6 +202,7 @@ impl CloseOptions {
 
     /// Sets when the close waits for the peer's EOF; see [`PeerEof`].
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub const fn peer_eof(mut self, policy: PeerEof) -> Self {
         self.peer_eof = Some(policy);
         self
@@ -204,6 +210,7 @@ impl CloseOptions {
 
     /// Sets what happens when the deadline, the idle timeout or the drain limit is hit.
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub const fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
         self.on_timeout = on_timeout;
         self
@@ -223,6 +230,7 @@ impl CloseOptions {
     /// from 1 ms. Values below [`Self::MIN_POLL_INTERVAL`] are raised to it, and the
     /// close rounds the interval up to whole milliseconds (Tokio's timer resolution).
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval.max(Self::MIN_POLL_INTERVAL);
         self
@@ -236,22 +244,26 @@ impl CloseOptions {
     /// and rounded up to whole milliseconds (at least 1 ms, at most `i32::MAX` ms, about
     /// 24.8 days: longer values, `Duration::MAX` included, are clamped to it).
     #[must_use = "builder methods return the changed options"]
+    #[inline]
     pub const fn user_timeout(mut self, timeout: Duration) -> Self {
         self.user_timeout = Some(timeout);
         self
     }
 
     /// The total deadline.
+    #[inline]
     pub const fn get_timeout(&self) -> Duration {
         self.timeout
     }
 
     /// The idle timeout, if set (`None`: the default of where the options are used).
+    #[inline]
     pub const fn get_idle_timeout(&self) -> Option<Duration> {
         self.idle_timeout
     }
 
     /// The drain limit in bytes ([`Self::DEFAULT_DRAIN_LIMIT`] if not set).
+    #[inline]
     pub const fn get_drain_limit(&self) -> u64 {
         match self.drain_limit {
             Some(n) => n,
@@ -261,17 +273,20 @@ impl CloseOptions {
 
     /// Whether the peer's EOF is always required, as a bare
     /// [`graceful_close`](crate::AsyncGracefulClose::graceful_close) reads the options.
+    #[inline]
     pub const fn get_require_peer_eof(&self) -> bool {
         matches!(self.peer_eof, None | Some(PeerEof::Required))
     }
 
     /// When the close waits for the peer's EOF, if set (`None`: the default of where
     /// the options are used).
+    #[inline]
     pub const fn get_peer_eof(&self) -> Option<PeerEof> {
         self.peer_eof
     }
 
     /// Fills what the user did not set with the defaults of `role`.
+    #[inline]
     pub(crate) fn resolve(mut self, role: Role) -> Self {
         let (eof, idle, limit) = match role {
             Role::Stream => (PeerEof::Required, Duration::MAX, Self::DEFAULT_DRAIN_LIMIT),
@@ -305,16 +320,19 @@ impl CloseOptions {
     }
 
     /// What happens when a bound is hit.
+    #[inline]
     pub const fn get_on_timeout(&self) -> OnTimeout {
         self.on_timeout
     }
 
     /// The safety-net poll interval.
+    #[inline]
     pub const fn get_poll_interval(&self) -> Duration {
         self.poll_interval
     }
 
     /// The `TCP_USER_TIMEOUT` applied during the close, if set.
+    #[inline]
     pub const fn get_user_timeout(&self) -> Option<Duration> {
         self.user_timeout
     }
