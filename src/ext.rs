@@ -16,7 +16,9 @@ pub(crate) mod sealed {
 
     use tokio::io::Interest;
 
+    use crate::machine::{Closer, Goal};
     use crate::sys::{Sock, SocketKind};
+    use crate::{CloseError, CloseReport};
 
     /// The socket operations a graceful close needs; implemented for Tokio's streams.
     ///
@@ -36,6 +38,18 @@ pub(crate) mod sealed {
         #[doc(hidden)]
         fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>)
             -> io::Result<R>;
+        /// Drives `closer` on this stream ([`Closer::poll_close`]). A method of each
+        /// stream type rather than a generic call so that the state machine is compiled
+        /// once, in this crate, where the system calls and the deadline bookkeeping it
+        /// calls can be inlined into it: instantiated in the caller's crate, every one of
+        /// them would stay a call into this one.
+        #[doc(hidden)]
+        fn poll_closer(
+            &self,
+            closer: &mut Closer,
+            cx: &mut Context<'_>,
+            goal: Goal,
+        ) -> Poll<Result<CloseReport, CloseError>>;
     }
 
     macro_rules! forward {
@@ -69,6 +83,14 @@ pub(crate) mod sealed {
                     f: impl FnOnce() -> io::Result<R>,
                 ) -> io::Result<R> {
                     <$ty>::try_io(self, interest, f)
+                }
+                fn poll_closer(
+                    &self,
+                    closer: &mut Closer,
+                    cx: &mut Context<'_>,
+                    goal: Goal,
+                ) -> Poll<Result<CloseReport, CloseError>> {
+                    closer.poll_close(self, cx, goal)
                 }
             }
         };

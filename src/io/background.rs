@@ -29,7 +29,7 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
         let Some(stream) = this.stream.as_ref() else {
             return Poll::Ready(());
         };
-        let res = ready!(this.closer.poll_close(stream, cx, Goal::Closed));
+        let res = ready!(stream.poll_closer(&mut this.closer, cx, Goal::Closed));
         drop(this.stream.take());
         let on_close = this.on_close.take();
         // The user's callback must not take the crate's task down with it.

@@ -318,7 +318,7 @@ where
         else {
             unreachable!("a closing `GracefulIo` has its stream and its closer");
         };
-        match ready!(closer.poll_close(stream, cx, Goal::Acked)) {
+        match ready!(stream.poll_closer(closer, cx, Goal::Acked)) {
             Ok(_) => {
                 let State::ShuttingDown(closer) = std::mem::replace(&mut this.state, State::Open)
                 else {
