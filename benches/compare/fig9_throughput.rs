@@ -12,59 +12,97 @@ use crate::contenders::{selected, spawn_close, Knobs};
 use crate::harness::{
     announce_peer_listeners, run_child_with_deadline, runtime, spawn_peer_helper,
 };
-use crate::support::{self, table, thread_cpu_precise};
+use crate::support::{self, table, thread_cpu_precise, Samples};
 use crate::Cfg;
 
 const RESPONSE: usize = 1024;
 
 pub(crate) fn run(cfg: &Cfg) {
     let n = cfg.n(2_000, 10_000);
+    let rounds = cfg.n(3, 5);
     let exe = std::env::current_exe().expect("exe");
-    let mut rows = Vec::new();
-    let mut ours = f64::NAN;
-    for st in [Ours, Nginx(4096), Drop]
+    let all: Vec<Strategy> = [Ours, Nginx(4096), Drop]
         .into_iter()
         .filter(|&st| selected(st))
-    {
-        let out = run_child_with_deadline(
-            std::process::Command::new(&exe)
-                .env("TGC_BENCH_CHILD", format!("fig9:{}:{n}", st.id()))
-                .stdout(std::process::Stdio::piped()),
-            Duration::from_secs(180),
+        .collect();
+    // (closes per second, CPU µs per close) of each round, per strategy.
+    let mut got: Vec<(Vec<f64>, Vec<f64>)> = vec![Default::default(); all.len()];
+    let mut failed = vec![0usize; all.len()];
+    for round in 0..rounds {
+        // A fresh process per strategy and round, rotating which goes first: one round
+        // alone moved with whatever else this machine did at that moment.
+        for k in 0..all.len() {
+            let j = (round + k) % all.len();
+            match child_run(&exe, all[j], n) {
+                Some((per_sec, cpu_us)) => {
+                    got[j].0.push(per_sec);
+                    got[j].1.push(cpu_us);
+                }
+                None => failed[j] += 1,
+            }
+        }
+    }
+    let ours = all
+        .iter()
+        .position(|&st| st == Ours)
+        .map_or(f64::NAN, |i| Samples::new(got[i].0.clone()).median());
+    let mut rows = Vec::new();
+    for (i, &st) in all.iter().enumerate() {
+        let (rate, cpu) = (
+            Samples::new(got[i].0.clone()),
+            Samples::new(got[i].1.clone()),
         );
-        let text = out
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let Some(line) = text.lines().find_map(|l| l.strip_prefix("RESULT ")) else {
+        if rate.is_empty() {
             rows.push(vec![
                 st.name(),
                 "failed".into(),
                 String::new(),
                 String::new(),
+                String::new(),
             ]);
             continue;
-        };
-        let f: Vec<f64> = line
-            .split(' ')
-            .map(|x| x.parse().unwrap_or(f64::NAN))
-            .collect();
-        let (per_sec, cpu_us) = (f[0], f[1]);
-        if st == Ours {
-            ours = per_sec;
         }
         rows.push(vec![
             st.name(),
-            format!("{per_sec:.0}"),
-            format!("{cpu_us:.1} µs"),
-            format!("{:.2}×", per_sec / ours),
+            format!("{:.0}", rate.median()),
+            format!("{:.0}–{:.0}", rate.min(), rate.max()),
+            format!("{:.1} µs", cpu.median()),
+            format!("{:.2}×", rate.median() / ours),
         ]);
+        if failed[i] > 0 {
+            let last = rows.len() - 1;
+            rows[last][0] = format!("{} ({} of {rounds} rounds failed)", st.name(), failed[i]);
+        }
     }
     table(
         "Figure 9 — closes per second on one core",
-        &["strategy", "closes / s", "runtime thread CPU per close", "vs ours"],
+        &[
+            "strategy",
+            "closes / s (median)",
+            "range",
+            "runtime thread CPU per close (median)",
+            "vs ours",
+        ],
         &rows,
-        &[format!("{n} connections with a {RESPONSE}-byte response each, closed at once on a current-thread runtime (one core); a helper process holds the peers, which read the response whole and then close. Closes per second = {n} / (start of the closes → the last descriptor released). A fresh process per strategy.")],
+        &[format!("{n} connections with a {RESPONSE}-byte response each, closed at once on a current-thread runtime (one core); a helper process holds the peers, which read the response whole and then close. Closes per second = {n} / (start of the closes → the last descriptor released). A fresh process per strategy and round; {rounds} rounds, rotating which strategy goes first; median and range over the rounds.")],
     );
+}
+
+/// One round of `st` in a child process: (closes per second, CPU µs per close).
+fn child_run(exe: &std::path::Path, st: Strategy, n: usize) -> Option<(f64, f64)> {
+    let out = run_child_with_deadline(
+        std::process::Command::new(exe)
+            .env("TGC_BENCH_CHILD", format!("fig9:{}:{n}", st.id()))
+            .stdout(std::process::Stdio::piped()),
+        Duration::from_secs(180),
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("RESULT "))?;
+    let mut f = line.split(' ').map(|x| x.parse::<f64>().ok());
+    match (f.next().flatten(), f.next().flatten()) {
+        (Some(rate), Some(cpu)) if rate.is_finite() && cpu.is_finite() => Some((rate, cpu)),
+        _ => None,
+    }
 }
 
 /// Helper process: accepts `n` connections on 8 listeners and, for each, reads to EOF
