@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{close, selected, Knobs};
-use crate::harness::{accept, build_lab, read_to_end, secs, Net, LAB_DESC};
+use crate::harness::{accept, build_lab, read_to_end, rotation, secs, Net, LAB_DESC};
 use crate::support::{self, fmt_secs, ratio, table, Rng, Samples};
 use crate::Cfg;
 
@@ -202,8 +202,7 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
         // whatever else this machine did during each block.
         let mut by_st: Vec<Vec<AckRun>> = all.iter().map(|_| Vec::with_capacity(n)).collect();
         for i in 0..n {
-            for k in 0..all.len() {
-                let j = (i + k) % all.len();
+            for j in rotation(i, all.len()) {
                 if let Some(r) = ack_run(rt, all[j], &mut rng, net, counter.as_ref()) {
                     by_st[j].push(r);
                 }

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{all_strategies, close, Knobs};
 use crate::harness::{
-    accept, connect, listener, read_to_end, run_child_with_deadline, runtime, secs,
+    accept, connect, listener, read_to_end, rotation, run_child_with_deadline, runtime, secs,
 };
 use crate::support::{self, ratio, table, Samples};
 use crate::Cfg;
@@ -119,8 +119,7 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     let rounds = strategies.iter().map(|&st| runs_of(st)).max().unwrap_or(0);
     let mut costs: Vec<[Vec<Cost>; 2]> = strategies.iter().map(|_| Default::default()).collect();
     for r in 0..rounds {
-        for k in 0..strategies.len() {
-            let j = (r + k) % strategies.len();
+        for j in rotation(r, strategies.len()) {
             let st = strategies[j];
             if r >= runs_of(st) {
                 continue;

@@ -8,7 +8,7 @@
 use crate::contenders::selected;
 use crate::contenders::Strategy::{self, *};
 use crate::fig2_latency::latency_run;
-use crate::harness::{secs, Net};
+use crate::harness::{rotation, secs, Net};
 use crate::support::{fmt_secs, table, Samples};
 use crate::Cfg;
 
@@ -28,8 +28,7 @@ fn pair_run(
     let mut lat: [Vec<f64>; 2] = Default::default();
     let mut cpu: [Vec<f64>; 2] = Default::default();
     for i in 0..n {
-        for k in 0..2 {
-            let j = (i + k) % 2;
+        for j in rotation(i, 2) {
             if !selected(pair[j]) {
                 continue; // TGC_BENCH_ONLY: one contender alone, for a profiler
             }

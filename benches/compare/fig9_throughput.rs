@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use crate::contenders::Strategy::{self, *};
 use crate::contenders::{selected, spawn_close, Knobs};
 use crate::harness::{
-    announce_peer_listeners, run_child_with_deadline, runtime, spawn_peer_helper,
+    announce_peer_listeners, rotation, run_child_with_deadline, runtime, spawn_peer_helper,
 };
 use crate::support::{self, table, thread_cpu_precise, Samples};
 use crate::Cfg;
@@ -31,8 +31,7 @@ pub(crate) fn run(cfg: &Cfg) {
     for round in 0..rounds {
         // A fresh process per strategy and round, rotating which goes first: one round
         // alone moved with whatever else this machine did at that moment.
-        for k in 0..all.len() {
-            let j = (round + k) % all.len();
+        for j in rotation(round, all.len()) {
             match child_run(&exe, all[j], n) {
                 Some((per_sec, cpu_us)) => {
                     got[j].0.push(per_sec);

@@ -101,6 +101,12 @@ pub(crate) async fn connect(addr: SocketAddr) -> TcpStream {
         .expect("connect")
 }
 
+/// The order of `len` contenders in round `round`: each goes first in turn, so that
+/// none is measured in a block of its own or always right after the same other.
+pub(crate) fn rotation(round: usize, len: usize) -> impl Iterator<Item = usize> {
+    (0..len).map(move |k| (round + k) % len)
+}
+
 pub(crate) fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
