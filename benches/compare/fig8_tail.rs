@@ -18,31 +18,21 @@ fn run_one(rt: &tokio::runtime::Runtime, st: Strategy) -> (f64, f64) {
     (secs(lat), secs(cpu))
 }
 
-/// `n` closes of each of `pair`, interleaved, rotating which goes first; (latency, CPU)
-/// samples of each.
-fn pair_run(
-    rt: &tokio::runtime::Runtime,
-    pair: [Strategy; 2],
-    n: usize,
-) -> [(Samples, Samples); 2] {
-    let mut lat: [Vec<f64>; 2] = Default::default();
-    let mut cpu: [Vec<f64>; 2] = Default::default();
+/// `n` closes of each of `pair`, interleaved, rotating which goes first: for each of
+/// the two, its latency samples, then its CPU samples.
+fn pair_run(rt: &tokio::runtime::Runtime, pair: [Strategy; 2], n: usize) -> [[Samples; 2]; 2] {
+    let mut got: [[Vec<f64>; 2]; 2] = Default::default();
     for i in 0..n {
         for j in rotation(i, 2) {
             if !selected(pair[j]) {
                 continue; // TGC_BENCH_ONLY: one contender alone, for a profiler
             }
             let (l, c) = run_one(rt, pair[j]);
-            lat[j].push(l);
-            cpu[j].push(c);
+            got[j][0].push(l);
+            got[j][1].push(c);
         }
     }
-    let [l0, l1] = lat;
-    let [c0, c1] = cpu;
-    [
-        (Samples::new(l0), Samples::new(c0)),
-        (Samples::new(l1), Samples::new(c1)),
-    ]
+    got.map(|side| side.map(Samples::new))
 }
 
 pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
@@ -51,48 +41,31 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
     // nginx-style variants (one function) kept each other's code and data in the caches
     // and ours, always following one of them, paid for its own coming back: ours /
     // nginx-style measured 1.08–1.13× at the median there, 1.04–1.06× as a pair.
-    let [(ours_lat, ours_cpu), (ng_lat, ng_cpu)] = pair_run(rt, [Ours, Nginx(4096)], n);
-    let [(oa_lat, oa_cpu), (ack_lat, ack_cpu)] = pair_run(rt, [Ours, NginxAck], n / 2);
-    let [(ou_lat, ou_cpu), (unb_lat, unb_cpu)] = pair_run(rt, [Ours, NginxUnbounded], n / 2);
+    let pairs = [
+        pair_run(rt, [Ours, Nginx(4096)], n),
+        pair_run(rt, [Ours, NginxAck], n / 2),
+        pair_run(rt, [Ours, NginxUnbounded], n / 2),
+    ];
     let r = |a: f64, b: f64| match a / b {
         q if q.is_nan() => "n/a".to_string(),
         q => format!("{q:.2}×"),
     };
     let mut rows = Vec::new();
-    for (what, ours, ng, oa, ack, ou, unb) in [
-        (
-            "close latency",
-            &ours_lat,
-            &ng_lat,
-            &oa_lat,
-            &ack_lat,
-            &ou_lat,
-            &unb_lat,
-        ),
-        (
-            "runtime thread CPU",
-            &ours_cpu,
-            &ng_cpu,
-            &oa_cpu,
-            &ack_cpu,
-            &ou_cpu,
-            &unb_cpu,
-        ),
-    ] {
+    for (m, what) in ["close latency", "runtime thread CPU"]
+        .into_iter()
+        .enumerate()
+    {
         for (stat, f) in [
             ("median", Samples::median as fn(&Samples) -> f64),
             ("p99", Samples::p99),
         ] {
-            rows.push(vec![
-                format!("{what}, {stat}"),
-                fmt_secs(f(ours)),
-                fmt_secs(f(ng)),
-                r(f(ours), f(ng)),
-                fmt_secs(f(ack)),
-                r(f(oa), f(ack)),
-                fmt_secs(f(unb)),
-                r(f(ou), f(unb)),
-            ]);
+            // Ours (side 0) and the contender (side 1) of pair `p`.
+            let v = |p: usize, side: usize| f(&pairs[p][side][m]);
+            let mut row = vec![format!("{what}, {stat}"), fmt_secs(v(0, 0))];
+            for p in 0..pairs.len() {
+                row.extend([fmt_secs(v(p, 1)), r(v(p, 0), v(p, 1))]);
+            }
+            rows.push(row);
         }
     }
     table(
