@@ -16,7 +16,7 @@ pub(crate) mod sealed {
 
     use tokio::io::Interest;
 
-    use crate::machine::{Closer, Goal};
+    use crate::machine::Closer;
     use crate::sys::{Sock, SocketKind};
     use crate::{CloseError, CloseReport};
 
@@ -48,7 +48,6 @@ pub(crate) mod sealed {
             &self,
             closer: &mut Closer,
             cx: &mut Context<'_>,
-            goal: Goal,
         ) -> Poll<Result<CloseReport, CloseError>>;
     }
 
@@ -88,9 +87,8 @@ pub(crate) mod sealed {
                     &self,
                     closer: &mut Closer,
                     cx: &mut Context<'_>,
-                    goal: Goal,
                 ) -> Poll<Result<CloseReport, CloseError>> {
-                    closer.poll_close(self, cx, goal)
+                    closer.poll_close(self, cx)
                 }
             }
         };

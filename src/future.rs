@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use crate::ext::sealed::Socket;
-use crate::machine::{disarm_linger, Closer, Goal, Mode};
+use crate::machine::{disarm_linger, Closer, Mode};
 use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport};
 
@@ -44,7 +44,7 @@ impl<S: Socket> Future for GracefulClose<S> {
         let Some(stream) = this.stream.as_ref() else {
             panic!("`GracefulClose` polled after completion");
         };
-        let res = ready!(stream.poll_closer(&mut this.closer, cx, Goal::Closed));
+        let res = ready!(stream.poll_closer(&mut this.closer, cx));
         // Release the descriptor before handing back the result. A failed close has
         // already aborted or disarmed the linger.
         drop(this.stream.take());
@@ -94,7 +94,7 @@ impl<S: Socket> Future for WaitAcked<'_, S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let res = ready!(this.stream.poll_closer(&mut this.closer, cx, Goal::Acked));
+        let res = ready!(this.stream.poll_closer(&mut this.closer, cx));
         Poll::Ready(res.map(drop).map_err(io::Error::from))
     }
 }

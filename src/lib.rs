@@ -38,8 +38,8 @@
 //!
 //! # HTTP servers and clients
 //!
-//! [`GracefulIo`] wraps a stream so that its `poll_shutdown` is the graceful close and
-//! its drop finishes one in the background; hyper, axum and tower users get it with a
+//! [`GracefulIo`] wraps a stream so that its `poll_shutdown` sends our FIN (and never
+//! waits on the peer) and its drop finishes the graceful close in the background; hyper, axum and tower users get it with a
 //! one-line change (all optional, the default build pulls none of these crates):
 //!
 //! | feature | one line |

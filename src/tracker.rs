@@ -46,13 +46,17 @@ use tokio::sync::Notify;
 /// # Lingering cap
 ///
 /// Closes that wait on their peer hold a descriptor each: a client that uploads and
-/// never reads or closes holds one until the deadline. A tracker lets at most
-/// [`max_lingering`](Self::max_lingering) closes run at once (default
-/// [`DEFAULT_MAX_LINGERING`](Self::DEFAULT_MAX_LINGERING)); past it, the oldest close is
-/// ended early, as nginx reclaims lingering connections when it runs short: closed at
-/// once if the peer already acknowledged all we sent (nothing is lost), aborted with
-/// RST otherwise. It then fails with
+/// never reads or closes holds one until the deadline. A close *lingers* once the peer
+/// acknowledged everything we sent and our FIN, while it still drains the peer's input
+/// towards its EOF. A tracker lets at most [`max_lingering`](Self::max_lingering) closes
+/// linger at once (default [`DEFAULT_MAX_LINGERING`](Self::DEFAULT_MAX_LINGERING));
+/// past it, the one lingering longest is ended early, as nginx reclaims lingering
+/// connections when it runs short. It is closed at once (the peer holds all we sent, so
+/// nothing of ours is lost) and fails with
 /// [`CloseErrorKind::Evicted`](crate::CloseErrorKind::Evicted).
+///
+/// A close still delivering (our data or FIN not yet acknowledged) never lingers and is
+/// never ended by the cap: a response in flight is bounded by its own deadline only.
 #[derive(Clone, Default)]
 pub struct CloseTracker {
     inner: Arc<Inner>,
@@ -64,6 +68,7 @@ struct Inner {
     /// Woken when `pending` reaches 0.
     idle: Notify,
     max_lingering: AtomicUsize,
+    /// The lingering closes.
     queue: Mutex<Queue>,
 }
 
@@ -78,7 +83,7 @@ impl Default for Inner {
     }
 }
 
-/// The running closes, oldest first. Ended ones are skipped lazily.
+/// The lingering closes, the longest lingering first. Ended ones are skipped lazily.
 #[derive(Default)]
 struct Queue {
     slots: VecDeque<Arc<Slot>>,
@@ -91,6 +96,8 @@ struct Queue {
 pub(crate) struct Slot {
     evicted: AtomicBool,
     ended: AtomicBool,
+    /// In the queue of lingering closes.
+    lingering: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -103,9 +110,9 @@ impl CloseTracker {
         Self::default()
     }
 
-    /// Sets the cap on closes lingering at once (at least 1); the oldest close is
-    /// ended early past it. Applies to every holder of this tracker, from the next
-    /// close that starts.
+    /// Sets the cap on closes lingering at once (at least 1); the one lingering longest
+    /// is ended early past it. Applies to every holder of this tracker, from the next
+    /// close that starts lingering.
     pub fn set_max_lingering(&self, max: usize) {
         self.inner
             .max_lingering
@@ -144,13 +151,47 @@ impl CloseTracker {
 
     /// Registers a close that starts now; it ends when the token is dropped.
     pub(crate) fn start(&self) -> Token {
-        let slot = Arc::new(Slot::default());
         self.inner.pending.fetch_add(1, Ordering::AcqRel);
-        let max = self.max_lingering();
+        Token {
+            tracker: self.clone(),
+            slot: Arc::new(Slot::default()),
+        }
+    }
+}
+
+impl fmt::Debug for CloseTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseTracker")
+            .field("pending", &self.pending())
+            .field("max_lingering", &self.max_lingering())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A running close registered with a [`CloseTracker`]; dropping it ends the close.
+pub(crate) struct Token {
+    tracker: CloseTracker,
+    slot: Arc<Slot>,
+}
+
+impl Token {
+    /// The close lingers from now on (everything we sent is acknowledged, the drain goes
+    /// on): it joins the queue of lingering closes, which the cap may end early. Ends
+    /// the longest lingering past the cap.
+    pub(crate) fn lingering(&self) {
+        let inner = &self.tracker.inner;
+        let max = self.tracker.max_lingering();
         let mut evict = Vec::new();
         {
-            let mut q = lock(&self.inner.queue);
-            q.slots.push_back(slot.clone());
+            let mut q = lock(&inner.queue);
+            if self.slot.lingering.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            q.slots.push_back(self.slot.clone());
             q.live += 1;
             while q.live > max {
                 let Some(old) = q.slots.pop_front() else {
@@ -180,33 +221,8 @@ impl CloseTracker {
                 w.wake();
             }
         }
-        Token {
-            tracker: self.clone(),
-            slot,
-        }
     }
-}
 
-impl fmt::Debug for CloseTracker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CloseTracker")
-            .field("pending", &self.pending())
-            .field("max_lingering", &self.max_lingering())
-            .finish()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A running close registered with a [`CloseTracker`]; dropping it ends the close.
-pub(crate) struct Token {
-    tracker: CloseTracker,
-    slot: Arc<Slot>,
-}
-
-impl Token {
     /// Whether the tracker ended this close early; registers `waker` to be woken when it
     /// does.
     pub(crate) fn evicted(&self, waker: &Waker) -> bool {
@@ -227,7 +243,8 @@ impl Token {
 impl Drop for Token {
     fn drop(&mut self) {
         self.slot.ended.store(true, Ordering::Release);
-        if !self.slot.evicted.load(Ordering::Acquire) {
+        if self.slot.lingering.load(Ordering::Acquire) && !self.slot.evicted.load(Ordering::Acquire)
+        {
             let mut q = lock(&self.tracker.inner.queue);
             if !self.slot.evicted.load(Ordering::Acquire) {
                 q.live -= 1;

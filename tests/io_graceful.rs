@@ -111,7 +111,7 @@ async fn fill(io: &mut GracefulIo<TcpStream>) -> usize {
 // Windows: asserts the ACK confirmation, which Wine (no `SIO_TCP_INFO`) cannot give.
 #[cfg(not(windows))]
 #[tokio::test]
-async fn shutdown_confirms_delivery_and_the_drop_drains() {
+async fn shutdown_sends_the_fin_and_the_drop_confirms_delivery() {
     let (a, mut b) = pair().await;
     let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
     // The peer sends a request we never read: a plain close would reset.
@@ -126,7 +126,7 @@ async fn shutdown_confirms_delivery_and_the_drop_drains() {
     timeout(T, io.shutdown())
         .await
         .expect("shutdown hung")
-        .expect("delivery confirmed");
+        .expect("our FIN sent");
     let got = timeout(T, peer).await.unwrap().unwrap().unwrap();
     assert_eq!(got.len(), answer.len(), "the peer got every byte");
     // The shutdown only half-closed: the close ends with the drop.
@@ -140,34 +140,75 @@ async fn shutdown_confirms_delivery_and_the_drop_drains() {
     no_more(&mut rx).await;
 }
 
-// Windows: waits for the ACK in `poll_shutdown`, which Wine cannot confirm.
+// Windows: Wine's `SO_LINGER {1,0}` sends no reset.
 #[cfg(not(windows))]
 #[tokio::test]
-async fn failed_close_is_an_io_error_with_the_close_error_inside() {
+async fn failed_shutdown_is_an_io_error_with_the_close_error_inside() {
     let (a, b) = pair().await;
-    let opts = CloseOptions::new(Duration::from_millis(200));
-    let (mut io, mut rx) = wrap(a, opts);
-    // The peer never reads: our data and FIN stay unacknowledged past the deadline.
-    fill(&mut io).await;
+    let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
+    // The peer resets first: our shutdown has no connection left to shut down.
+    b.set_zero_linger().unwrap();
+    drop(b);
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let err = timeout(T, io.shutdown()).await.unwrap().unwrap_err();
-    assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);
     let inner = err.get_ref().and_then(|e| e.downcast_ref::<CloseError>());
     let inner = inner.expect("the CloseError is inside");
     assert_eq!(
         inner.kind(),
-        tokio_graceful_close::CloseErrorKind::TimedOut(tokio_graceful_close::ClosePhase::AckWait)
+        tokio_graceful_close::CloseErrorKind::PeerReset
     );
     let msg = next(&mut rx).await.unwrap_err();
-    assert!(msg.contains("timed out"), "{msg}");
+    assert!(msg.contains("reset"), "{msg}");
     // Later calls: the same outcome, the CloseError included.
     let again = io.shutdown().await.unwrap_err();
-    assert_eq!(again.kind(), io::ErrorKind::TimedOut);
+    assert_eq!(again.kind(), io::ErrorKind::ConnectionReset);
     let again = again.get_ref().and_then(|e| e.downcast_ref::<CloseError>());
     assert_eq!(again.map(CloseError::kind), Some(inner.kind()));
     assert_eq!(again.map(|e| e.report().acked()), Some(false));
     drop(io);
     no_more(&mut rx).await;
+}
+
+/// The regression of clients that send their whole request before they read (Python
+/// requests, browsers over HTTP/1.1): the shutdown must not wait for an
+/// acknowledgement that only the discarding of their upload, in the drop, can bring.
+/// Before, it waited until the deadline and the close then reset the answer.
+// Windows: asserts the ACK confirmation, which Wine (no `SIO_TCP_INFO`) cannot give.
+#[cfg(not(windows))]
+#[tokio::test]
+async fn shutdown_never_waits_on_a_peer_that_reads_only_after_sending() {
+    let (a, mut b) = pair().await;
+    let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
+    // An answer that fits the buffers (as a 256 KiB 413 page does): the kernel takes
+    // it all, but cannot deliver it all before the peer reads.
+    let answer = vec![b'a'; 256 * 1024];
+    let server = tokio::spawn(async move {
+        io.write_all(&answer).await.unwrap();
+        let started = Instant::now();
+        // The peer is still writing and does not read: only our FIN can go out now.
+        timeout(T, io.shutdown())
+            .await
+            .expect("shutdown hung")
+            .unwrap();
+        let took = started.elapsed();
+        drop(io);
+        took
+    });
+    // The peer: sends 8 MB first (blocked until the server discards it), then reads.
+    let upload = vec![b'u'; 8_000_000];
+    timeout(T, b.write_all(&upload))
+        .await
+        .expect("upload never discarded")
+        .unwrap();
+    let (got, end) = read_all(&mut b).await;
+    assert_eq!((got, end.as_str()), (256 * 1024, "eof"));
+    let took = server.await.unwrap();
+    assert!(took < T / 2, "poll_shutdown waited {took:?} on the peer");
     drop(b);
+    let report = next(&mut rx).await.expect("delivery confirmed by the drop");
+    assert!(report.acked() && report.peer_eof(), "{report:?}");
+    assert!(report.drained_bytes() >= 7_000_000, "{report:?}");
 }
 
 // Windows: asserts the ACK confirmation, which Wine (no `SIO_TCP_INFO`) cannot give.
@@ -205,17 +246,17 @@ async fn drop_after_a_started_shutdown_finishes_it_in_the_background() {
     let (a, mut b) = pair().await;
     let (mut io, mut rx) = wrap(a, CloseOptions::new(T));
     let sent = fill(&mut io).await;
-    // Start the close (it waits for the peer to acknowledge), then give up on it.
-    assert!(timeout(Duration::from_millis(100), io.shutdown())
-        .await
-        .is_err());
+    // Start the close (our FIN, queued behind the data the peer has not read yet), then
+    // let the drop finish it.
+    timeout(T, io.shutdown()).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     drop(io);
     let (got, end) = read_all(&mut b).await;
     assert_eq!((got, end.as_str()), (sent, "eof"));
     drop(b);
     let report = next(&mut rx).await.expect("the started close completed");
     assert!(report.acked() && report.peer_eof(), "{report:?}");
-    // Same close: the elapsed time counts from the first poll, before the drop.
+    // Same close: the elapsed time counts from the shutdown, before the drop.
     assert!(report.elapsed() >= Duration::from_millis(100), "{report:?}");
 }
 

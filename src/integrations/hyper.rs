@@ -48,8 +48,8 @@ pub(crate) mod sealed {
 ///         let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
 ///             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello"))))
 ///         });
-///         // On a clean end hyper calls `poll_shutdown`: the graceful close; its error,
-///         // if delivery could not be confirmed, is the connection's error.
+///         // On a clean end hyper calls `poll_shutdown`: our FIN. The drop then drains,
+///         // confirms delivery and closes in the background.
 ///         if let Err(e) = http1::Builder::new().serve_graceful(io, svc).await {
 ///             eprintln!("connection: {e}");
 ///         }

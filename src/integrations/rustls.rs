@@ -100,11 +100,10 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 /// 1. hyper calls `poll_shutdown` on the TLS stream; tokio-rustls (0.26) queues the
 ///    `close_notify` alert, flushes it into the [`GracefulIo`], then calls the
 ///    `GracefulIo`'s `poll_shutdown`;
-/// 2. which sends our FIN after the alert (`shutdown(SHUT_WR)`) and waits until the
-///    client acknowledged both;
+/// 2. which sends our FIN after the alert (`shutdown(SHUT_WR)`) and returns;
 /// 3. hyper drops the stream; the [`GracefulIo`] drains what the client still sends
-///    (raw TLS records, never decrypted) until its EOF, bounded by the
-///    [`CloseOptions`], then closes. The client's own `close_notify` is not waited for:
+///    (raw TLS records, never decrypted) until its EOF, waits until the client
+///    acknowledged our data and FIN, bounded by the [`CloseOptions`], then closes. The client's own `close_notify` is not waited for:
 ///    most clients never send it, and waiting for it would let any client hold the
 ///    connection.
 ///

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use super::outcome::{close_plainly, notify, OnClose, Path};
-use crate::machine::{Closer, Goal};
+use crate::machine::Closer;
 use crate::{AsyncGracefulClose, TARGET};
 
 // ===== impl Background =====
@@ -29,7 +29,7 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
         let Some(stream) = this.stream.as_ref() else {
             return Poll::Ready(());
         };
-        let res = ready!(stream.poll_closer(&mut this.closer, cx, Goal::Closed));
+        let res = ready!(stream.poll_closer(&mut this.closer, cx));
         drop(this.stream.take());
         let on_close = this.on_close.take();
         // The user's callback must not take the crate's task down with it.

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use self::background::Background;
 pub(crate) use self::outcome::OnClose;
 use self::outcome::{close_plainly, notify, Path};
-use crate::machine::{Closer, Goal, Mode};
+use crate::machine::{Closer, Mode};
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker};
 
@@ -31,9 +31,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 enum State {
     /// Reads and writes go through; no close started.
     Open,
-    /// `poll_shutdown` sent our FIN and waits for its acknowledgement.
-    ShuttingDown(Box<Closer>),
-    /// `poll_shutdown` returned `Ok`; the drop finishes the close.
+    /// `poll_shutdown` sent our FIN; the drop finishes the close.
     Shut(Box<Closer>),
     /// The close ended and was reported; what `poll_shutdown` returns from now on
     /// (`None`: `Ok`).
@@ -47,21 +45,30 @@ enum State {
 /// included) and costs nothing until the connection ends:
 ///
 /// - [`poll_shutdown`](AsyncWrite::poll_shutdown) (what `AsyncWriteExt::shutdown`,
-///   hyper, axum and `copy_bidirectional` call) flushes, sends our FIN after all queued
-///   data (`shutdown(SHUT_WR)`) and waits, bounded by the [`CloseOptions`], until the
-///   peer acknowledged our data and FIN (`SIOCOUTQ` = 0). It shuts down the **write side
-///   only**: it never reads or discards input, and does not touch the readiness Tokio
-///   caches for the stream, so the application may go on reading to EOF (a proxy
-///   relaying the other direction, an upgraded connection). It returns `Ok(())` once
-///   delivery is confirmed (at once where the platform cannot tell), else the
-///   [`CloseError`] as an [`io::Error`] (recover it with `get_ref()` and
-///   `downcast_ref`); later calls return the same outcome.
+///   hyper, axum and `copy_bidirectional` call) flushes and sends our FIN after all
+///   queued data (`shutdown(SHUT_WR)`), like `TcpStream`'s, and returns. It shuts down
+///   the **write side only**: it never reads or discards input, never waits on the peer
+///   and does not touch the readiness Tokio caches for the stream, so the application
+///   may go on reading to EOF (a proxy relaying the other direction, an upgraded
+///   connection). Should the shutdown fail, it returns the [`CloseError`] as an
+///   [`io::Error`] (recover it with `get_ref()` and `downcast_ref`); later calls return
+///   the same outcome.
 /// - Dropping it finishes the close in a task on the current Tokio runtime, within the
-///   same [`CloseOptions`]: the shutdown if none ran (hyper's error paths, a connection
-///   future dropped mid-request, a handler that panicked), then the drain of the peer's
-///   unread input to its EOF as [`CloseOptions::peer_eof`] says, then the `close()`.
-///   Outside a runtime the stream is closed at once without blocking (a non-zero
-///   `SO_LINGER` is disarmed first).
+///   same [`CloseOptions`] (the deadline counts from the shutdown): the shutdown if none
+///   ran (hyper's error paths, a connection future dropped mid-request, a handler that
+///   panicked), then the drain of the peer's unread input to its EOF as
+///   [`CloseOptions::peer_eof`] says, the wait until the peer acknowledged our data and
+///   FIN (`SIOCOUTQ` = 0), then the `close()`. Outside a runtime the stream is closed at
+///   once without blocking (a non-zero `SO_LINGER` is disarmed first).
+///
+/// `poll_shutdown` does not wait for the acknowledgement, on purpose: many clients
+/// (Python's `requests`, browsers over HTTP/1.1) send their whole request before they
+/// read the response. Until the server reads or discards the rest of their upload they
+/// cannot read, their receive window stays closed, and our response and FIN cannot be
+/// acknowledged: a wait for the acknowledgement that does not read would last until the
+/// deadline, and the close would then destroy the response. Only the drop, which owns
+/// the stream, may discard its input; the outcome, delivery confirmed or not, is
+/// reported then.
 ///
 /// Writes after the shutdown started fail at once with
 /// [`BrokenPipe`](io::ErrorKind::BrokenPipe).
@@ -88,8 +95,8 @@ enum State {
 ///         Err(e) => eprintln!("{e}"),
 ///     });
 /// io.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n").await?;
-/// io.shutdown().await?; // our FIN, acknowledged by the peer
-/// drop(io); // drains what the client still sends, then closes
+/// io.shutdown().await?; // our FIN, after the response
+/// drop(io); // drains what the client still sends, waits for its ACK, then closes
 /// # Ok(())
 /// # }
 /// ```
@@ -301,29 +308,19 @@ where
         Pin::new(self.get_mut().get_mut()).poll_flush(cx)
     }
 
-    /// Flushes the stream, sends our FIN and waits until the peer acknowledged our data
-    /// and FIN. Never reads.
+    /// Flushes the stream and sends our FIN (`shutdown(SHUT_WR)`). Never reads, never
+    /// waits on the peer: the drop finishes the close.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match &this.state {
             State::Shut(_) | State::Closed(None) => return Poll::Ready(Ok(())),
             State::Closed(Some(e)) => return Poll::Ready(Err(e.duplicate().into())),
-            State::Open => {
-                ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
-                this.state = State::ShuttingDown(this.start_closer());
-            }
-            State::ShuttingDown(_) => {}
+            State::Open => {}
         }
-        let (Some(stream), State::ShuttingDown(closer)) = (this.stream.as_ref(), &mut this.state)
-        else {
-            unreachable!("a closing `GracefulIo` has its stream and its closer");
-        };
-        match ready!(stream.poll_closer(closer, cx, Goal::Acked)) {
-            Ok(_) => {
-                let State::ShuttingDown(closer) = std::mem::replace(&mut this.state, State::Open)
-                else {
-                    unreachable!("matched above");
-                };
+        ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
+        let mut closer = this.start_closer();
+        match closer.begin(this.get_ref()) {
+            Ok(()) => {
                 this.state = State::Shut(closer);
                 Poll::Ready(Ok(()))
             }
@@ -348,7 +345,7 @@ where
             // Ended and reported: the drop releases the descriptor.
             State::Closed(_) => return,
             State::Open => self.start_closer(),
-            State::ShuttingDown(c) | State::Shut(c) => c,
+            State::Shut(c) => c,
         };
         let on_close = self.on_close.take();
         match tokio::runtime::Handle::try_current() {

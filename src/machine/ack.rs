@@ -16,17 +16,12 @@ use crate::sys::{self, SendQueue, SocketKind};
 impl Closer {
     /// Checks the send queue after consuming any pending wakeup, so that the kernel's
     /// next one (our FIN acknowledged, a reset) wakes this task.
-    pub(super) fn poll_ack<S: Socket>(
-        &mut self,
-        io: &S,
-        cx: &mut Context<'_>,
-        owned: bool,
-    ) -> io::Result<Ack> {
+    pub(super) fn poll_ack<S: Socket>(&mut self, io: &S, cx: &mut Context<'_>) -> io::Result<Ack> {
         if !sys::ACK_CHECK {
             return Ok(Ack::Unknown);
         }
         let closing = self.mode == Mode::Close;
-        if closing && owned && self.peer_eof() {
+        if closing && self.peer_eof() {
             // A peer acknowledges what it received before it sends its own FIN: with its
             // EOF read, our FIN is almost surely acknowledged. Look before arming a
             // wakeup, which is then almost never needed.
@@ -36,44 +31,22 @@ impl Closer {
         }
         let mut edge_armed = false;
         if closing && sys::WRITE_EDGES {
-            if owned {
-                self.drop_watch();
-                edge_armed = consume_edges(
-                    |cx| io.poll_write_ready(cx),
-                    cx,
-                    || {
-                        // Clears the cached readiness (unless a newer edge came meanwhile).
-                        let _ = io.try_io(Interest::WRITABLE, || {
-                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
-                        });
-                    },
-                )?;
-            } else if let Some(watch) = self.watch() {
-                edge_armed = consume_edges(|cx| watch.poll_edge(cx), cx, || ())?;
-            }
+            // The close owns the stream: its readiness is ours to consume.
+            edge_armed = consume_edges(
+                |cx| io.poll_write_ready(cx),
+                cx,
+                || {
+                    // Clears the cached readiness (unless a newer edge came meanwhile).
+                    let _ = io.try_io(Interest::WRITABLE, || {
+                        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                    });
+                },
+            )?;
         }
         // The wakeup is armed: an acknowledgement from now on wakes us, one before is
         // seen here.
         if let Some(ack) = self.queue_state(io)? {
             return Ok(ack);
-        }
-        if closing
-            && !owned
-            && !edge_armed
-            && self.watch().is_none()
-            && !self.flags.has(Flags::NO_WATCH)
-            && io.kind() == SocketKind::Tcp
-        {
-            // A borrowed stream waiting for its FIN's acknowledgement: take the kernel's
-            // wakeup from a registration of our own, then look again (the ACK may have
-            // come before the registration).
-            match sys::Watch::new(io.as_sock()) {
-                Ok(watch) => {
-                    self.set_watch(watch);
-                    return self.poll_ack(io, cx, owned);
-                }
-                Err(_) => self.flags.set(Flags::NO_WATCH),
-            }
         }
         Ok(Ack::Pending { edge_armed })
     }

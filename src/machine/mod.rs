@@ -1,16 +1,14 @@
 //! The close state machine shared by every public entry point.
 //!
 //! It borrows the socket on each poll instead of owning it, so that the owning future
-//! ([`GracefulClose`](crate::GracefulClose)), the delivery barrier
-//! ([`WaitAcked`](crate::WaitAcked)) and I/O adapters whose `poll_shutdown` only has
-//! `&mut self` can all drive the same code.
+//! ([`GracefulClose`](crate::GracefulClose)), the background close of a dropped
+//! [`GracefulIo`](crate::GracefulIo) and the delivery barrier
+//! ([`WaitAcked`](crate::WaitAcked)) can all drive the same code.
 //!
-//! Each poll says whether the caller owns the stream. A borrowed stream (an adapter's
-//! `poll_shutdown`, the barrier) is never read and its cached readiness is never
-//! touched: the application may read to EOF afterwards and its next write finds the
-//! stream as it left it. The wakeup on our FIN's acknowledgement is then taken from a
-//! private registration of the socket ([`sys::Watch`]). An owned stream (the owning
-//! future, a background close) is drained and its own readiness is used.
+//! A close ([`Mode::Close`]) owns its stream: it drains it and uses the stream's own
+//! readiness. The barrier ([`Mode::Barrier`]) borrows a stream the application keeps
+//! using: it never reads it and never touches its cached readiness; it looks at the send
+//! queue on a timer.
 
 use std::future::Future;
 use std::io;
@@ -46,16 +44,6 @@ pub(crate) enum Mode {
     Barrier,
 }
 
-/// How far a poll should take the close.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Goal {
-    /// Our FIN sent and, where the platform can tell, our data and FIN acknowledged. The
-    /// stream is borrowed: nothing is read, no readiness is consumed.
-    Acked,
-    /// The whole close; the stream is owned by the caller and is dropped afterwards.
-    Closed,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Init,
@@ -78,10 +66,10 @@ impl Flags {
     const ABORTED: u8 = 1 << 3;
     /// Our `shutdown` succeeded and the send queue was not looked at since.
     const FRESH: u8 = 1 << 4;
-    /// `sys::Watch::new` failed once: fall back to the timer.
-    const NO_WATCH: u8 = 1 << 5;
     /// The drain asked the kernel to wake it only for larger batches.
-    const BATCHED: u8 = 1 << 6;
+    const BATCHED: u8 = 1 << 5;
+    /// Our `shutdown(SHUT_WR)` succeeded: a FIN was queued after our data.
+    const FIN_SENT: u8 = 1 << 6;
 
     fn has(self, flag: u8) -> bool {
         self.0 & flag != 0
@@ -141,15 +129,13 @@ pub(crate) struct Closer {
     flags: Flags,
 }
 
-/// The adapters' part of a close, and what a borrowed stream needs.
+/// The adapters' part of a close.
 #[derive(Debug, Default)]
 struct Extra {
     /// The registration with a `CloseTracker`, if any; dropped when the closer is.
     token: Option<Token>,
     /// For the report.
     peer_addr: Option<std::net::SocketAddr>,
-    /// Our own registration of the socket, for wakeups on a borrowed stream.
-    watch: Option<sys::Watch>,
 }
 
 impl Closer {
@@ -201,19 +187,9 @@ impl Closer {
         self.flags.has(Flags::ACKED)
     }
 
-    /// Our own registration of a borrowed stream, if made.
-    fn watch(&self) -> Option<&sys::Watch> {
-        self.extra.as_ref().and_then(|e| e.watch.as_ref())
-    }
-
-    fn set_watch(&mut self, watch: sys::Watch) {
-        self.extra.get_or_insert_with(Box::default).watch = Some(watch);
-    }
-
-    fn drop_watch(&mut self) {
-        if let Some(e) = &mut self.extra {
-            e.watch = None;
-        }
+    /// The close's registration with a tracker, if any.
+    fn token(&self) -> Option<&Token> {
+        self.extra.as_ref().and_then(|e| e.token.as_ref())
     }
 
     fn peer_eof(&self) -> bool {
@@ -261,14 +237,23 @@ impl Closer {
         }
     }
 
-    /// Drives the close towards `goal`. With [`Goal::Closed`], once it returned `Ready`
-    /// the socket should be dropped. With [`Goal::Acked`], `Ready(Ok)` leaves the close
-    /// running: poll it again with `Goal::Closed` (and the stream owned) to finish it.
+    /// Sends our FIN (`shutdown(SHUT_WR)`) if the close has not started yet, and
+    /// returns: the rest of the close waits for [`poll_close`](Self::poll_close). On an
+    /// error the close has ended (and reports it).
+    pub(crate) fn begin<S: Socket>(&mut self, io: &S) -> Result<(), CloseError> {
+        if self.stage != Stage::Init {
+            return Ok(());
+        }
+        self.start(io)
+            .map_err(|(kind, e)| self.fail(io, kind, ClosePhase::Shutdown, Some(e)))
+    }
+
+    /// Drives the close. A close ([`Mode::Close`]) owns the stream: once this returned
+    /// `Ready` the socket should be dropped. The barrier only borrows it.
     pub(crate) fn poll_close<S: Socket>(
         &mut self,
         io: &S,
         cx: &mut Context<'_>,
-        goal: Goal,
     ) -> Poll<Result<CloseReport, CloseError>> {
         // The first pass of the first poll runs at the start: its time bounds need no
         // second reading of the clock.
@@ -283,27 +268,30 @@ impl Closer {
             }
             Stage::Running => {}
         }
-        let owned = goal == Goal::Closed;
         let closing = self.mode == Mode::Close;
         loop {
-            let token = self.extra.as_ref().and_then(|e| e.token.as_ref());
-            if token.is_some_and(|t| t.evicted(cx.waker())) {
+            if self.token().is_some_and(|t| t.evicted(cx.waker())) {
                 let phase = self.phase();
                 return Poll::Ready(Err(self.fail(io, CloseErrorKind::Evicted, phase, None)));
             }
             // 1. Our data and FIN acknowledged? When the peer's EOF is required and not
             // yet read, the close cannot end before it anyway: the ACK is checked once
             // the EOF came (a peer acknowledges our FIN before it sends its own), which
-            // spares a wakeup and the checks while it reads.
-            let defer_ack =
-                owned && closing && !self.peer_eof() && self.peer_eof_policy == PeerEof::Required;
+            // spares a wakeup and the checks while it reads. A tracked close looks at
+            // once: only an acknowledged close may be ended early by the tracker's cap.
+            let defer_ack = closing
+                && !self.peer_eof()
+                && self.peer_eof_policy == PeerEof::Required
+                && self.token().is_none();
             let mut edge_armed = false;
             let mut unknown = false;
             if !self.acked() && !defer_ack {
-                match self.poll_ack(io, cx, owned) {
+                match self.poll_ack(io, cx) {
                     Ok(Ack::Done) => {
                         self.flags.set(Flags::ACKED);
-                        self.drop_watch();
+                        if let Some(token) = self.token() {
+                            token.lingering();
+                        }
                     }
                     Ok(Ack::Pending { edge_armed: armed }) => edge_armed = armed,
                     Ok(Ack::Unknown) => unknown = true,
@@ -324,13 +312,9 @@ impl Closer {
             if !closing && self.acked() {
                 return Poll::Ready(Ok(self.succeed()));
             }
-            if goal == Goal::Acked && (self.acked() || unknown) {
-                // Nothing more to do on a borrowed stream: the rest needs the stream owned.
-                return Poll::Ready(Ok(self.report()));
-            }
 
-            // 2. The peer's side, on an owned stream only.
-            if owned && closing && !self.peer_eof() {
+            // 2. The peer's side: drain what it still sends.
+            if closing && !self.peer_eof() {
                 match self.poll_drain(io, cx) {
                     Poll::Ready(Ok(DrainEnd::Eof)) => {
                         self.flags.set(Flags::PEER_EOF);
@@ -349,7 +333,7 @@ impl Closer {
                     Poll::Pending => {}
                 }
             }
-            if owned && closing {
+            if closing {
                 match self.finished(io, unknown) {
                     Ok(true) => return Poll::Ready(Ok(self.succeed())),
                     Ok(false) => {}
@@ -365,7 +349,7 @@ impl Closer {
             } else {
                 self.now()
             };
-            let draining = closing && owned && !self.peer_eof();
+            let draining = closing && !self.peer_eof();
             if now >= self.deadline {
                 let phase = if self.acked() || defer_ack || (unknown && draining) {
                     ClosePhase::Drain
@@ -470,6 +454,7 @@ impl Closer {
         match socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Write) {
             Ok(()) => {
                 self.flags.set(Flags::FRESH);
+                self.flags.set(Flags::FIN_SENT);
                 Ok(())
             }
             // Already shut down, or the connection is already gone: the drain and the
@@ -487,7 +472,6 @@ impl Closer {
     /// Marks the close done and lets go of what it waited with.
     fn end(&mut self) {
         self.stage = Stage::Done;
-        self.drop_watch();
         self.ticket = None;
         self.timer = None;
     }
@@ -512,8 +496,13 @@ impl Closer {
         let tcp = io.kind() == SocketKind::Tcp;
         let unacked = sys::unacked(sock, io.kind()).ok();
         // After a TCP reset the kernel leaves the sequence numbers alone, so 0 still
-        // proves every byte and our FIN were acknowledged before it. AF_UNIX has no count.
-        let acked = self.acked() || (tcp && self.mode == Mode::Close && unacked == Some(0));
+        // proves every byte and our FIN were acknowledged before it, if our FIN was sent
+        // (a shutdown that failed sent none). AF_UNIX has no count.
+        let acked = self.acked()
+            || (tcp
+                && self.mode == Mode::Close
+                && self.flags.has(Flags::FIN_SENT)
+                && unacked == Some(0));
         let mut report = self.report();
         report.acked = acked;
         report.unacked_bytes = unacked;

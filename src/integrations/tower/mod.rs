@@ -70,7 +70,7 @@ pub use self::layer::GracefulCloseLayer;
 ///     .layer(GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(5))))
 ///     .service(service_fn(|(mut io, peer): (GracefulIo<TcpStream>, SocketAddr)| async move {
 ///         io.write_all(format!("bye, {peer}\n").as_bytes()).await?;
-///         io.shutdown().await // our FIN, acknowledged; the drop finishes the close
+///         io.shutdown().await // our FIN; the drop drains, confirms delivery, closes
 ///     }));
 /// let accepted = listener.accept().await?;
 /// svc.ready().await?.call(accepted).await?;
