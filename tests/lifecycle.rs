@@ -308,6 +308,58 @@ async fn lingering_is_capped_against_clients_that_upload_and_never_read() {
     timeout(T, closes.wait()).await.expect("closes hung");
 }
 
+/// The cap ends only closes that linger (all we sent acknowledged): twelve clients that
+/// upload 256 KiB and read a 4 MiB 413 only a second later, with a cap of 4, each get
+/// the whole answer. (Before the cap looked at the acknowledgement, 4 of 12 were reset
+/// mid-answer.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cap_never_resets_a_response_still_being_delivered() {
+    const CLIENTS: usize = 12;
+    const ANSWER: usize = 4 << 20;
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = GracefulListener::new(tcp, CloseOptions::new(T));
+    let closes = listener.tracker();
+    closes.set_max_lingering(4);
+    let app = Router::new().route(
+        "/upload",
+        post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, vec![b'e'; ANSWER]) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let head = b"POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 262144\r\n\r\n";
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        tasks.spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(head).await.unwrap();
+            // Hand the upload to the kernel; what the server's buffers cannot take
+            // stays queued here, the rest is never read.
+            let (mut rd, mut wr) = s.into_split();
+            let upload = tokio::spawn(async move {
+                let _ = wr.write_all(&vec![b'u'; 256 * 1024]).await;
+                wr
+            });
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut got = Vec::new();
+            let res = timeout(T, rd.read_to_end(&mut got)).await.expect("hung");
+            let _ = upload.await;
+            (res.map_err(|e| e.to_string()), got.len())
+        });
+    }
+    let mut whole = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (res, len) = r.unwrap();
+        if res.is_ok() && len > ANSWER {
+            whole += 1;
+        } else {
+            eprintln!("client: {res:?} after {len} bytes");
+        }
+    }
+    println!("cap 4, {CLIENTS} clients reading a 4 MiB 413 after 1 s: {whole} / {CLIENTS} whole");
+    assert_eq!(whole, CLIENTS, "a response in flight was cut by the cap");
+    timeout(T, closes.wait()).await.expect("closes hung");
+}
+
 /// A response body fed by a task: `n` chunks, one every `every`.
 struct Chunks(tokio::sync::mpsc::Receiver<Bytes>);
 
