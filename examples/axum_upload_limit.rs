@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -47,16 +47,22 @@ pub fn error_body() -> Bytes {
     Bytes::from(body)
 }
 
-/// The application: `POST /upload` takes at most [`LIMIT`] bytes.
+/// The application: `POST /upload` takes at most [`LIMIT`] bytes; `GET /` is a page
+/// for browsers to upload from (same origin).
 pub fn app() -> Router {
     let error = error_body();
-    Router::new().route(
-        "/upload",
-        post(move |headers: HeaderMap, body: axum::body::Body| {
-            let error = error.clone();
-            async move { upload(headers, body, error).await }
-        }),
-    )
+    Router::new()
+        .route(
+            "/",
+            get(|| async { Html("<!doctype html><title>upload</title><p>POST /upload\n") }),
+        )
+        .route(
+            "/upload",
+            post(move |headers: HeaderMap, body: axum::body::Body| {
+                let error = error.clone();
+                async move { upload(headers, body, error).await }
+            }),
+        )
 }
 
 async fn upload(headers: HeaderMap, body: axum::body::Body, error: Bytes) -> Response {
@@ -151,7 +157,8 @@ pub async fn upload_curl(addr: SocketAddr, body: &Path, out: &Path) -> Outcome {
     judge(code, &got)
 }
 
-fn judge(status: u16, body: &[u8]) -> Outcome {
+/// Whether `status` and `body` are the 413 and its whole body.
+pub fn judge(status: u16, body: &[u8]) -> Outcome {
     if status != 413 {
         return Outcome::Wrong(format!("status {status}"));
     }

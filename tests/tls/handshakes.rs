@@ -17,7 +17,7 @@ fn opts() -> CloseOptions {
     CloseOptions::new(Duration::from_secs(3)).idle_timeout(Duration::from_millis(500))
 }
 
-/// A TLS request (`GET /`, a 404 from the app); returns how long it took.
+/// A TLS request (`GET /nowhere`, a 404 from the app); returns how long it took.
 async fn one_request(addr: std::net::SocketAddr) -> Duration {
     let start = Instant::now();
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -25,7 +25,7 @@ async fn one_request(addr: std::net::SocketAddr) -> Duration {
         .connect(server_name(), tcp)
         .await
         .expect("handshake");
-    tls.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+    tls.write_all(b"GET /nowhere HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = Vec::new();

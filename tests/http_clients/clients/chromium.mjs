@@ -1,0 +1,52 @@
+// Headless Chromium: opens ORIGIN/ and uploads LEN bytes to ORIGIN/upload with
+// `fetch()` from inside the page, RUNS times, one after the other.
+//
+// Usage: node chromium.mjs ORIGIN OUTDIR RUNS LEN
+// Prints "<run> <status> <protocol>" per upload and writes the body to OUTDIR/<run>,
+// or prints "<run> ERR <what>". Over HTTP/1.1 Chromium sends the whole body before it
+// reads the response, as Python does. Drives Debian's /usr/bin/chromium (or
+// $CHROMIUM) through playwright-core; certificate errors are ignored (the test's
+// server uses a certificate made at run time).
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const [origin, out, runs, len] = process.argv.slice(2);
+const profile = mkdtempSync(join(tmpdir(), 'tgc-chromium-'));
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  ignoreHTTPSErrors: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+try {
+  const page = browser.pages()[0] ?? await browser.newPage();
+  await page.goto(`${origin}/`);
+  for (let run = 0; run < Number(runs); run++) {
+    const [status, text] = await page.evaluate(async (len) => {
+      try {
+        const body = new Uint8Array(len).fill(117);
+        const res = await fetch('/upload', { method: 'POST', body });
+        return [res.status, await res.text()];
+      } catch (e) {
+        return [0, String(e)];
+      }
+    }, Number(len));
+    if (status === 0) {
+      console.log(run, 'ERR', text);
+      continue;
+    }
+    // The protocol the browser used, from its resource timing.
+    const proto = await page.evaluate(() => {
+      const all = performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/upload'));
+      return all.length ? all[all.length - 1].nextHopProtocol : '?';
+    });
+    writeFileSync(`${out}/${run}`, text);
+    console.log(run, status, proto);
+  }
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+}

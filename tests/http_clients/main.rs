@@ -1,0 +1,118 @@
+//! The clients people really use upload to an early 413 and must get it whole.
+//!
+//! The `axum_upload_limit` example's app answers 413 with a 256 KiB page to uploads
+//! over 1 KiB without reading them. Each client uploads to it, served through
+//! `GracefulListener` / `GracefulTlsListener`, over plain HTTP/1.1, TLS with HTTP/1.1,
+//! TLS with h2 (ALPN) and over the namespace lab link (20 Mbit/s). Every run must get
+//! the whole 413. The same uploads to plain axum (the control) are counted and printed
+//! beside them, never asserted.
+//!
+//! The clients: curl, Go net/http and Node fetch read while they send; Python
+//! requests, headless Chromium over HTTP/1.1 and [`clients::send_all_then_read`] (a
+//! blocking Rust client, the deterministic reproduction) send the whole body before
+//! they read anything. A server that waits for the acknowledgement of its answer
+//! without discarding their upload deadlocks with the second kind.
+//!
+//! A client that is not installed makes its test print `SKIP: <name> ...` and pass;
+//! under `CI=true` it fails (`.ci/run` installs every client). The lab needs root, as
+//! in `tests/lab/`.
+#![cfg(all(feature = "axum", feature = "rustls", target_os = "linux"))]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../examples/axum_upload_limit.rs"]
+mod example;
+#[path = "../support/lab.rs"]
+mod lab;
+
+mod clients;
+mod servers;
+
+use std::sync::{Mutex, PoisonError};
+
+use clients::Client;
+use servers::Transport;
+
+/// Runs per cell through the crate; the control gets as many.
+const RUNS: usize = 3;
+
+/// One client at a time: the cells are timed by their clients, and two browsers or
+/// two 10 MB uploaders at once on two cores would only measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `client` against every transport it speaks; asserts every graceful run got the
+/// whole 413 and prints a row per transport with the control beside it.
+fn matrix(client: Client) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(ready) = clients::prepare(client) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut failures = Vec::new();
+    for transport in Transport::ALL {
+        if !client.speaks(transport) {
+            continue;
+        }
+        let lab = match transport {
+            Transport::Lab => match servers::lab() {
+                Some(lab) => Some(lab),
+                None => continue,
+            },
+            _ => None,
+        };
+        let graceful = rt.block_on(servers::cell(&ready, transport, lab.as_ref(), true, RUNS));
+        let plain = rt.block_on(servers::cell(&ready, transport, lab.as_ref(), false, RUNS));
+        println!(
+            "| {} | {} | {} / {RUNS} whole{} | plain axum: {} / {RUNS} whole{} |",
+            client.name(),
+            transport.name(),
+            graceful.whole(),
+            graceful.protocols(),
+            plain.whole(),
+            plain.first_failure(),
+        );
+        if graceful.whole() != RUNS {
+            failures.push(format!(
+                "{} over {}: {} / {RUNS} whole{}",
+                client.name(),
+                transport.name(),
+                graceful.whole(),
+                graceful.first_failure()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "lost 413s: {failures:#?}");
+}
+
+#[test]
+fn curl() {
+    matrix(Client::Curl);
+}
+
+#[test]
+fn python_requests() {
+    matrix(Client::Python);
+}
+
+#[test]
+fn node_fetch() {
+    matrix(Client::Node);
+}
+
+#[test]
+fn go_net_http() {
+    matrix(Client::Go);
+}
+
+#[test]
+fn headless_chromium() {
+    matrix(Client::Chromium);
+}
+
+#[test]
+fn rust_send_all_then_read() {
+    matrix(Client::SendAll);
+}
