@@ -126,6 +126,9 @@ pub use crate::ext::AsyncGracefulClose;
 pub use crate::future::{GracefulClose, WaitAcked};
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use crate::integrations::announce::{AnnounceClose, AnnounceCloseFuture, AnnounceCloseLayer};
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::integrations::axum::{AddConnectInfo, GracefulConnectInfo, GracefulListener};
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]

@@ -4,12 +4,15 @@
 //! |---|---|---|---|
 //! | (none) | [`GracefulIo`](crate::GracefulIo) | a `TcpStream` / `UnixStream` | any Tokio I/O user |
 //! | `axum` | [`GracefulListener`](crate::GracefulListener) | an `axum::serve::Listener` | `axum::serve` |
+//! | `axum` | [`AnnounceCloseLayer`](crate::AnnounceCloseLayer) | an axum `Router` | `Connection: close` on early answers |
 //! | `tower` | [`GracefulCloseLayer`](crate::GracefulCloseLayer) | a connector or a connection service | hyper-util's client, tower servers |
 //! | `hyper` | [`GracefulServeExt`](crate::GracefulServeExt) | `http1::Builder` | hyper's own servers |
 //! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | | connectors of your own for hyper-util's client |
 //! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
 //! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
 
+#[cfg(feature = "axum")]
+pub(crate) mod announce;
 #[cfg(feature = "axum")]
 pub(crate) mod axum;
 #[cfg(feature = "hyper")]
