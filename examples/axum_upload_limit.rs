@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! # serve on 127.0.0.1:3000 (add --graceful for the graceful listener)
-//! cargo run --release --example axum_upload_limit --features axum -- [--graceful] [--port 3000]
+//! cargo run --release --example axum_upload_limit --features axum -- [--graceful] [--host 127.0.0.1] [--port 3000]
 //! head -c 10000000 /dev/zero > /tmp/10mb
 //! curl -sS -o /tmp/answer -w '%{http_code}\n' --data-binary @/tmp/10mb http://127.0.0.1:3000/upload
 //!
@@ -31,7 +31,7 @@ use axum::Router;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_graceful_close::{CloseOptions, GracefulListener};
+use tokio_graceful_close::{AnnounceCloseLayer, CloseOptions, GracefulListener};
 
 /// Largest body accepted.
 pub const LIMIT: usize = 1024;
@@ -79,6 +79,12 @@ async fn upload(headers: HeaderMap, body: axum::body::Body, error: Bytes) -> Res
         },
         _ => (StatusCode::PAYLOAD_TOO_LARGE, error).into_response(),
     }
+}
+
+/// The application as the graceful server serves it: early answers announce the close
+/// (`Connection: close`, as nginx's do).
+pub fn graceful_app() -> Router {
+    app().layer(AnnounceCloseLayer::new())
 }
 
 /// The close options of the graceful listener: 10 s in all, 2 s of silence at most.
@@ -191,7 +197,7 @@ pub async fn serve_until(
     if graceful {
         let listener = GracefulListener::new(listener, close_options());
         let closes = listener.tracker();
-        axum::serve(listener, app())
+        axum::serve(listener, graceful_app())
             .with_graceful_shutdown(shutdown)
             .await?;
         closes.wait().await; // every answer delivered, or its close timed out
@@ -256,15 +262,17 @@ async fn demo(runs: usize, force_hyper: bool) -> io::Result<()> {
 async fn main() -> io::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut graceful, mut port, mut demo_runs, mut hyper) = (false, 3000u16, None, false);
+    let mut host = std::net::IpAddr::from([127, 0, 0, 1]);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--graceful" => graceful = true,
             "--hyper" => hyper = true,
             "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
+            "--host" => host = args.next().and_then(|h| h.parse().ok()).unwrap_or(host),
             "--demo" => demo_runs = Some(args.next().and_then(|n| n.parse().ok()).unwrap_or(20)),
             _ => {
                 eprintln!(
-                    "usage: axum_upload_limit [--graceful] [--port N] [--demo RUNS [--hyper]]"
+                    "usage: axum_upload_limit [--graceful] [--host IP] [--port N] [--demo RUNS [--hyper]]"
                 );
                 std::process::exit(2);
             }
@@ -273,7 +281,7 @@ async fn main() -> io::Result<()> {
     if let Some(runs) = demo_runs {
         return demo(runs, hyper).await;
     }
-    let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+    let listener = TcpListener::bind((host, port)).await?;
     let kind = if graceful { "graceful" } else { "plain" };
     println!(
         "listening on http://{} ({kind}); Ctrl-C stops it",

@@ -33,7 +33,7 @@ use clients::Client;
 use servers::Transport;
 
 /// Runs per cell through the crate; the control gets as many.
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 /// One client at a time: the cells are timed by their clients, and two browsers or
 /// two 10 MB uploaders at once on two cores would only measure each other.

@@ -122,14 +122,14 @@ pub async fn cell(
         let acceptor = TlsAcceptor::from(server_config(transport == Transport::TlsH2));
         if graceful {
             let listener = GracefulTlsListener::new(tcp, acceptor, example::close_options());
-            tokio::spawn(async move { axum::serve(listener, example::app()).await })
+            tokio::spawn(async move { axum::serve(listener, example::graceful_app()).await })
         } else {
             let listener = PlainTlsListener { tcp, acceptor };
             tokio::spawn(async move { axum::serve(listener, example::app()).await })
         }
     } else if graceful {
         let listener = GracefulListener::new(tcp, example::close_options());
-        tokio::spawn(async move { axum::serve(listener, example::app()).await })
+        tokio::spawn(async move { axum::serve(listener, example::graceful_app()).await })
     } else {
         tokio::spawn(async move { axum::serve(tcp, example::app()).await })
     };

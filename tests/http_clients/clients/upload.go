@@ -2,7 +2,8 @@
 //
 // Usage: upload URL BODY OUTDIR RUNS [CAFILE]
 // With a CA file it speaks TLS and takes HTTP/2 where the server offers it (ALPN).
-// Prints "<run> <status> <seconds>" per upload (the time to the whole response) and
+// Prints "<run> <status> <seconds> <head seconds> <protocol>" per upload (the time to
+// the whole response, and to its head) and
 // writes the body to OUTDIR/<run>, or prints "<run> ERR <what>". The transport writes
 // the body in its own goroutine and reads the response meanwhile.
 package main
@@ -45,6 +46,7 @@ func main() {
 			fmt.Println(run, "ERR", strings.ReplaceAll(err.Error(), "\n", " "))
 			continue
 		}
+		head := time.Since(start).Seconds()
 		got, err := io.ReadAll(res.Body)
 		res.Body.Close()
 		if err != nil {
@@ -55,6 +57,6 @@ func main() {
 		if err := os.WriteFile(fmt.Sprintf("%s/%d", out, run), got, 0o644); err != nil {
 			panic(err)
 		}
-		fmt.Println(run, res.StatusCode, took, res.Proto)
+		fmt.Println(run, res.StatusCode, took, head, res.Proto)
 	}
 }
