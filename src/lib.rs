@@ -68,14 +68,19 @@
 //! # Runtime
 //!
 //! A close is polled inside a Tokio runtime built with its I/O and time drivers
-//! (`enable_all()`); it blocks no thread of it. Its bounds (the deadline, the idle
-//! timeout, a safety-net re-check) are usually seconds away and almost never reached, so
-//! those at least 200 ms away wait on one thread of the process
-//! (`graceful-close-deadlines`, started on first use), which sleeps until the earliest
-//! and wakes the closes that are due: the runtime then keeps no timer per pending close.
-//! The same thread takes the rare re-checks sooner than Tokio's 1 ms resolution (an
-//! acknowledgement due within a round trip that no readiness edge can announce). Other
-//! wakeups, and every wait while Tokio's clock is paused, use Tokio's timer.
+//! (`enable_all()`); it blocks no thread of it. It is woken by the stream's own
+//! readiness, and waits for its bounds (the deadline, the idle timeout, a safety-net
+//! re-check) on Tokio's timer: one `Sleep`, armed the first time the close has to wait.
+//! The rare re-checks due sooner than the timer's millisecond (an acknowledgement due
+//! within a round trip that no readiness edge can announce) yield to the scheduler
+//! instead, a few times at most. The crate starts no thread and keeps no state of its
+//! own beyond each close: it works the same in a forked child.
+//!
+//! # Panics
+//!
+//! A close that has to wait on a runtime without a time driver panics, as
+//! `tokio::time::sleep` does there. Polled outside any runtime, a close fails with an
+//! [`Io`](CloseErrorKind::Io) error instead.
 //!
 //! # Platforms
 //!

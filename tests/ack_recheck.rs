@@ -1,7 +1,8 @@
 //! How soon an acknowledgement is seen when no readiness edge can announce it: after
 //! the peer's EOF (both directions shut, where Tokio keeps the stream ready for good)
-//! and in the `wait_acked` barrier, the close looks at the send queue again after half
-//! a round trip, then twice as late each time, not on Tokio's millisecond timer.
+//! the close looks at the send queue again within round trips, yielding to the
+//! scheduler instead of waiting for Tokio's millisecond timer; the `wait_acked` barrier,
+//! whose acknowledgement may be far away, takes a few such looks, then the timer.
 //!
 //! Each run holds our bytes back behind a peer that does not read (a small receive
 //! window), so the first look certainly finds them unacknowledged; then the peer reads
@@ -29,6 +30,8 @@ const RUNS: usize = 20;
 
 /// Below Tokio's timer resolution, with room for a slow wakeup.
 const BOUND: Duration = Duration::from_micros(900);
+/// Two ticks of Tokio's timer and a half, for the barrier.
+const BARRIER_BOUND: Duration = Duration::from_micros(2500);
 
 /// A connection whose peer (a blocking socket on its own thread) has a small receive
 /// window and reads nothing until told; then it reads to EOF. `peer_fin`: the peer
@@ -89,7 +92,9 @@ async fn ack_after_the_peers_eof_is_seen_within_round_trips() {
     assert!(*best < BOUND, "best of {RUNS}: {best:?} ({took:?})");
 }
 
-/// The barrier: `wait_acked` returns as soon as the peer has read what we wrote.
+/// The barrier: `wait_acked` returns within a tick or two of Tokio's timer once the
+/// peer has read what we wrote (its looks that yield are spent while the peer holds
+/// back; a barrier may wait long, so it does not spin).
 #[tokio::test]
 async fn wait_acked_sees_the_ack_within_round_trips() {
     let mut took = Vec::new();
@@ -106,5 +111,5 @@ async fn wait_acked_sees_the_ack_within_round_trips() {
     }
     let best = took.iter().min().unwrap();
     println!("wait_acked, peer reading → acknowledged: {took:?}");
-    assert!(*best < BOUND, "best of {RUNS}: {best:?} ({took:?})");
+    assert!(*best < BARRIER_BOUND, "best of {RUNS}: {best:?} ({took:?})");
 }

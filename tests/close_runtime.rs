@@ -142,9 +142,8 @@ async fn timed_out_close_with_app_linger_never_blocks() {
     drop(s);
 }
 
-/// A silent peer: the deadline (far enough to wait on the crate's deadline thread, not
-/// on a Tokio timer) ends the close on time on both runtime flavours, also when nothing
-/// else in the runtime has a timer and when many closes share the thread.
+/// A silent peer: the deadline ends the close on time on both runtime flavours, also
+/// when nothing else in the runtime has a timer and when many closes share the thread.
 #[test]
 fn far_deadlines_end_the_closes_on_time_on_both_runtimes() {
     for multi in [false, true] {

@@ -16,7 +16,7 @@ use ::axum::http::Request;
 use ::axum::serve::{IncomingStream, Listener};
 use tower::Service;
 
-use crate::io::OnClose;
+use crate::io::SharedOnClose;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
@@ -101,7 +101,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 pub struct GracefulListener<L> {
     inner: L,
     options: CloseOptions,
-    on_close: Option<OnClose>,
+    on_close: Option<SharedOnClose>,
     tracker: CloseTracker,
 }
 
@@ -141,7 +141,7 @@ impl<L> GracefulListener<L> {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(OnClose::new(f));
+        self.on_close = Some(SharedOnClose::new(f));
         self
     }
 

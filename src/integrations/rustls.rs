@@ -23,7 +23,7 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::io::OnClose;
+use crate::io::SharedOnClose;
 use crate::options::Role;
 use crate::TARGET;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
@@ -138,7 +138,7 @@ pub struct GracefulTlsListener {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     options: CloseOptions,
-    on_close: Option<OnClose>,
+    on_close: Option<SharedOnClose>,
     tracker: CloseTracker,
     handshake_timeout: Duration,
     max_handshakes: usize,
@@ -198,7 +198,7 @@ impl GracefulTlsListener {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(OnClose::new(f));
+        self.on_close = Some(SharedOnClose::new(f));
         self
     }
 

@@ -1,13 +1,12 @@
 //! The close of a dropped [`GracefulIo`](super::GracefulIo), run as its own task.
 
 use std::future::Future;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use super::outcome::{close_plainly, notify, OnClose, Path};
 use crate::machine::Closer;
-use crate::{AsyncGracefulClose, TARGET};
+use crate::AsyncGracefulClose;
 
 // ===== impl Background =====
 
@@ -31,28 +30,28 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
         };
         let res = ready!(stream.poll_closer(&mut this.closer, cx));
         drop(this.stream.take());
-        let on_close = this.on_close.take();
-        // The user's callback must not take the crate's task down with it.
-        if catch_unwind(AssertUnwindSafe(|| {
-            notify(on_close, &res, Path::Background)
-        }))
-        .is_err()
-        {
-            tracing::error!(target: TARGET, "the on_close callback panicked");
-        }
+        // A panic in the callback ends this task only: Tokio contains it, and the
+        // callback was taken first, so it cannot run twice.
+        notify(this.on_close.take(), &res, Path::Background);
         Poll::Ready(())
     }
 }
 
 impl<S: AsyncGracefulClose> Drop for Background<S> {
     fn drop(&mut self) {
-        // Only when the runtime drops the task before the close ended.
+        // Only when the task ends before the close did: the runtime shut down, or the
+        // close panicked (it had to wait on a runtime without a time driver).
         if let Some(stream) = self.stream.take() {
+            let why = if std::thread::panicking() {
+                "the graceful close panicked (a runtime without a time driver?): closed at once"
+            } else {
+                "the runtime shut down before the graceful close ended"
+            };
             close_plainly(
                 stream,
                 &self.closer,
                 self.on_close.take(),
-                "the runtime shut down before the graceful close ended",
+                why,
                 Path::Background,
             );
         }

@@ -19,7 +19,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
 use self::background::Background;
-pub(crate) use self::outcome::OnClose;
+use self::outcome::OnClose;
+pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, notify, Path};
 use crate::machine::{Closer, Mode};
 use crate::options::Role;
@@ -147,7 +148,7 @@ where
         stream: S,
         options: CloseOptions,
         role: Role,
-        on_close: Option<OnClose>,
+        on_close: Option<SharedOnClose>,
         tracker: Option<CloseTracker>,
     ) -> Self {
         let peer_addr = socket2::SockRef::from(&stream.as_sock())
@@ -158,7 +159,7 @@ where
             stream: Some(stream),
             options: options.resolve(role),
             state: State::Open,
-            on_close,
+            on_close: on_close.map(OnClose::Shared),
             tracker,
             peer_addr,
         }
@@ -192,13 +193,27 @@ where
     /// panics, and never after [`into_inner`](Self::into_inner).
     ///
     /// It may run inside a `Drop` or on a runtime thread: keep it short. A panic in it
-    /// is caught and logged when it runs in the crate's own task.
+    /// in the crate's own task ends that task only (Tokio contains it).
+    ///
+    /// It runs once, so it may move what it captured, a `oneshot::Sender` say:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use tokio_graceful_close::{CloseOptions, GracefulIo};
+    /// # async fn dox(stream: tokio::net::TcpStream) {
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let io = GracefulIo::new(stream, CloseOptions::new(Duration::from_secs(5)))
+    ///     .on_close(move |res| drop(tx.send(res.is_ok())));
+    /// drop(io);
+    /// let delivered = rx.await;
+    /// # }
+    /// ```
     #[must_use = "builder methods return the changed wrapper"]
     pub fn on_close<F>(mut self, f: F) -> Self
     where
-        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
+        F: FnOnce(&Result<CloseReport, CloseError>) + Send + 'static,
     {
-        self.on_close = Some(OnClose::new(f));
+        self.on_close = Some(OnClose::Once(std::sync::Mutex::new(Box::new(f))));
         self
     }
 

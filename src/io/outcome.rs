@@ -3,25 +3,49 @@
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::CloseErrorKind;
 use crate::machine::{disarm_linger, Closer};
 use crate::{AsyncGracefulClose, CloseError, CloseReport, TARGET};
 
-/// What an outcome callback is.
-type Callback = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
+/// An outcome callback shared by every connection of a listener or layer.
+type Shared = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
+/// The outcome callback of one connection.
+type Once = dyn FnOnce(&Result<CloseReport, CloseError>) + Send;
 
-/// The outcome callback shared by every connection of a listener or layer.
+/// The outcome callback of a listener or layer, for each of its connections.
 #[derive(Clone)]
-pub(crate) struct OnClose(Arc<Callback>);
+pub(crate) struct SharedOnClose(Arc<Shared>);
 
-impl OnClose {
+impl SharedOnClose {
     pub(crate) fn new<F>(f: F) -> Self
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        OnClose(Arc::new(f))
+        SharedOnClose(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for SharedOnClose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("SharedOnClose(..)")
+    }
+}
+
+/// A connection's outcome callback: its own, or its listener's or layer's.
+pub(crate) enum OnClose {
+    Shared(SharedOnClose),
+    /// In a mutex only so that the wrapper stays `Sync`; it is never locked while shared.
+    Once(Mutex<Box<Once>>),
+}
+
+impl OnClose {
+    fn call(self, res: &Result<CloseReport, CloseError>) {
+        match self {
+            OnClose::Shared(f) => (f.0)(res),
+            OnClose::Once(f) => f.into_inner().unwrap_or_else(PoisonError::into_inner)(res),
+        }
     }
 }
 
@@ -99,7 +123,7 @@ pub(super) fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseE
         ),
     }
     if let Some(cb) = on_close {
-        (cb.0)(res);
+        cb.call(res);
     }
 }
 

@@ -53,7 +53,7 @@ impl Closer {
 
     /// When to look at the send queue again, `now` being the present point of the
     /// close, and whether that look may be sooner than Tokio's timer can wait (the
-    /// caller then waits on the deadline thread).
+    /// caller then yields instead).
     ///
     /// With our FIN in flight on TCP and an edge armed, the kernel's wakeup on the FIN's
     /// acknowledgement (`sk_state_change`) is guaranteed: the look is only a rare safety

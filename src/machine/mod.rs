@@ -25,7 +25,6 @@ use crate::tracker::Token;
 use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof};
 
 mod ack;
-mod deadlines;
 mod drain;
 mod linger;
 mod time;
@@ -33,7 +32,11 @@ mod time;
 use self::ack::Ack;
 use self::drain::DrainEnd;
 pub(crate) use self::time::after;
-use self::time::{millis_ceil, nanos, new_timer, Nanos, FAR_FUTURE, NEVER};
+use self::time::{millis_ceil, nanos, Nanos, FAR_FUTURE, NEVER};
+
+/// The most re-checks a close takes by yielding to the scheduler, for acknowledgements
+/// due sooner than Tokio's timer can wait (`ack::recheck_step`); then the timer.
+const MAX_YIELDS: u8 = 16;
 
 /// Whether the machine closes the stream or only waits for the acknowledgements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +112,7 @@ pub(crate) struct Closer {
     next_poll: Nanos,
     drain_limit: u64,
     drained: u64,
-    /// The close's slot with the deadline thread, taken when it first waits that long.
-    ticket: Option<deadlines::Ticket>,
-    /// Armed only when the close has to wait for a near wakeup (or Tokio's clock is
-    /// paused, or there is no deadline thread).
+    /// Armed the first time the close has to wait on time.
     timer: Option<Pin<Box<Sleep>>>,
     /// What adapters and borrowed streams add (boxed: a bare close does without).
     extra: Option<Box<Extra>>,
@@ -122,6 +122,8 @@ pub(crate) struct Closer {
     user_timeout_ms: u32,
     /// How many times the fast re-check has doubled (`ack::recheck_step`).
     poll_shift: u8,
+    /// Re-checks taken by yielding, for those due sooner than Tokio's timer can wait.
+    yields: u8,
     mode: Mode,
     stage: Stage,
     peer_eof_policy: PeerEof,
@@ -151,12 +153,12 @@ impl Closer {
             next_poll: 0,
             drain_limit: opts.get_drain_limit(),
             drained: 0,
-            ticket: None,
             timer: None,
             extra: None,
             poll_interval_ms: millis_ceil(opts.poll_interval),
             user_timeout_ms: opts.user_timeout_ms().unwrap_or(0),
             poll_shift: 0,
+            yields: 0,
             mode,
             stage: Stage::Init,
             peer_eof_policy: opts.peer_eof.unwrap_or_default(),
@@ -385,45 +387,37 @@ impl Closer {
                     fine = precise;
                 }
             }
-            let left = wake_at.saturating_sub(now);
-            // The deadline thread counts in real time: `left` from now, not the instant
-            // on Tokio's clock, which a test may have advanced. It takes the far bounds,
-            // and the re-checks sooner than Tokio's next millisecond.
-            if (left >= nanos(deadlines::FAR) || (fine && left < nanos(time::TOKIO_TICK)))
-                && !time::clock_paused()
-                && deadlines::wake_at(&mut self.ticket, time::real_after(left), cx.waker())
+            // A re-check due within a round trip, sooner than Tokio's timer can wait
+            // (it would end at its next millisecond): look again once the tasks ready
+            // now have run, a few times at most, then wait on the timer.
+            if fine
+                && wake_at.saturating_sub(now) < nanos(time::TOKIO_TICK)
+                && self.yields < MAX_YIELDS
             {
-                self.timer = None;
+                self.yields += 1;
+                cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            match self.poll_timer(cx, wake_at) {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(())) => {}
-                Err(e) => {
-                    let phase = self.phase();
-                    return Poll::Ready(Err(self.fail(io, CloseErrorKind::Io, phase, Some(e))));
-                }
+            if self.poll_timer(cx, wake_at).is_pending() {
+                return Poll::Pending;
             }
         }
     }
 
-    /// Waits on Tokio's timer until `wake_at`: the near wakeups, and every wait while
-    /// Tokio's clock is paused. Kept out of line: most closes never get here, and the
-    /// timer's code would only dilute the path they take.
-    #[inline(never)]
-    fn poll_timer(&mut self, cx: &mut Context<'_>, wake_at: Nanos) -> io::Result<Poll<()>> {
+    /// Waits on Tokio's timer until `wake_at`, arming it the first time.
+    ///
+    /// # Panics
+    ///
+    /// Where the runtime has no time driver, as `tokio::time::sleep_until` does.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, wake_at: Nanos) -> Poll<()> {
         let wake_at = self.instant(wake_at);
-        let timer = match &mut self.timer {
-            Some(timer) => timer,
-            None => match new_timer(wake_at) {
-                Some(timer) => self.timer.insert(timer),
-                None => return Err(io::Error::other(time::NO_TIME_DRIVER)),
-            },
-        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(wake_at)));
         if timer.deadline() != wake_at {
             timer.as_mut().reset(wake_at);
         }
-        Ok(timer.as_mut().poll(cx))
+        timer.as_mut().poll(cx)
     }
 
     /// The error of a close polled again after it returned its result.
@@ -435,7 +429,8 @@ impl Closer {
 
     /// First poll: apply `TCP_USER_TIMEOUT`, send our FIN.
     fn start<S: Socket>(&mut self, io: &S) -> Result<(), (CloseErrorKind, io::Error)> {
-        if let Err(why) = time::check_runtime() {
+        if tokio::runtime::Handle::try_current().is_err() {
+            let why = "a graceful close must be polled inside a Tokio runtime";
             return Err((CloseErrorKind::Io, io::Error::other(why)));
         }
         self.start = Instant::now();
@@ -472,7 +467,6 @@ impl Closer {
     /// Marks the close done and lets go of what it waited with.
     fn end(&mut self) {
         self.stage = Stage::Done;
-        self.ticket = None;
         self.timer = None;
     }
 

@@ -1,12 +1,8 @@
-//! Time in a close: its points as nanoseconds after its start, "no bound", the Tokio
-//! timer it arms for a near wakeup, whether Tokio's clock is paused, and the check that the
-//! runtime has a time driver.
+//! Time in a close: its points as nanoseconds after its start, and "no bound".
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// The resolution of Tokio's timer: a shorter wait ends at its next tick, up to 1 ms
 /// late.
@@ -49,73 +45,9 @@ pub(crate) fn millis_ceil(d: Duration) -> u32 {
         .max(1)
 }
 
-/// A timer for `deadline`, or `None` when the runtime has no time driver (Tokio panics
-/// when such a timer is created; the panic is caught here and turned into an error).
-pub(crate) fn new_timer(deadline: Instant) -> Option<Pin<Box<Sleep>>> {
-    catch_unwind(AssertUnwindSafe(|| {
-        Box::pin(tokio::time::sleep_until(deadline))
-    }))
-    .ok()
-}
-
-/// Whether Tokio's clock is paused (`tokio::time::pause`): it then stands still
-/// between two readings. (A clock too coarse to move between them only sends the wait
-/// to Tokio's timer, which is always right.)
-pub(crate) fn clock_paused() -> bool {
-    let a = Instant::now();
-    a == Instant::now()
-}
-
-/// The real (not Tokio's) instant `n` nanoseconds from now.
-pub(crate) fn real_after(n: Nanos) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_add(Duration::from_nanos(n))
-        .or_else(|| now.checked_add(FAR_FUTURE))
-        .unwrap_or(now)
-}
-
-thread_local! {
-    /// The last runtime this thread found ready for a close.
-    static READY: std::cell::Cell<Option<tokio::runtime::Id>> = const { std::cell::Cell::new(None) };
-}
-
-/// Checks that the close runs inside a Tokio runtime with a time driver (its near
-/// wakeups need Tokio's timer), once per runtime and thread.
-pub(crate) fn check_runtime() -> Result<(), &'static str> {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return Err("a graceful close must be polled inside a Tokio runtime");
-    };
-    let id = handle.id();
-    if READY.try_with(|r| r.get() == Some(id)).unwrap_or(false) {
-        return Ok(());
-    }
-    if new_timer(Instant::now()).is_none() {
-        return Err(NO_TIME_DRIVER);
-    }
-    let _ = READY.try_with(|r| r.set(Some(id)));
-    Ok(())
-}
-
-/// Why a close cannot run on a runtime without timers.
-pub(crate) const NO_TIME_DRIVER: &str =
-    "the graceful close needs Tokio's time driver: build the runtime with `enable_time()` \
-     or `enable_all()`";
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn a_paused_clock_is_seen() {
-        assert!(clock_paused());
-    }
-
-    // Linux: its monotonic clock moves between two readings.
-    #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn a_running_clock_is_not_paused() {
-        assert!(!clock_paused());
-    }
 
     #[test]
     fn after_saturates() {

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
-use crate::io::OnClose;
+use crate::io::SharedOnClose;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseOptions, CloseTracker, GracefulIo};
 
@@ -22,7 +22,7 @@ pin_project! {
         #[pin]
         inner: F,
         options: CloseOptions,
-        on_close: Option<OnClose>,
+        on_close: Option<SharedOnClose>,
         tracker: CloseTracker,
     }
 }
@@ -31,7 +31,7 @@ impl<F> GracefulConnect<F> {
     pub(super) fn new(
         inner: F,
         options: CloseOptions,
-        on_close: Option<OnClose>,
+        on_close: Option<SharedOnClose>,
         tracker: CloseTracker,
     ) -> Self {
         GracefulConnect {

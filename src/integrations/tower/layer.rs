@@ -3,7 +3,7 @@ use std::fmt;
 use tower::Layer;
 
 use super::GracefulCloseService;
-use crate::io::OnClose;
+use crate::io::SharedOnClose;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker};
 
 /// Makes every connection of a connector, or of a connection service, a
@@ -25,7 +25,7 @@ use crate::{CloseError, CloseOptions, CloseReport, CloseTracker};
 #[derive(Clone)]
 pub struct GracefulCloseLayer {
     pub(super) options: CloseOptions,
-    pub(super) on_close: Option<OnClose>,
+    pub(super) on_close: Option<SharedOnClose>,
     pub(super) tracker: CloseTracker,
 }
 
@@ -65,7 +65,7 @@ impl GracefulCloseLayer {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(OnClose::new(f));
+        self.on_close = Some(SharedOnClose::new(f));
         self
     }
 

@@ -17,7 +17,7 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
-use crate::io::OnClose;
+use crate::io::SharedOnClose;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseOptions, CloseTracker, GracefulIo};
 
@@ -82,7 +82,7 @@ pub use self::layer::GracefulCloseLayer;
 pub struct GracefulCloseService<S> {
     inner: S,
     options: CloseOptions,
-    on_close: Option<OnClose>,
+    on_close: Option<SharedOnClose>,
     tracker: CloseTracker,
 }
 
