@@ -32,8 +32,8 @@ impl fmt::Display for ClosePhase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseErrorKind {
-    /// The total deadline passed during the given phase.
-    TimedOut(ClosePhase),
+    /// The total deadline passed ([`CloseError::phase`] says during which step).
+    TimedOut,
     /// The peer sent nothing for longer than the idle timeout while we waited for its EOF.
     IdleTimeout,
     /// The kernel gave up on the connection: data stayed unacknowledged past
@@ -62,7 +62,7 @@ impl CloseErrorKind {
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
-            CloseErrorKind::TimedOut(_)
+            CloseErrorKind::TimedOut
                 | CloseErrorKind::IdleTimeout
                 | CloseErrorKind::RetransmitTimeout
         )
@@ -172,10 +172,10 @@ impl fmt::Display for CloseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
         match self.kind {
-            CloseErrorKind::TimedOut(phase) => write!(
+            CloseErrorKind::TimedOut => write!(
                 f,
-                "graceful close timed out after {:?} while {phase}",
-                r.elapsed
+                "graceful close timed out after {:?} while {}",
+                r.elapsed, self.phase
             )?,
             CloseErrorKind::IdleTimeout => write!(
                 f,
@@ -196,9 +196,10 @@ impl fmt::Display for CloseError {
             )?,
             CloseErrorKind::DrainLimit => write!(
                 f,
-                "graceful close stopped after discarding {} bytes: the peer kept sending past \
-                 the drain limit",
-                r.drained_bytes
+                "graceful close stopped after discarding {} byte{}: the peer sent more than \
+                 the drain limit allows",
+                r.drained_bytes,
+                if r.drained_bytes == 1 { "" } else { "s" }
             )?,
             CloseErrorKind::Evicted => write!(
                 f,
@@ -215,16 +216,22 @@ impl fmt::Display for CloseError {
         if r.aborted {
             f.write_str("; connection aborted with RST")?;
         }
-        if let Some(src) = &self.source {
-            write!(f, ": {src}")?;
+        // The crate's own explanations belong to the message; an OS error is the
+        // source, which error reporters print after it: never both.
+        if let Some(why) = self.source.as_ref().filter(|e| e.raw_os_error().is_none()) {
+            write!(f, ": {why}")?;
         }
         Ok(())
     }
 }
 
 impl Error for CloseError {
+    /// The OS error behind the failure, if any (it is not repeated in the message).
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.source.as_ref().map(|e| e as &(dyn Error + 'static))
+        self.source
+            .as_ref()
+            .filter(|e| e.raw_os_error().is_some())
+            .map(|e| e as &(dyn Error + 'static))
     }
 }
 
@@ -293,7 +300,7 @@ mod tests {
     #[test]
     fn timeout_converts_to_timed_out_and_keeps_the_report() {
         let e = CloseError::new(
-            CloseErrorKind::TimedOut(ClosePhase::AckWait),
+            CloseErrorKind::TimedOut,
             ClosePhase::AckWait,
             report(),
             None,
@@ -345,16 +352,47 @@ mod tests {
     }
 
     #[test]
-    fn source_is_exposed() {
+    fn an_os_error_is_the_source_and_not_repeated_in_the_message() {
+        let os = io::Error::from_raw_os_error(9); // EBADF on Linux and the BSDs
+        let os_text = os.to_string();
         let e = CloseError::new(
             CloseErrorKind::Io,
             ClosePhase::Shutdown,
             CloseReport::default(),
-            Some(io::Error::other("bad descriptor")),
+            Some(os),
         );
-        assert!(e.source().is_some());
-        assert!(e.to_string().contains("sending our FIN"), "{e}");
-        assert!(CloseErrorKind::TimedOut(ClosePhase::Drain).is_timeout());
+        assert_eq!(e.source().map(|s| s.to_string()), Some(os_text.clone()));
+        let text = e.to_string();
+        assert!(text.contains("sending our FIN"), "{text}");
+        assert!(
+            !text.contains(&os_text),
+            "printed twice by reporters: {text}"
+        );
+        assert!(CloseErrorKind::TimedOut.is_timeout());
         assert!(!CloseErrorKind::PeerReset.is_timeout());
+    }
+
+    #[test]
+    fn the_crates_own_reason_is_in_the_message_and_not_the_source() {
+        let e = CloseError::new(
+            CloseErrorKind::Io,
+            ClosePhase::Drain,
+            CloseReport::default(),
+            Some(io::Error::other("the runtime shut down")),
+        );
+        assert!(e.source().is_none());
+        assert!(e.to_string().ends_with(": the runtime shut down"), "{e}");
+    }
+
+    #[test]
+    fn a_single_discarded_byte_is_one_byte() {
+        let report = CloseReport {
+            drained_bytes: 1,
+            ..CloseReport::default()
+        };
+        let e = CloseError::new(CloseErrorKind::DrainLimit, ClosePhase::Drain, report, None);
+        let text = e.to_string();
+        assert!(text.contains("discarding 1 byte:"), "{text}");
+        assert!(text.contains("more than the drain limit"), "{text}");
     }
 }

@@ -139,7 +139,7 @@ pub trait AsyncGracefulClose: sealed::Socket + Sized {
     /// ```
     ///
     /// `Ok` means delivery is confirmed: the peer acknowledged all data and our FIN
-    /// and, unless [`require_peer_eof(false)`](CloseOptions::require_peer_eof), it
+    /// and, unless [`peer_eof(PeerEof::NotRequired)`](CloseOptions::peer_eof), it
     /// closed its side too. Every other outcome is a [`CloseError`](crate::CloseError)
     /// saying why, carrying the partial [`CloseReport`](crate::CloseReport).
     ///

@@ -183,23 +183,6 @@ impl CloseOptions {
         self
     }
 
-    /// Whether the close waits for the peer to close its side (EOF) as well as for the
-    /// acknowledgement of everything we sent: `true` is [`PeerEof::Required`] (the
-    /// default), `false` [`PeerEof::NotRequired`].
-    ///
-    /// With `false` the close completes as soon as our data and FIN are acknowledged,
-    /// for peers that never close their side; data they send meanwhile is still drained.
-    #[must_use = "builder methods return the changed options"]
-    #[inline]
-    pub const fn require_peer_eof(mut self, require: bool) -> Self {
-        self.peer_eof = Some(if require {
-            PeerEof::Required
-        } else {
-            PeerEof::NotRequired
-        });
-        self
-    }
-
     /// Sets when the close waits for the peer's EOF; see [`PeerEof`].
     #[must_use = "builder methods return the changed options"]
     #[inline]
@@ -269,13 +252,6 @@ impl CloseOptions {
             Some(n) => n,
             None => Self::DEFAULT_DRAIN_LIMIT,
         }
-    }
-
-    /// Whether the peer's EOF is always required, as a bare
-    /// [`graceful_close`](crate::AsyncGracefulClose::graceful_close) reads the options.
-    #[inline]
-    pub const fn get_require_peer_eof(&self) -> bool {
-        matches!(self.peer_eof, None | Some(PeerEof::Required))
     }
 
     /// When the close waits for the peer's EOF, if set (`None`: the default of where

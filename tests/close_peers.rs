@@ -14,7 +14,7 @@ use peer::End;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_graceful_close::{
-    AsyncGracefulClose, CloseErrorKind, CloseOptions, ClosePhase, OnTimeout,
+    AsyncGracefulClose, CloseErrorKind, CloseOptions, ClosePhase, OnTimeout, PeerEof,
 };
 
 /// A peer that reads everything but never closes its side.
@@ -36,8 +36,8 @@ async fn peer_that_never_closes_times_out_near_the_deadline() {
         .expect_err("no EOF from the peer");
     let took = t.elapsed();
     assert_eq!(
-        err.kind(),
-        CloseErrorKind::TimedOut(ClosePhase::Drain),
+        (err.kind(), err.phase()),
+        (CloseErrorKind::TimedOut, ClosePhase::Drain),
         "{err}"
     );
     assert_eq!(err.phase(), ClosePhase::Drain);
@@ -64,7 +64,7 @@ async fn peer_that_never_closes_is_ok_without_requiring_eof() {
         r
     });
     c.write_all(&[1u8; 100_000]).await.unwrap();
-    let opts = CloseOptions::new(Duration::from_secs(10)).require_peer_eof(false);
+    let opts = CloseOptions::new(Duration::from_secs(10)).peer_eof(PeerEof::NotRequired);
     let r = c.graceful_close_with(opts).await.expect("ACK confirmed");
     assert!(r.acked() && !r.peer_eof());
     assert!(
@@ -83,11 +83,11 @@ async fn peer_that_never_reads_times_out_waiting_for_ack() {
     let (c, s) = peer::pair().await;
     let queued = peer::fill(&c);
     assert!(queued > 0);
-    let opts = CloseOptions::new(Duration::from_millis(600)).require_peer_eof(false);
+    let opts = CloseOptions::new(Duration::from_millis(600)).peer_eof(PeerEof::NotRequired);
     let err = c.graceful_close_with(opts).await.expect_err("never acked");
     assert_eq!(
-        err.kind(),
-        CloseErrorKind::TimedOut(ClosePhase::AckWait),
+        (err.kind(), err.phase()),
+        (CloseErrorKind::TimedOut, ClosePhase::AckWait),
         "{err}"
     );
     let unacked = err.report().unacked_bytes().unwrap();
@@ -151,8 +151,8 @@ async fn flooding_peer_is_bounded_by_the_deadline() {
     let t = Instant::now();
     let err = c.graceful_close_with(opts).await.expect_err("flood");
     assert_eq!(
-        err.kind(),
-        CloseErrorKind::TimedOut(ClosePhase::Drain),
+        (err.kind(), err.phase()),
+        (CloseErrorKind::TimedOut, ClosePhase::Drain),
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());

@@ -28,7 +28,10 @@ async fn deadline_fires_exactly_on_time() {
     .await;
     std::thread::sleep(Duration::from_millis(300));
     let err = close.await.expect_err("silent peer");
-    assert_eq!(err.kind(), CloseErrorKind::TimedOut(ClosePhase::Drain));
+    assert_eq!(
+        (err.kind(), err.phase()),
+        (CloseErrorKind::TimedOut, ClosePhase::Drain)
+    );
     let e = err.report().elapsed();
     assert!(
         e >= Duration::from_secs(10) && e < Duration::from_millis(10_050),

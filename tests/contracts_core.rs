@@ -127,6 +127,32 @@ async fn unix_abort_on_timeout_reports_no_reset() {
 
 // ===== option values =====
 
+/// A `TcpStream` that holds another kind of stream socket (socket2's and std's safe
+/// conversions allow it) is drained by copying: discarding without a buffer
+/// (`MSG_TRUNC`) is for sockets whose protocol is TCP, checked on the socket itself.
+/// (Trusting the Rust type, the drain failed with `EFAULT` here.)
+#[tokio::test]
+async fn a_tcp_stream_that_is_not_tcp_is_drained_by_copying() {
+    let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    let fd = std::os::fd::OwnedFd::from(ours);
+    let ours = TcpStream::from_std(std::net::TcpStream::from(fd)).unwrap();
+    let peer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        theirs.write_all(&[b'p'; 100_000]).unwrap();
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).unwrap();
+        got.len()
+    });
+    let report = timeout(T, ours.graceful_close(T))
+        .await
+        .unwrap()
+        .expect("drained by copying");
+    assert_eq!(report.drained_bytes(), 100_000, "{report:?}");
+    assert!(report.peer_eof(), "{report:?}");
+    assert_eq!(peer.join().unwrap(), 0);
+}
+
 #[tokio::test]
 async fn every_duration_up_to_max_is_accepted() {
     for d in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tokio_graceful_close::{AsyncGracefulClose, CloseOptions, GracefulIo};
+use tokio_graceful_close::{AsyncGracefulClose, CloseOptions, GracefulIo, PeerEof};
 
 const T: Duration = Duration::from_secs(20);
 const EIGHT_MIB: usize = 8 << 20;
@@ -176,7 +176,11 @@ async fn wait_acked_leaves_read_readiness_alone() {
 async fn a_write_after_shutdown_fails_at_once() {
     for require_eof in [true, false] {
         let (a, _b) = pair().await;
-        let opts = CloseOptions::new(T).require_peer_eof(require_eof);
+        let opts = CloseOptions::new(T).peer_eof(if require_eof {
+            PeerEof::Required
+        } else {
+            PeerEof::NotRequired
+        });
         let mut io = GracefulIo::new(a, opts);
         io.write_all(b"last").await.unwrap();
         timeout(T, io.shutdown()).await.unwrap().unwrap();

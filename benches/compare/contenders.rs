@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use socket2::SockRef;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio_graceful_close::{AsyncGracefulClose, CloseOptions};
+use tokio_graceful_close::{AsyncGracefulClose, CloseOptions, PeerEof};
 
 use crate::support;
 
@@ -161,7 +161,11 @@ impl Default for Knobs {
 
 fn our_options(st: Strategy, k: Knobs) -> CloseOptions {
     let o = CloseOptions::new(k.timeout)
-        .require_peer_eof(k.require_peer_eof)
+        .peer_eof(if k.require_peer_eof {
+            PeerEof::Required
+        } else {
+            PeerEof::NotRequired
+        })
         .drain_limit(k.drain_limit);
     match st {
         OursEv(ms) => o.poll_interval(Duration::from_millis(ms)),

@@ -40,10 +40,8 @@ impl Closer {
     ) -> Poll<io::Result<DrainEnd>> {
         for _ in 0..MAX_READS_PER_POLL {
             ready!(io.poll_read_ready(cx))?;
-            let (kind, want) = (io.kind(), self.want());
-            match io.try_io(Interest::READABLE, || {
-                sys::discard(io.as_sock(), kind, want)
-            }) {
+            let (want, tcp) = (self.want(), self.flags.has(Flags::TCP));
+            match io.try_io(Interest::READABLE, || sys::discard(io.as_sock(), want, tcp)) {
                 Ok(n) => {
                     if let Some(end) = self.count(io, n) {
                         return Poll::Ready(Ok(end));
@@ -70,7 +68,7 @@ impl Closer {
             return Ok(Some(CloseErrorKind::IdleTimeout));
         }
         // Bytes below a batch may be waiting without a wakeup.
-        let n = match sys::discard(io.as_sock(), io.kind(), self.want()) {
+        let n = match sys::discard(io.as_sock(), self.want(), self.flags.has(Flags::TCP)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return Ok(Some(CloseErrorKind::IdleTimeout))

@@ -51,7 +51,7 @@ impl Closer {
                 }
                 // Nothing was drained and the drain found the queue empty, but its
                 // readiness may lag the kernel: ask the socket itself.
-                match sys::discard(io.as_sock(), io.kind(), 1) {
+                match sys::discard(io.as_sock(), 1, self.flags.has(Flags::TCP)) {
                     Ok(0) => {
                         self.flags.set(Flags::PEER_EOF);
                         true

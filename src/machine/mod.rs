@@ -73,6 +73,9 @@ impl Flags {
     const BATCHED: u8 = 1 << 5;
     /// Our `shutdown(SHUT_WR)` succeeded: a FIN was queued after our data.
     const FIN_SENT: u8 = 1 << 6;
+    /// The socket is TCP by its protocol (`sys::is_tcp`), not only by its Rust type:
+    /// the drain may discard without copying.
+    const TCP: u8 = 1 << 7;
 
     fn has(self, flag: u8) -> bool {
         self.0 & flag != 0
@@ -358,7 +361,7 @@ impl Closer {
                 } else {
                     ClosePhase::AckWait
                 };
-                let kind = CloseErrorKind::TimedOut(phase);
+                let kind = CloseErrorKind::TimedOut;
                 return Poll::Ready(Err(self.fail(io, kind, phase, None)));
             }
             let idle = if draining { self.idle_deadline } else { NEVER };
@@ -442,6 +445,9 @@ impl Closer {
             return Ok(());
         }
         let sock = io.as_sock();
+        if io.kind() == SocketKind::Tcp && sys::is_tcp(sock) {
+            self.flags.set(Flags::TCP);
+        }
         if self.user_timeout_ms > 0 && io.kind() == SocketKind::Tcp {
             sys::set_user_timeout(sock, self.user_timeout_ms)
                 .map_err(|e| (CloseErrorKind::Io, e))?;

@@ -100,26 +100,35 @@ pub(crate) fn unsent(fd: Sock<'_>, kind: SocketKind) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
+/// Whether the socket really is TCP (`getsockopt(SO_PROTOCOL)`), whatever Rust type
+/// holds it: socket2's safe conversions can put any stream socket in a `TcpStream`.
+pub(crate) fn is_tcp(fd: Sock<'_>) -> bool {
+    matches!(
+        socket2::SockRef::from(&fd).protocol(),
+        Ok(Some(socket2::Protocol::TCP))
+    )
+}
+
 /// Discards up to `max` received bytes without blocking; `Ok(0)` is the peer's EOF.
 ///
-/// TCP uses `recv(fd, NULL, max, MSG_TRUNC)`, which drops the data inside the kernel
-/// without copying it (tcp(7)). `AF_UNIX` streams have no such mode and copy into a
-/// small buffer on the stack.
-pub(crate) fn discard(fd: Sock<'_>, kind: SocketKind, max: usize) -> io::Result<usize> {
-    match kind {
-        SocketKind::Tcp => {
-            // Safety: with MSG_TRUNC, TCP never writes through the buffer pointer, so a
-            // null buffer of any length is valid (the same call HAProxy's sock_drain makes).
-            let n = syscall!(recv(
-                fd.as_raw_fd(),
-                std::ptr::null_mut(),
-                max,
-                libc::MSG_TRUNC | libc::MSG_DONTWAIT
-            ))?;
-            Ok(n as usize)
-        }
-        SocketKind::Unix => super::discard_by_copy(fd, max),
+/// On a socket that [`is_tcp`] (`tcp`, checked by the caller), `recv(fd, NULL, max,
+/// MSG_TRUNC)` drops the data inside the kernel without copying it (tcp(7)). Other
+/// stream sockets (`AF_UNIX`) have no such mode and copy into a small buffer on the
+/// stack.
+pub(crate) fn discard(fd: Sock<'_>, max: usize, tcp: bool) -> io::Result<usize> {
+    if !tcp {
+        return super::discard_by_copy(fd, max);
     }
+    // Safety: the socket is TCP (`SO_PROTOCOL`, checked by the caller), which with
+    // MSG_TRUNC never writes through the buffer pointer, so a null buffer of any
+    // length is valid (the same call HAProxy's sock_drain makes).
+    let n = syscall!(recv(
+        fd.as_raw_fd(),
+        std::ptr::null_mut(),
+        max,
+        libc::MSG_TRUNC | libc::MSG_DONTWAIT
+    ))?;
+    Ok(n as usize)
 }
 
 /// What the peer did lately, from `TCP_INFO`: `tcpi_last_data_recv` (milliseconds since

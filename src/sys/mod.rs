@@ -93,7 +93,12 @@ mod other_unix {
         ))
     }
 
-    pub(crate) fn discard(fd: Sock<'_>, _kind: SocketKind, max: usize) -> io::Result<usize> {
+    /// Whether the drain may discard without copying: never here.
+    pub(crate) fn is_tcp(_fd: Sock<'_>) -> bool {
+        false
+    }
+
+    pub(crate) fn discard(fd: Sock<'_>, max: usize, _tcp: bool) -> io::Result<usize> {
         super::discard_by_copy(fd, max)
     }
 

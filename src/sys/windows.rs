@@ -148,7 +148,12 @@ pub(crate) fn unsent(_sock: Sock<'_>, _kind: SocketKind) -> io::Result<usize> {
 /// Discards up to `max` received bytes: `recv` into a small buffer on the stack. The
 /// socket is non-blocking (Tokio made it so): no data gives `WSAEWOULDBLOCK`, which is
 /// [`io::ErrorKind::WouldBlock`]. `Ok(0)` is the peer's EOF.
-pub(crate) fn discard(sock: Sock<'_>, _kind: SocketKind, max: usize) -> io::Result<usize> {
+/// Whether the drain may discard without copying: never on Windows.
+pub(crate) fn is_tcp(_sock: Sock<'_>) -> bool {
+    false
+}
+
+pub(crate) fn discard(sock: Sock<'_>, max: usize, _tcp: bool) -> io::Result<usize> {
     let mut buf = [0u8; super::SCRATCH];
     let len = max.min(super::SCRATCH);
     // Safety: `buf` is valid for writes of `len <= SCRATCH` bytes for the whole call,

@@ -140,8 +140,8 @@ async fn outage_without_user_timeout(outage: Outage) {
     );
     assert!(err.kind().is_timeout(), "{err:?}");
     assert_eq!(
-        err.kind(),
-        CloseErrorKind::TimedOut(ClosePhase::AckWait),
+        (err.kind(), err.phase()),
+        (CloseErrorKind::TimedOut, ClosePhase::AckWait),
         "{err:?}"
     );
     assert!(!r.acked());

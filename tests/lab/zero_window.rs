@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio_graceful_close::{
-    AsyncGracefulClose, CloseErrorKind, CloseOptions, ClosePhase, OnTimeout,
+    AsyncGracefulClose, CloseErrorKind, CloseOptions, ClosePhase, OnTimeout, PeerEof,
 };
 
 use crate::common::{accept, addr, big_send_buffers, payload, secs, within, USER_TIMEOUT};
@@ -54,7 +54,7 @@ fn zero_window_peer_abort_frees_socket() {
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(500)).await; // the window closes
-            let mut opts = CloseOptions::new(DEADLINE).require_peer_eof(false);
+            let mut opts = CloseOptions::new(DEADLINE).peer_eof(PeerEof::NotRequired);
             opts = if abort {
                 opts.on_timeout(OnTimeout::Abort)
             } else {
@@ -79,8 +79,8 @@ fn zero_window_peer_abort_frees_socket() {
                 err.report().unacked_bytes()
             );
             assert_eq!(
-                err.kind(),
-                CloseErrorKind::TimedOut(ClosePhase::AckWait),
+                (err.kind(), err.phase()),
+                (CloseErrorKind::TimedOut, ClosePhase::AckWait),
                 "{err:?}"
             );
             assert!(err.report().elapsed() >= DEADLINE);
@@ -133,7 +133,7 @@ fn zero_window_peer_user_timeout() {
             .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await; // the window closes
         let opts = CloseOptions::new(DEADLINE)
-            .require_peer_eof(false)
+            .peer_eof(PeerEof::NotRequired)
             .user_timeout(USER_TIMEOUT);
         let err = within(20, "close", c.graceful_close_with(opts))
             .await
