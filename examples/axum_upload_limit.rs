@@ -200,6 +200,7 @@ pub async fn serve_until(
         axum::serve(listener, graceful_app())
             .with_graceful_shutdown(shutdown)
             .await?;
+        closes.close();
         closes.wait().await; // every answer delivered, or its close timed out
         Ok(())
     } else {

@@ -57,6 +57,7 @@
 //! let listener = GracefulListener::new(tcp, opts);
 //! let closes = listener.tracker();
 //! axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+//! closes.close();
 //! closes.wait().await; // every response delivered or its close timed out
 //! ```
 //!
@@ -147,4 +148,4 @@ pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, G
 pub use crate::io::GracefulIo;
 pub use crate::options::{CloseOptions, OnTimeout, PeerEof};
 pub use crate::report::CloseReport;
-pub use crate::tracker::CloseTracker;
+pub use crate::tracker::{CloseTracker, CloseTrackerWait};

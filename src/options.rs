@@ -77,12 +77,12 @@ pub enum PeerEof {
 ///
 /// ```
 /// use std::time::Duration;
-/// use tokio_graceful_close::{CloseOptions, OnTimeout};
+/// use tokio_graceful_close::{CloseOptions, OnTimeout, PeerEof};
 ///
 /// let opts = CloseOptions::new(Duration::from_secs(10))
 ///     .idle_timeout(Duration::from_secs(2))
 ///     .drain_limit(1 << 20)
-///     .require_peer_eof(true)
+///     .peer_eof(PeerEof::Required)
 ///     .on_timeout(OnTimeout::Abort);
 /// assert_eq!(opts.get_timeout(), Duration::from_secs(10));
 /// ```

@@ -4,26 +4,35 @@
 //! after `poll_shutdown` returned) is not one of the connection futures that
 //! `axum::serve(..).with_graceful_shutdown(..)` waits for. When the runtime shuts
 //! down, such tasks are dropped, and a socket dropped with unread input sends RST: the
-//! tail of a response is lost. A tracker counts those closes so that a server can wait
-//! for them, and caps how many may linger at once.
+//! tail of a response is lost. A tracker counts the connections from the moment they
+//! are wrapped until their close ended, so that a server can wait for them, and caps
+//! how many closes may linger at once. Its `close()` / `wait()` protocol is tokio-util's
+//! `TaskTracker`'s.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Waker;
+use std::task::{ready, Context, Poll, Waker};
 
+use tokio::sync::futures::Notified;
 use tokio::sync::Notify;
 
-/// Counts pending graceful closes and lets a server wait until they have ended.
+/// Counts connections until their graceful close ended, and lets a server wait for
+/// them.
 ///
 /// Every [`GracefulListener`](crate::GracefulListener) has one
-/// ([`tracker`](crate::GracefulListener::tracker)) and tracks the close of every
-/// connection it accepted, whether it runs in `poll_shutdown` or in the background
-/// after a drop; so do [`GracefulCloseLayer`](crate::GracefulCloseLayer) and any
+/// ([`tracker`](crate::GracefulListener::tracker)) and tracks every connection it
+/// accepted, until its close ended, whether that close ran from `poll_shutdown` and the
+/// drop or from a drop alone; so do `GracefulTlsListener` (from the accept, through
+/// the handshake), [`GracefulCloseLayer`](crate::GracefulCloseLayer) and any
 /// [`GracefulIo`](crate::GracefulIo) made [`tracked`](crate::GracefulIo::tracked).
-/// A close counts from the moment it starts until the socket is closed.
+///
+/// Waiting works as with tokio-util's `TaskTracker`: [`close`](Self::close) the tracker
+/// once no new connection will come (after `serve` returned), then
+/// [`wait`](Self::wait) until it is closed and empty:
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -34,14 +43,21 @@ use tokio::sync::Notify;
 /// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
 /// let closes = listener.tracker();
 /// axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+/// closes.close();
 /// closes.wait().await; // every response delivered or its close timed out
 /// # Ok(())
 /// # }
 /// ```
 ///
-/// Without the last line, returning from `main` drops the runtime and with it every
+/// Without the last lines, returning from `main` drops the runtime and with it every
 /// close still running: their sockets are closed plainly, and those with unread input
 /// send RST.
+///
+/// A closed tracker still counts connections wrapped later (a TLS handshake that
+/// finishes during the shutdown), and a `wait` polled meanwhile waits for them too. A
+/// `wait` that already completed stays completed; a connection tracked after that is
+/// not waited for by it (call `wait` again). [`reopen`](Self::reopen) makes `wait`
+/// pending again until the next [`close`](Self::close).
 ///
 /// # Lingering cap
 ///
@@ -63,9 +79,10 @@ pub struct CloseTracker {
 }
 
 struct Inner {
-    /// Closes started and not ended.
+    /// Connections tracked and not closed yet.
     pending: AtomicUsize,
-    /// Woken when `pending` reaches 0.
+    closed: AtomicBool,
+    /// Woken when `pending` reaches 0, and when the tracker is closed.
     idle: Notify,
     max_lingering: AtomicUsize,
     /// The lingering closes.
@@ -76,6 +93,7 @@ impl Default for Inner {
     fn default() -> Self {
         Inner {
             pending: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
             idle: Notify::new(),
             max_lingering: AtomicUsize::new(CloseTracker::DEFAULT_MAX_LINGERING),
             queue: Mutex::new(Queue::default()),
@@ -124,38 +142,121 @@ impl CloseTracker {
         self.inner.max_lingering.load(Ordering::Relaxed)
     }
 
-    /// Closes started and not yet ended.
+    /// Connections tracked whose close has not ended yet.
     pub fn pending(&self) -> usize {
         self.inner.pending.load(Ordering::Acquire)
     }
 
-    /// Resolves once no tracked close is pending (at once if none is).
+    /// Closes the tracker: [`wait`](Self::wait) completes once it is closed and no
+    /// connection is pending. Connections may still be tracked after it. Returns
+    /// `true` if it was open.
+    pub fn close(&self) -> bool {
+        let was_open = !self.inner.closed.swap(true, Ordering::AcqRel);
+        if was_open {
+            self.inner.idle.notify_waiters();
+        }
+        was_open
+    }
+
+    /// Opens the tracker again; returns `true` if it was closed.
+    pub fn reopen(&self) -> bool {
+        self.inner.closed.swap(false, Ordering::AcqRel)
+    }
+
+    /// Whether the tracker is closed.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the tracker is [closed](Self::close) and no connection is pending.
     ///
-    /// Closes that start after it resolved are not waited for: call it once the
-    /// connections are gone, e.g. after `axum::serve(..).with_graceful_shutdown(..)`
-    /// returned.
-    pub fn wait(&self) -> impl Future<Output = ()> + Send + 'static {
-        let inner = self.inner.clone();
-        async move {
-            loop {
-                let notified = inner.idle.notified();
-                let mut notified = std::pin::pin!(notified);
-                notified.as_mut().enable();
-                if inner.pending.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
+    /// Equivalent to `async fn wait(&self)`. Cancel-safe.
+    pub fn wait(&self) -> CloseTrackerWait<'_> {
+        CloseTrackerWait {
+            notified: self.inner.idle.notified(),
+            inner: &self.inner,
         }
     }
 
-    /// Registers a close that starts now; it ends when the token is dropped.
-    pub(crate) fn start(&self) -> Token {
+    /// Counts a connection until the returned hold is dropped (or its close ends).
+    pub(crate) fn hold(&self) -> Hold {
         self.inner.pending.fetch_add(1, Ordering::AcqRel);
-        Token {
+        Hold {
             tracker: self.clone(),
-            slot: Arc::new(Slot::default()),
         }
+    }
+}
+
+impl Inner {
+    fn done(&self) -> bool {
+        self.closed.load(Ordering::Acquire) && self.pending.load(Ordering::Acquire) == 0
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Future of [`CloseTracker::wait`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct CloseTrackerWait<'a> {
+        #[pin]
+        notified: Notified<'a>,
+        inner: &'a Inner,
+    }
+}
+
+impl Future for CloseTrackerWait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            // Registered before the look: a change after it wakes us.
+            this.notified.as_mut().enable();
+            if this.inner.done() {
+                return Poll::Ready(());
+            }
+            ready!(this.notified.as_mut().poll(cx));
+            this.notified.set(this.inner.idle.notified());
+        }
+    }
+}
+
+impl fmt::Debug for CloseTrackerWait<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloseTrackerWait")
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .field("pending", &self.inner.pending.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// A tracked connection whose close has not ended; dropping it ends its count.
+pub(crate) struct Hold {
+    tracker: CloseTracker,
+}
+
+impl Hold {
+    /// The connection's close starts: the token keeps the count and joins the cap's
+    /// bookkeeping once the close lingers.
+    pub(crate) fn start(self) -> Token {
+        Token {
+            slot: Arc::new(Slot::default()),
+            hold: self,
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let inner = &self.tracker.inner;
+        if inner.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            inner.idle.notify_waiters();
+        }
+    }
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad("Hold")
     }
 }
 
@@ -163,6 +264,7 @@ impl fmt::Debug for CloseTracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CloseTracker")
             .field("pending", &self.pending())
+            .field("closed", &self.is_closed())
             .field("max_lingering", &self.max_lingering())
             .finish()
     }
@@ -173,9 +275,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A running close registered with a [`CloseTracker`]; dropping it ends the close.
+/// (Fields drop in order: the cap's bookkeeping first, then the count.)
 pub(crate) struct Token {
-    tracker: CloseTracker,
     slot: Arc<Slot>,
+    hold: Hold,
 }
 
 impl Token {
@@ -183,8 +286,9 @@ impl Token {
     /// on): it joins the queue of lingering closes, which the cap may end early. Ends
     /// the longest lingering past the cap.
     pub(crate) fn lingering(&self) {
-        let inner = &self.tracker.inner;
-        let max = self.tracker.max_lingering();
+        let tracker = &self.hold.tracker;
+        let inner = &tracker.inner;
+        let max = tracker.max_lingering();
         let mut evict = Vec::new();
         {
             let mut q = lock(&inner.queue);
@@ -245,15 +349,12 @@ impl Drop for Token {
         self.slot.ended.store(true, Ordering::Release);
         if self.slot.lingering.load(Ordering::Acquire) && !self.slot.evicted.load(Ordering::Acquire)
         {
-            let mut q = lock(&self.tracker.inner.queue);
+            let mut q = lock(&self.hold.tracker.inner.queue);
             if !self.slot.evicted.load(Ordering::Acquire) {
                 q.live -= 1;
             }
         }
-        let inner = &self.tracker.inner;
-        if inner.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            inner.idle.notify_waiters();
-        }
+        // The count ends with `hold`, dropped after this.
     }
 }
 

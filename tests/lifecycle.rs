@@ -83,6 +83,7 @@ async fn an_idle_keep_alive_client_does_not_hold_the_shutdown() {
             .await
             .unwrap();
         let start = Instant::now();
+        closes.close();
         closes.wait().await;
         start.elapsed()
     });
@@ -180,6 +181,7 @@ fn serve_then_drop_the_runtime(wait: bool) -> (usize, String) {
             .await
             .unwrap();
         if wait {
+            closes.close();
             timeout(T, closes.wait()).await.expect("tracker.wait hung");
         }
     });
@@ -305,6 +307,7 @@ async fn lingering_is_capped_against_clients_that_upload_and_never_read() {
         "RSS {rss_before} -> {rss} KiB"
     );
     drop(hostile);
+    closes.close();
     timeout(T, closes.wait()).await.expect("closes hung");
 }
 
@@ -371,6 +374,7 @@ async fn the_cap_never_resets_a_response_still_being_delivered() {
     }
     println!("cap 4, {CLIENTS} clients reading a 4 MiB 413 after 1 s: {whole} / {CLIENTS} whole");
     assert_eq!(whole, CLIENTS, "a response in flight was cut by the cap");
+    closes.close();
     timeout(T, closes.wait()).await.expect("closes hung");
 }
 
@@ -457,6 +461,7 @@ async fn a_client_that_abandons_a_response_does_not_download_it() {
         while seen.lock().unwrap().is_empty() && start.elapsed() < T {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        closes.close();
         timeout(T, closes.wait()).await.expect("the close hung");
         let took = start.elapsed();
         let seen = seen.lock().unwrap().clone();

@@ -197,6 +197,7 @@ async fn mixed_clients_then_shutdown() {
     stop.send(()).unwrap();
     timeout(T, server).await.unwrap().unwrap();
     let served = signal.elapsed();
+    closes.close();
     timeout(T, closes.wait()).await.expect("closes hung");
     let waited = signal.elapsed();
     drop(std::mem::take(&mut *held.lock().unwrap()));

@@ -89,6 +89,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 /// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
 /// let closes = listener.tracker();
 /// axum::serve(listener, app).with_graceful_shutdown(signal).await?;
+/// closes.close();
 /// closes.wait().await; // every response delivered or its close timed out
 /// # Ok(())
 /// # }

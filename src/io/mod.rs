@@ -24,6 +24,7 @@ pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, notify, Path};
 use crate::machine::{Closer, Mode};
 use crate::options::Role;
+use crate::tracker::Hold;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker};
 
 /// Where the close of a [`GracefulIo`] stands. The close itself is boxed: an open
@@ -124,7 +125,8 @@ where
     options: CloseOptions,
     state: State,
     on_close: Option<OnClose>,
-    tracker: Option<CloseTracker>,
+    /// The count of a [`CloseTracker`], from the wrapping until the close ended.
+    hold: Option<Hold>,
     /// Read when the stream is wrapped: after a reset the socket no longer knows it.
     peer_addr: Option<std::net::SocketAddr>,
 }
@@ -159,24 +161,24 @@ where
             stream: Some(stream),
             options: options.resolve(role),
             state: State::Open,
-            on_close: on_close.map(OnClose::Shared),
-            tracker,
+            on_close: on_close.map(OnClose::shared),
+            hold: tracker.as_ref().map(CloseTracker::hold),
             peer_addr,
         }
     }
 
-    /// Counts this connection's close in `tracker`, so that a server can wait for it
-    /// ([`CloseTracker::wait`]) and its lingering is capped.
+    /// Counts this connection in `tracker` from now until its close ended, so that a
+    /// server can wait for it ([`CloseTracker::wait`]), and caps its lingering.
     #[must_use = "builder methods return the changed wrapper"]
     pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.tracker = Some(tracker.clone());
+        self.hold = Some(tracker.hold());
         self
     }
 
     /// The closer of a close that starts now: registered with the tracker, knowing the
     /// peer's address.
-    fn start_closer(&self) -> Box<Closer> {
-        let token = self.tracker.as_ref().map(CloseTracker::start);
+    fn start_closer(&mut self) -> Box<Closer> {
+        let token = self.hold.take().map(Hold::start);
         Box::new(Closer::new(self.options, Mode::Close).tracked(token, self.peer_addr))
     }
 
@@ -203,9 +205,12 @@ where
     /// # async fn dox(stream: tokio::net::TcpStream) {
     /// let (tx, rx) = tokio::sync::oneshot::channel();
     /// let io = GracefulIo::new(stream, CloseOptions::new(Duration::from_secs(5)))
-    ///     .on_close(move |res| drop(tx.send(res.is_ok())));
+    ///     .on_close(move |res| {
+    ///         let _ = tx.send(res.is_ok()); // moves the sender: once
+    ///     });
     /// drop(io);
-    /// let delivered = rx.await;
+    /// let delivered: bool = rx.await.unwrap_or(false);
+    /// # let _ = delivered;
     /// # }
     /// ```
     #[must_use = "builder methods return the changed wrapper"]
@@ -213,7 +218,7 @@ where
     where
         F: FnOnce(&Result<CloseReport, CloseError>) + Send + 'static,
     {
-        self.on_close = Some(OnClose::Once(std::sync::Mutex::new(Box::new(f))));
+        self.on_close = Some(OnClose::once(f));
         self
     }
 
@@ -434,7 +439,7 @@ where
             .field("stream", &self.stream)
             .field("options", &self.options)
             .field("state", &self.state)
-            .field("tracked", &self.tracker.is_some())
+            .field("tracked", &self.hold.is_some())
             .finish_non_exhaustive()
     }
 }

@@ -11,8 +11,6 @@ use crate::{AsyncGracefulClose, CloseError, CloseReport, TARGET};
 
 /// An outcome callback shared by every connection of a listener or layer.
 type Shared = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
-/// The outcome callback of one connection.
-type Once = dyn FnOnce(&Result<CloseReport, CloseError>) + Send;
 
 /// The outcome callback of a listener or layer, for each of its connections.
 #[derive(Clone)]
@@ -34,18 +32,29 @@ impl fmt::Debug for SharedOnClose {
 }
 
 /// A connection's outcome callback: its own, or its listener's or layer's.
-pub(crate) enum OnClose {
-    Shared(SharedOnClose),
-    /// In a mutex only so that the wrapper stays `Sync`; it is never locked while shared.
-    Once(Mutex<Box<Once>>),
-}
+pub(crate) struct OnClose(SharedOnClose);
 
 impl OnClose {
+    /// A connection's own callback, which runs once. (In a mutex only so that the
+    /// wrapper stays `Sync`; it is taken once, never contended.)
+    pub(crate) fn once<F>(f: F) -> Self
+    where
+        F: FnOnce(&Result<CloseReport, CloseError>) + Send + 'static,
+    {
+        let f = Mutex::new(Some(f));
+        OnClose(SharedOnClose::new(move |res| {
+            if let Some(f) = f.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                f(res);
+            }
+        }))
+    }
+
+    pub(crate) fn shared(f: SharedOnClose) -> Self {
+        OnClose(f)
+    }
+
     fn call(self, res: &Result<CloseReport, CloseError>) {
-        match self {
-            OnClose::Shared(f) => (f.0)(res),
-            OnClose::Once(f) => f.into_inner().unwrap_or_else(PoisonError::into_inner)(res),
-        }
+        ((self.0).0)(res);
     }
 }
 

@@ -67,13 +67,33 @@ pub(crate) fn send_queue(
     _fin_sent: bool,
     alive: bool,
 ) -> io::Result<SendQueue> {
-    if outq(fd)? == 0 {
+    let tcp = kind == SocketKind::Tcp;
+    judge_queue(
+        || outq(fd),
+        || Ok(tcp && !alive && tcp_state(fd)? == TCP_CLOSE),
+    )
+}
+
+/// [`send_queue`] from its two readings. A socket still open in user space moves to
+/// `TCP_CLOSE` when the connection enters `TIME_WAIT` (`tcp_time_wait` hands the
+/// connection to a timewait socket and calls `tcp_done`): our FIN's acknowledgement can
+/// thus come between the count and the state. Once closed the counters are final, so
+/// the count is read again before the connection is called gone.
+fn judge_queue(
+    mut unacked: impl FnMut() -> io::Result<usize>,
+    closed: impl FnOnce() -> io::Result<bool>,
+) -> io::Result<SendQueue> {
+    if unacked()? == 0 {
         return Ok(SendQueue::Empty);
     }
-    match kind {
-        SocketKind::Tcp if !alive && tcp_state(fd)? == TCP_CLOSE => Ok(SendQueue::Gone),
-        _ => Ok(SendQueue::Pending),
+    if !closed()? {
+        return Ok(SendQueue::Pending);
     }
+    Ok(if unacked()? == 0 {
+        SendQueue::Empty
+    } else {
+        SendQueue::Gone
+    })
 }
 
 /// Bytes written and not yet acknowledged (TCP: `SIOCOUTQ`, our FIN counts as one).
@@ -211,4 +231,25 @@ pub(crate) fn wake_in_batches(fd: Sock<'_>, batch: usize) -> io::Result<bool> {
         mem::size_of::<libc::c_int>() as libc::socklen_t
     ))?;
     Ok(batch > 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our FIN acknowledged between the count and the state (the socket just moved to
+    /// `TCP_CLOSE` for `TIME_WAIT`): delivered, not a connection the kernel gave up.
+    #[test]
+    fn an_ack_between_the_two_readings_is_delivered() {
+        let mut counts = [1, 0].into_iter();
+        let q = judge_queue(|| Ok(counts.next().unwrap()), || Ok(true)).unwrap();
+        assert!(q == SendQueue::Empty);
+        let mut counts = [1, 1].into_iter();
+        let q = judge_queue(|| Ok(counts.next().unwrap()), || Ok(true)).unwrap();
+        assert!(q == SendQueue::Gone);
+        let q = judge_queue(|| Ok(1), || Ok(false)).unwrap();
+        assert!(q == SendQueue::Pending);
+        let q = judge_queue(|| Ok(0), || panic!("no state needed")).unwrap();
+        assert!(q == SendQueue::Empty);
+    }
 }
