@@ -118,6 +118,28 @@ pub(crate) mod sealed {
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Split streams
+///
+/// A close needs the whole stream: after `TcpStream::into_split`, put the halves
+/// together again with `OwnedReadHalf::reunite`, then close. Dropping an
+/// `OwnedWriteHalf` alone sends our FIN (Tokio shuts the write side down on drop), but
+/// nothing then drains the peer's input or confirms delivery, and dropping the read
+/// half with input unread resets the connection.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+/// use tokio_graceful_close::AsyncGracefulClose;
+///
+/// # async fn dox(stream: tokio::net::TcpStream) -> Result<(), Box<dyn std::error::Error>> {
+/// let (read, mut write) = stream.into_split();
+/// write.write_all(b"bye\n").await?; // a reader task holds `read` meanwhile
+/// let stream = read.reunite(write)?;
+/// stream.graceful_close(Duration::from_secs(5)).await?;
+/// # Ok(())
+/// # }
+/// ```
 pub trait AsyncGracefulClose: sealed::Socket + Sized {
     /// Closes the stream gracefully within `timeout`, with the other
     /// [`CloseOptions`] at their defaults.

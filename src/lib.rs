@@ -39,15 +39,20 @@
 //! # HTTP servers and clients
 //!
 //! [`GracefulIo`] wraps a stream so that its `poll_shutdown` sends our FIN (and never
-//! waits on the peer) and its drop finishes the graceful close in the background; hyper, axum and tower users get it with a
-//! one-line change (all optional, the default build pulls none of these crates):
+//! waits on the peer) and its drop finishes the graceful close in the background;
+//! hyper, axum, tower, rustls and tonic users get it with a one-line change. Every
+//! integration is a feature; the default build pulls none of these crates:
 //!
-//! | feature | one line |
-//! |---|---|
-//! | (none) | `TokioIo::new(GracefulIo::new(stream, opts))` |
-//! | `axum` (with axum's `http1` or `http2`) | `axum::serve(GracefulListener::new(listener, opts), app)` |
-//! | `hyper` | `http1::Builder::new().serve_graceful(GracefulIo::new(stream, opts), svc)` |
-//! | `tower` | `GracefulCloseLayer::new(opts).layer(HttpConnector::new())` |
+//! | feature | what | one line |
+//! |---|---|---|
+//! | (none) | any Tokio I/O user | `TokioIo::new(GracefulIo::new(stream, opts))` |
+//! | `axum` | `GracefulListener`, `AnnounceCloseLayer` (turns on axum's `http1`) | `axum::serve(GracefulListener::new(listener, opts), app)` |
+//! | `hyper` | `GracefulServeExt` | `http1::Builder::new().serve_graceful(GracefulIo::new(stream, opts), svc)` |
+//! | `tower` | `GracefulCloseLayer` | `GracefulCloseLayer::new(opts).layer(connection_service)` |
+//! | `tower` + `hyper-client` | the layer around hyper-util's connectors | `GracefulCloseLayer::new(opts).layer(HttpConnector::new())` |
+//! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | connectors of your own |
+//! | `rustls` | `GracefulTlsListener`: TLS over `GracefulIo`, handshakes off the accept loop | `GracefulTlsListener::new(tcp, acceptor, opts)` |
+//! | `tonic` (Rust 1.88) | tonic's `Connected` for `GracefulIo` | `serve_with_incoming(...)` over `GracefulIo`s |
 //!
 //! Closes that outlive their connections (finished in the background after hyper let
 //! go of the stream) are counted by a [`CloseTracker`]; wait for them before the

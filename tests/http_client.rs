@@ -1,7 +1,7 @@
 //! `GracefulCloseLayer` around hyper-util's `HttpConnector` (the legacy client's
 //! connections close gracefully when its pool drops them) and around a server-side
 //! connection service.
-#![cfg(feature = "tower")]
+#![cfg(all(feature = "tower", feature = "hyper-client"))]
 // Other systems skip the Linux-only tests, and Windows those that need what Wine lacks
 // (the ACK confirmation, resets): their helpers are then unused there.
 #![cfg_attr(not(target_os = "linux"), allow(unused))]

@@ -5,6 +5,7 @@
 #![cfg(all(
     feature = "axum",
     feature = "tower",
+    feature = "hyper-client",
     feature = "hyper",
     target_os = "linux"
 ))]

@@ -12,11 +12,11 @@ mod example;
 mod support;
 
 mod clients;
-#[cfg(feature = "tower")]
+#[cfg(all(feature = "tower", feature = "hyper-client"))]
 mod connector;
 mod drop_path;
 mod goaway;
-#[cfg(all(feature = "tonic", feature = "tower"))]
+#[cfg(all(feature = "tonic", feature = "tower", feature = "hyper-client"))]
 mod grpc;
 mod handshakes;
 mod wire_order;
