@@ -43,6 +43,9 @@ impl Closer {
             let (want, tcp) = (self.want(), self.flags.has(Flags::TCP));
             match io.try_io(Interest::READABLE, || sys::discard(io.as_sock(), want, tcp)) {
                 Ok(n) => {
+                    if n > 0 && !tcp {
+                        self.learn_protocol(io);
+                    }
                     if let Some(end) = self.count(io, n) {
                         return Poll::Ready(Ok(end));
                     }
@@ -93,6 +96,19 @@ impl Closer {
             return Ok(Some(CloseErrorKind::IdleTimeout));
         }
         Ok(None)
+    }
+
+    /// Asks the socket its protocol, once: a stream socket of any protocol may be held
+    /// in a `TcpStream`, and only TCP may be drained without a buffer (`MSG_TRUNC`).
+    /// Asked only when the drain first has bytes to discard (copied, up to 4 KiB, until
+    /// then): most closes read the peer's EOF at once and never need it.
+    fn learn_protocol<S: Socket>(&mut self, io: &S) {
+        if !self.flags.has(Flags::PROTOCOL_KNOWN) {
+            self.flags.set(Flags::PROTOCOL_KNOWN);
+            if io.kind() == SocketKind::Tcp && sys::is_tcp(io.as_sock()) {
+                self.flags.set(Flags::TCP);
+            }
+        }
     }
 
     /// How much one discard asks for: one byte more than the limit allows, to see a

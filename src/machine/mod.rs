@@ -56,37 +56,39 @@ enum Stage {
 
 /// What a close has learnt so far, one bit each.
 #[derive(Debug, Clone, Copy, Default)]
-struct Flags(u8);
+struct Flags(u16);
 
 impl Flags {
     /// Our data and FIN are acknowledged (or, for the barrier, our data).
-    const ACKED: u8 = 1;
+    const ACKED: u16 = 1;
     /// We read the peer's EOF.
-    const PEER_EOF: u8 = 1 << 1;
+    const PEER_EOF: u16 = 1 << 1;
     /// The close decided it must wait for the peer's EOF ([`PeerEof::IfSending`]).
-    const LINGER: u8 = 1 << 2;
+    const LINGER: u16 = 1 << 2;
     /// A reset was sent ([`OnTimeout::Abort`]).
-    const ABORTED: u8 = 1 << 3;
+    const ABORTED: u16 = 1 << 3;
     /// Our `shutdown` succeeded and the send queue was not looked at since.
-    const FRESH: u8 = 1 << 4;
+    const FRESH: u16 = 1 << 4;
     /// The drain asked the kernel to wake it only for larger batches.
-    const BATCHED: u8 = 1 << 5;
+    const BATCHED: u16 = 1 << 5;
     /// Our `shutdown(SHUT_WR)` succeeded: a FIN was queued after our data.
-    const FIN_SENT: u8 = 1 << 6;
+    const FIN_SENT: u16 = 1 << 6;
     /// The socket is TCP by its protocol (`sys::is_tcp`), not only by its Rust type:
     /// the drain may discard without copying.
-    const TCP: u8 = 1 << 7;
+    const TCP: u16 = 1 << 7;
+    /// The protocol was asked (once, when the drain first found bytes to discard).
+    const PROTOCOL_KNOWN: u16 = 1 << 8;
 
-    fn has(self, flag: u8) -> bool {
+    fn has(self, flag: u16) -> bool {
         self.0 & flag != 0
     }
 
-    fn set(&mut self, flag: u8) {
+    fn set(&mut self, flag: u16) {
         self.0 |= flag;
     }
 
     /// Clears `flag`, returning whether it was set.
-    fn take(&mut self, flag: u8) -> bool {
+    fn take(&mut self, flag: u16) -> bool {
         let was = self.has(flag);
         self.0 &= !flag;
         was
@@ -445,9 +447,6 @@ impl Closer {
             return Ok(());
         }
         let sock = io.as_sock();
-        if io.kind() == SocketKind::Tcp && sys::is_tcp(sock) {
-            self.flags.set(Flags::TCP);
-        }
         if self.user_timeout_ms > 0 && io.kind() == SocketKind::Tcp {
             sys::set_user_timeout(sock, self.user_timeout_ms)
                 .map_err(|e| (CloseErrorKind::Io, e))?;
