@@ -56,10 +56,9 @@ pub enum PeerEof {
     /// connection with neither is given four round trips (10 ms to 1 s) after our data
     /// and FIN were acknowledged to answer with its own FIN (a TLS client its
     /// `close_notify` first), then closed.
-    /// The default of the adapters (`GracefulIo`, `GracefulListener`, the tower layers,
-    /// server and client connections): an idle keep-alive client does not hold a
-    /// server's shutdown, and a server's last words after a client's FIN (its TLS
-    /// `close_notify`, an HTTP/2 GOAWAY) are read, not answered with RST.
+    /// The default of the server adapters (`GracefulIo`, `GracefulListener`, the tower
+    /// layer over accepted connections): an idle keep-alive client does not hold a
+    /// server's shutdown.
     ///
     /// The trade-off: a client that sends a new request on an idle connection after our
     /// close gets RST — having received everything we sent, so it retries as it would
@@ -69,6 +68,18 @@ pub enum PeerEof {
     /// acknowledged; data the peer sends meanwhile is still discarded. For peers that
     /// never close their side.
     NotRequired,
+    /// Give the peer four round trips (10 ms to 1 s) after our data and FIN were
+    /// acknowledged to close its side, discarding what it sends meanwhile, then close,
+    /// whether or not it is still sending: what it still sends was abandoned, and once
+    /// our own bytes are acknowledged nothing of ours can be lost. A peer still
+    /// sending then gets RST and stops within a round trip or two, as after a plain
+    /// close, instead of streaming into a drain.
+    ///
+    /// The default of client connections (the tower layer around a connector): a
+    /// server's last words after the client's FIN (its TLS `close_notify`, an HTTP/2
+    /// GOAWAY) are read, not answered with RST, and a response the client dropped
+    /// midway stops at once instead of being downloaded up to the drain limit.
+    Briefly,
 }
 
 /// How a graceful close is bounded and what it waits for.
@@ -272,7 +283,7 @@ impl CloseOptions {
                 Self::DEFAULT_DRAIN_LIMIT,
             ),
             Role::Client => (
-                PeerEof::IfSending,
+                PeerEof::Briefly,
                 Self::ADAPTER_IDLE_TIMEOUT,
                 Self::CLIENT_DRAIN_LIMIT,
             ),

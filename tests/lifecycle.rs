@@ -484,6 +484,72 @@ async fn a_client_that_abandons_a_response_does_not_download_it() {
     }
 }
 
+/// A client that abandons a slowly streamed response (1 KiB every 20 ms) lets go within
+/// round trips, as a plain close does: once its request is acknowledged it has nothing
+/// to protect, and draining the rest only keeps the server streaming. (With the drain
+/// of `PeerEof::IfSending` the server's writes went on for 1.3 s, 64 chunks, until the
+/// client's drain limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_abandons_a_slow_stream_lets_go_within_round_trips() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::TokioExecutor;
+    use tokio_graceful_close::GracefulCloseLayer;
+    use tower::Layer;
+
+    // A raw server: the head, then a 1 KiB chunk every 20 ms, counting the writes that
+    // succeed, until one fails (the client is gone).
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sent2 = sent.clone();
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = tcp.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            s.read_exact(&mut b).await.unwrap();
+            head.push(b[0]);
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let mut chunk = b"400\r\n".to_vec();
+        chunk.extend_from_slice(&[b't'; 1024]);
+        chunk.extend_from_slice(b"\r\n");
+        for _ in 0..500 {
+            if s.write_all(&chunk).await.is_err() {
+                break;
+            }
+            sent2.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    let layer = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(10)));
+    let closes = layer.tracker();
+    let client: Client<_, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(layer.layer(HttpConnector::new()));
+    let uri = format!("http://{addr}/trickle").parse().unwrap();
+    let mut resp = client.get(uri).await.unwrap();
+    assert!(resp.body_mut().frame().await.unwrap().unwrap().is_data());
+    let at_drop = sent.load(Ordering::SeqCst);
+    drop(resp);
+    drop(client);
+    closes.close();
+    timeout(T, closes.wait()).await.expect("the close hung");
+    // Let the server find out, as it would after a plain close.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = sent.load(Ordering::SeqCst) - at_drop;
+    println!("abandoned trickle: the server sent {after} more chunks of 1 KiB");
+    assert!(
+        after <= 10,
+        "the server kept streaming: {after} chunks after the drop"
+    );
+}
+
 /// A connection hyper dropped for its header timeout (the client sent half a head and
 /// went silent) is closed as soon as our FIN is acknowledged: nothing to drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,16 @@ impl Closer {
         Ok(match self.peer_eof_policy {
             PeerEof::NotRequired => true,
             PeerEof::Required => self.peer_eof(),
+            PeerEof::Briefly => {
+                if self.peer_eof() {
+                    return Ok(true);
+                }
+                if self.grace_until == NEVER {
+                    let rtt = sys::activity(io.as_sock()).ok().flatten().map(|a| a.rtt);
+                    self.grace_until = self.now().saturating_add(nanos(grace(rtt)));
+                }
+                self.now() >= self.grace_until
+            }
             PeerEof::IfSending => {
                 if self.peer_eof() {
                     return Ok(true);
@@ -77,9 +87,7 @@ impl Closer {
                             return Ok(false);
                         }
                         // A quiet peer: give it a few round trips to answer our FIN.
-                        let grace = activity
-                            .map_or(GRACE_MIN, |a| a.rtt.saturating_mul(4))
-                            .clamp(GRACE_MIN, GRACE_MAX);
+                        let grace = grace(activity.map(|a| a.rtt));
                         self.grace_until = self.now().saturating_add(nanos(grace));
                         false
                     }
@@ -92,4 +100,10 @@ impl Closer {
             }
         })
     }
+}
+
+/// Four round trips (where known), within [`GRACE_MIN`] and [`GRACE_MAX`].
+fn grace(rtt: Option<Duration>) -> Duration {
+    rtt.map_or(GRACE_MIN, |rtt| rtt.saturating_mul(4))
+        .clamp(GRACE_MIN, GRACE_MAX)
 }

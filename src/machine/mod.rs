@@ -110,7 +110,8 @@ pub(crate) struct Closer {
     idle_timeout: Nanos,
     /// When the current silence ends the drain; [`NEVER`]: no idle bound.
     idle_deadline: Nanos,
-    /// [`PeerEof::IfSending`] with a quiet peer: its EOF is waited for until then only.
+    /// [`PeerEof::IfSending`] with a quiet peer, or [`PeerEof::Briefly`]: its EOF is
+    /// waited for until then only.
     /// [`NEVER`]: not decided.
     grace_until: Nanos,
     /// The next safety-net re-check of the send queue.
