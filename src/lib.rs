@@ -28,6 +28,8 @@
 //! # }
 //! ```
 //!
+//! Moving off Tokio's deprecated `set_linger`: [`guide`], use by use.
+//!
 //! Also here: [`AsyncGracefulClose::abort`] (RST on purpose, never blocks),
 //! [`AsyncGracefulClose::unacked_bytes`] and [`AsyncGracefulClose::wait_acked`] (a
 //! delivery barrier without closing).
@@ -119,6 +121,7 @@ mod cork;
 mod error;
 mod ext;
 mod future;
+pub mod guide;
 mod integrations;
 mod io;
 mod machine;
@@ -126,6 +129,11 @@ mod options;
 mod report;
 mod sys;
 mod tracker;
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// The target of the crate's trace events.
 pub(crate) const TARGET: &str = "tokio_graceful_close";
