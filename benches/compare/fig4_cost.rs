@@ -188,13 +188,13 @@ pub(crate) fn run(cfg: &Cfg, rt: &tokio::runtime::Runtime) {
 /// scenario.
 pub(crate) fn child_trace() {
     let rt = runtime();
-    // Warm-up, unmarked: one-time costs (the start of our deadline thread, per-thread
-    // caches) stay out of the traced closes.
+    // Warm-up, unmarked: one-time costs (per-thread caches, the runtime's first timer)
+    // stay out of the traced closes.
     rt.block_on(async {
         let (c, _rx) = clean_pair(PeerClose::AfterOurFin).await;
         close(Ours, c, Knobs::default()).await;
     });
-    thread::sleep(Duration::from_millis(100)); // the deadline thread goes back to sleep
+    thread::sleep(Duration::from_millis(100)); // the warm-up's sockets settle
     for st in all_strategies() {
         for when in [PeerClose::Before, PeerClose::AfterOurFin] {
             if st.is_slow() && when == PeerClose::AfterOurFin && st == Envoy {
