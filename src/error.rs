@@ -274,6 +274,7 @@ mod tests {
             unacked_bytes: Some(1001),
             aborted: true,
             peer_addr: None,
+            safe_abort: None,
         }
     }
 

@@ -160,5 +160,5 @@ pub use crate::integrations::rustls::GracefulTlsListener;
 pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, GracefulConnect};
 pub use crate::io::GracefulIo;
 pub use crate::options::{CloseOptions, OnTimeout, PeerEof};
-pub use crate::report::CloseReport;
+pub use crate::report::{CloseReport, SafeAbort};
 pub use crate::tracker::{CloseTracker, CloseTrackerWait};

@@ -131,6 +131,7 @@ pub struct CloseOptions {
     pub(crate) on_timeout: OnTimeout,
     pub(crate) poll_interval: Duration,
     pub(crate) user_timeout: Option<Duration>,
+    pub(crate) abort_when_safe: bool,
 }
 
 impl CloseOptions {
@@ -161,6 +162,7 @@ impl CloseOptions {
             on_timeout: OnTimeout::Close,
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             user_timeout: None,
+            abort_when_safe: false,
         }
     }
 
@@ -207,6 +209,31 @@ impl CloseOptions {
     #[inline]
     pub const fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
         self.on_timeout = on_timeout;
+        self
+    }
+
+    /// Resets the connection instead of closing it gracefully when that provably loses
+    /// nothing: when the close starts, every byte we wrote is acknowledged
+    /// (`SIOCOUTQ` = 0) and nothing the peer sent is left unread (`FIONREAD` = 0).
+    /// Otherwise the close is the graceful one. [`CloseReport::safe_abort`] says which
+    /// and why.
+    ///
+    /// For clients that make many short exchanges and would otherwise leave a socket in
+    /// `TIME_WAIT` for each (the side that closes first keeps it, 60 s on Linux): the
+    /// reset leaves none. A bare `SO_LINGER {1, 0}` resets whatever the state, and so
+    /// discards a request the server has not acknowledged yet or a response not yet
+    /// read. Looked at once, when the owner's close starts
+    /// ([`graceful_close_with`](crate::AsyncGracefulClose::graceful_close_with), the
+    /// drop of a [`GracefulIo`](crate::GracefulIo), so also for pooled client
+    /// connections behind `GracefulCloseLayer`); if a `poll_shutdown` already sent our
+    /// FIN, a FIN not yet acknowledged does not count (it carries no data). On TCP where
+    /// the counts exist (Linux); elsewhere the close stays graceful.
+    ///
+    /// [`CloseReport::safe_abort`]: crate::CloseReport::safe_abort
+    #[must_use = "builder methods return the changed options"]
+    #[inline]
+    pub const fn abort_when_safe(mut self, abort: bool) -> Self {
+        self.abort_when_safe = abort;
         self
     }
 
@@ -322,6 +349,13 @@ impl CloseOptions {
     #[inline]
     pub const fn get_user_timeout(&self) -> Option<Duration> {
         self.user_timeout
+    }
+
+    /// Whether the close resets when that loses nothing; see
+    /// [`abort_when_safe`](Self::abort_when_safe).
+    #[inline]
+    pub const fn get_abort_when_safe(&self) -> bool {
+        self.abort_when_safe
     }
 }
 

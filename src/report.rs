@@ -14,6 +14,29 @@ pub struct CloseReport {
     pub(crate) unacked_bytes: Option<usize>,
     pub(crate) aborted: bool,
     pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) safe_abort: Option<SafeAbort>,
+}
+
+/// What a close asked to [abort when safe](crate::CloseOptions::abort_when_safe) found
+/// when it started: [`CloseReport::safe_abort`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SafeAbort {
+    /// Reset (`SO_LINGER {1, 0}`, no `TIME_WAIT`): everything we wrote was acknowledged
+    /// and nothing the peer sent was unread, so the reset lost nothing.
+    Taken,
+    /// Closed gracefully instead: a reset would have discarded `unacked` bytes of ours
+    /// that the peer had not acknowledged, and `unread` bytes of the peer's that we had
+    /// not read.
+    Refused {
+        /// Our bytes not yet acknowledged (`SIOCOUTQ`).
+        unacked: usize,
+        /// The peer's bytes not yet read (`FIONREAD`).
+        unread: usize,
+    },
+    /// Closed gracefully instead: this platform or socket cannot tell (no byte counts
+    /// outside Linux TCP).
+    Unknown,
 }
 
 impl CloseReport {
@@ -65,5 +88,12 @@ impl CloseReport {
     /// always `false` on `AF_UNIX` streams.
     pub fn aborted(&self) -> bool {
         self.aborted
+    }
+
+    /// With [`CloseOptions::abort_when_safe`](crate::CloseOptions::abort_when_safe):
+    /// whether the close reset the connection because that lost nothing, or why it
+    /// closed gracefully. `None` when it was not asked.
+    pub fn safe_abort(&self) -> Option<SafeAbort> {
+        self.safe_abort
     }
 }

@@ -116,6 +116,42 @@ async fn pooled_connections_close_gracefully_when_the_client_is_dropped() {
     assert_eq!(accepted.load(Ordering::SeqCst), n);
 }
 
+/// Pooled connections with `abort_when_safe`: dropped by the pool after finished
+/// exchanges, each resets (nothing unacknowledged, nothing unread), leaving no
+/// `TIME_WAIT`, and says so in its report.
+// Linux only: the counts the decision rests on.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_reset_when_that_loses_nothing() {
+    let (addr, accepted) = server().await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let opts = CloseOptions::new(T).abort_when_safe(true);
+    let connector = GracefulCloseLayer::new(opts)
+        .on_close(move |res| {
+            let _ = tx.send(outcome_of(res));
+        })
+        .layer(HttpConnector::new());
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
+    for _ in 0..3 {
+        assert_eq!(&fetch(&client, addr).await[..], b"hello");
+    }
+    drop(client);
+    let n = accepted.load(Ordering::SeqCst);
+    for _ in 0..n {
+        let report = timeout(T, rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("closed");
+        assert_eq!(
+            report.safe_abort(),
+            Some(tokio_graceful_close::SafeAbort::Taken),
+            "{report:?}"
+        );
+        assert!(report.aborted(), "{report:?}");
+    }
+}
+
 // Windows: asserts the ACK confirmation, which Wine (no `SIO_TCP_INFO`) cannot give.
 #[cfg(not(windows))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

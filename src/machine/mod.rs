@@ -22,7 +22,7 @@ use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
 use crate::ext::sealed::Socket;
 use crate::sys::{self, SocketKind};
 use crate::tracker::Token;
-use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof};
+use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof, SafeAbort};
 
 mod ack;
 mod drain;
@@ -78,6 +78,9 @@ impl Flags {
     const TCP: u16 = 1 << 7;
     /// The protocol was asked (once, when the drain first found bytes to discard).
     const PROTOCOL_KNOWN: u16 = 1 << 8;
+    /// [`CloseOptions::abort_when_safe`], not yet looked at: reset at the owner's first
+    /// poll if that loses nothing (cleared by that look).
+    const ABORT_WHEN_SAFE: u16 = 1 << 9;
 
     fn has(self, flag: u16) -> bool {
         self.0 & flag != 0
@@ -144,6 +147,8 @@ struct Extra {
     token: Option<Token>,
     /// For the report.
     peer_addr: Option<std::net::SocketAddr>,
+    /// What [`CloseOptions::abort_when_safe`] found at the start.
+    safe_abort: Option<SafeAbort>,
 }
 
 impl Closer {
@@ -169,7 +174,11 @@ impl Closer {
             stage: Stage::Init,
             peer_eof_policy: opts.peer_eof.unwrap_or_default(),
             on_timeout: opts.on_timeout,
-            flags: Flags::default(),
+            flags: Flags(if opts.abort_when_safe {
+                Flags::ABORT_WHEN_SAFE
+            } else {
+                0
+            }),
         }
     }
 
@@ -242,6 +251,7 @@ impl Closer {
             unacked_bytes: acked.then_some(0),
             aborted: self.aborted(),
             peer_addr: self.extra.as_ref().and_then(|e| e.peer_addr),
+            safe_abort: self.extra.as_ref().and_then(|e| e.safe_abort),
         }
     }
 
@@ -266,6 +276,13 @@ impl Closer {
         // The first pass of the first poll runs at the start: its time bounds need no
         // second reading of the clock.
         let mut at_start = false;
+        if self.stage != Stage::Done
+            && self.mode == Mode::Close
+            && self.flags.take(Flags::ABORT_WHEN_SAFE)
+            && self.abort_if_safe(io)
+        {
+            return Poll::Ready(Ok(self.report()));
+        }
         match self.stage {
             Stage::Done => return Poll::Ready(Err(self.polled_after_done())),
             Stage::Init => {
@@ -468,6 +485,41 @@ impl Closer {
             }
             Err(e) => Err((classify(&e), e)),
         }
+    }
+
+    /// [`CloseOptions::abort_when_safe`], at the owner's first poll: resets (and ends
+    /// the close) if every byte we wrote is acknowledged and nothing the peer sent is
+    /// unread; records what it found either way. Our FIN, if a shutdown already sent
+    /// it, may still be in flight: it carries no data, so a reset in its place loses
+    /// nothing.
+    fn abort_if_safe<S: Socket>(&mut self, io: &S) -> bool {
+        let sock = io.as_sock();
+        let fin = usize::from(self.flags.has(Flags::FIN_SENT));
+        let found = match (sys::unacked(sock, io.kind()), sys::unread(sock, io.kind())) {
+            (Ok(unacked), Ok(0)) if unacked <= fin => SafeAbort::Taken,
+            (Ok(unacked), Ok(unread)) => SafeAbort::Refused { unacked, unread },
+            _ => SafeAbort::Unknown,
+        };
+        let taken = found == SafeAbort::Taken
+            && socket2::SockRef::from(&sock)
+                .set_linger(Some(Duration::ZERO))
+                .is_ok();
+        self.extra.get_or_insert_with(Box::default).safe_abort =
+            Some(if taken || found != SafeAbort::Taken {
+                found
+            } else {
+                SafeAbort::Unknown
+            });
+        if !taken {
+            return false;
+        }
+        if self.stage == Stage::Init {
+            self.start = Instant::now();
+        }
+        self.flags.set(Flags::ABORTED);
+        self.flags.set(Flags::ACKED);
+        self.end();
+        true
     }
 
     /// Marks the close done and lets go of what it waited with.

@@ -47,6 +47,7 @@ const TCP_CLOSE: u8 = 7;
 // and sparc); libc only names the latter, which carries the right value per arch.
 nix::ioctl_read_bad!(ioctl_outq, libc::TIOCOUTQ, libc::c_int);
 nix::ioctl_read_bad!(ioctl_outq_nsd, libc::SIOCOUTQNSD, libc::c_int);
+nix::ioctl_read_bad!(ioctl_inq, libc::FIONREAD, libc::c_int);
 
 /// `ioctl(SIOCOUTQ)`: TCP bytes not yet acknowledged (our FIN counts as one);
 /// `AF_UNIX`: memory still charged for our queued buffers.
@@ -105,6 +106,20 @@ pub(crate) fn unacked(fd: Sock<'_>, kind: SocketKind) -> io::Result<usize> {
             "AF_UNIX sockets have no count of unread bytes (SIOCOUTQ counts memory there)",
         )),
     }
+}
+
+/// `ioctl(FIONREAD)` (`SIOCINQ` on TCP): bytes received and not yet read (TCP only; the
+/// peer's FIN is not a byte).
+pub(crate) fn unread(fd: Sock<'_>, kind: SocketKind) -> io::Result<usize> {
+    if kind != SocketKind::Tcp {
+        return Err(super::unsupported(
+            "only TCP sockets are counted for a reset that loses nothing",
+        ));
+    }
+    let mut n: libc::c_int = 0;
+    // Safety: as in `outq`.
+    unsafe { ioctl_inq(fd.as_raw_fd(), &mut n) }.map_err(io::Error::from)?;
+    Ok(n.max(0) as usize)
 }
 
 /// `ioctl(SIOCOUTQNSD)`: bytes queued but not yet sent (TCP only).

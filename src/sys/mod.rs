@@ -122,6 +122,13 @@ mod other_unix {
 #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 pub(crate) use other_unix::*;
 
+/// Bytes received and not yet read: counted on Linux only, for the reset that loses
+/// nothing (`CloseOptions::abort_when_safe`), which stays graceful elsewhere.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn unread(_fd: Sock<'_>, _kind: SocketKind) -> io::Result<usize> {
+    Err(unsupported("unread bytes are counted on Linux only"))
+}
+
 /// A borrowed socket: a file descriptor on Unix.
 #[cfg(unix)]
 pub(crate) type Sock<'a> = std::os::fd::BorrowedFd<'a>;
