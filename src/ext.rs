@@ -7,97 +7,10 @@ use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
+use crate::future::{GracefulClose, WaitAcked};
+use crate::machine::Socket;
 use crate::sys::{self, SocketKind};
-use crate::{CloseOptions, GracefulClose, WaitAcked};
-
-pub(crate) mod sealed {
-    use std::io;
-    use std::task::{Context, Poll};
-
-    use tokio::io::Interest;
-
-    use crate::machine::Closer;
-    use crate::sys::{Sock, SocketKind};
-    use crate::{CloseError, CloseReport};
-
-    /// The socket operations a graceful close needs; implemented for Tokio's streams.
-    ///
-    /// Sealed: the close relies on the exact readiness semantics of Tokio's own I/O
-    /// driver registration, which outside types cannot promise. (The crate-private
-    /// types in its signatures are what keeps it sealed.)
-    #[allow(private_interfaces)]
-    pub trait Socket {
-        #[doc(hidden)]
-        fn as_sock(&self) -> Sock<'_>;
-        #[doc(hidden)]
-        fn kind(&self) -> SocketKind;
-        #[doc(hidden)]
-        fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-        #[doc(hidden)]
-        fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-        #[doc(hidden)]
-        fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>)
-            -> io::Result<R>;
-        /// Drives `closer` on this stream ([`Closer::poll_close`]). A method of each
-        /// stream type rather than a generic call so that the state machine is compiled
-        /// once, in this crate, where the system calls and the deadline bookkeeping it
-        /// calls can be inlined into it: instantiated in the caller's crate, every one of
-        /// them would stay a call into this one.
-        #[doc(hidden)]
-        fn poll_closer(
-            &self,
-            closer: &mut Closer,
-            cx: &mut Context<'_>,
-        ) -> Poll<Result<CloseReport, CloseError>>;
-    }
-
-    macro_rules! forward {
-        ($ty:ty, $kind:expr) => {
-            #[allow(private_interfaces)]
-            impl Socket for $ty {
-                #[inline]
-                fn as_sock(&self) -> Sock<'_> {
-                    #[cfg(unix)]
-                    {
-                        std::os::fd::AsFd::as_fd(self)
-                    }
-                    #[cfg(windows)]
-                    {
-                        std::os::windows::io::AsSocket::as_socket(self)
-                    }
-                }
-                #[inline]
-                fn kind(&self) -> SocketKind {
-                    $kind
-                }
-                fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                    <$ty>::poll_read_ready(self, cx)
-                }
-                fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-                    <$ty>::poll_write_ready(self, cx)
-                }
-                fn try_io<R>(
-                    &self,
-                    interest: Interest,
-                    f: impl FnOnce() -> io::Result<R>,
-                ) -> io::Result<R> {
-                    <$ty>::try_io(self, interest, f)
-                }
-                fn poll_closer(
-                    &self,
-                    closer: &mut Closer,
-                    cx: &mut Context<'_>,
-                ) -> Poll<Result<CloseReport, CloseError>> {
-                    closer.poll_close(self, cx)
-                }
-            }
-        };
-    }
-
-    forward!(tokio::net::TcpStream, SocketKind::Tcp);
-    #[cfg(unix)]
-    forward!(tokio::net::UnixStream, SocketKind::Unix);
-}
+use crate::CloseOptions;
 
 /// Closes a Tokio stream without losing what was written, and tells what happened.
 ///
@@ -140,7 +53,7 @@ pub(crate) mod sealed {
 /// # Ok(())
 /// # }
 /// ```
-pub trait AsyncGracefulClose: sealed::Socket + Sized {
+pub trait AsyncGracefulClose: Socket + Sized {
     /// Closes the stream gracefully within `timeout`, with the other
     /// [`CloseOptions`] at their defaults.
     ///

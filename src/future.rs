@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use crate::ext::sealed::Socket;
+use crate::machine::Socket;
 use crate::machine::{disarm_linger, Closer, Mode};
 use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport};

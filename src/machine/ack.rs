@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::io::Interest;
 
 use super::time::{Nanos, NEVER};
+use super::Socket;
 use super::{nanos, Closer, Flags, Mode};
-use crate::ext::sealed::Socket;
 use crate::sys::{self, SendQueue, SocketKind};
 
 impl Closer {

@@ -15,9 +15,9 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::Interest;
 
+use super::Socket;
 use super::{nanos, Closer, Flags, Nanos};
 use crate::error::CloseErrorKind;
-use crate::ext::sealed::Socket;
 use crate::sys::{self, SocketKind};
 
 /// Reads per poll before the drain yields to the scheduler (on top of Tokio's budget).

@@ -4,9 +4,9 @@ use std::io;
 use std::time::Duration;
 
 use super::drain::DrainEnd;
+use super::Socket;
 use super::{nanos, Closer, Flags, NEVER};
 use crate::error::CloseErrorKind;
-use crate::ext::sealed::Socket;
 use crate::sys;
 use crate::PeerEof;
 

@@ -19,18 +19,21 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
-use crate::ext::sealed::Socket;
 use crate::sys::{self, SocketKind};
 use crate::tracker::Token;
 use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof, SafeAbort};
 
+mod abort;
 mod ack;
 mod drain;
 mod linger;
+mod socket;
 mod time;
 
+pub(crate) use self::abort::disarm_linger;
 use self::ack::Ack;
 use self::drain::DrainEnd;
+pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
 use self::time::{millis_ceil, nanos, Nanos, FAR_FUTURE, NEVER};
 
@@ -487,41 +490,6 @@ impl Closer {
         }
     }
 
-    /// [`CloseOptions::abort_when_safe`], at the owner's first poll: resets (and ends
-    /// the close) if every byte we wrote is acknowledged and nothing the peer sent is
-    /// unread; records what it found either way. Our FIN, if a shutdown already sent
-    /// it, may still be in flight: it carries no data, so a reset in its place loses
-    /// nothing.
-    fn abort_if_safe<S: Socket>(&mut self, io: &S) -> bool {
-        let sock = io.as_sock();
-        let fin = usize::from(self.flags.has(Flags::FIN_SENT));
-        let found = match (sys::unacked(sock, io.kind()), sys::unread(sock, io.kind())) {
-            (Ok(unacked), Ok(0)) if unacked <= fin => SafeAbort::Taken,
-            (Ok(unacked), Ok(unread)) => SafeAbort::Refused { unacked, unread },
-            _ => SafeAbort::Unknown,
-        };
-        let taken = found == SafeAbort::Taken
-            && socket2::SockRef::from(&sock)
-                .set_linger(Some(Duration::ZERO))
-                .is_ok();
-        self.extra.get_or_insert_with(Box::default).safe_abort =
-            Some(if taken || found != SafeAbort::Taken {
-                found
-            } else {
-                SafeAbort::Unknown
-            });
-        if !taken {
-            return false;
-        }
-        if self.stage == Stage::Init {
-            self.start = Instant::now();
-        }
-        self.flags.set(Flags::ABORTED);
-        self.flags.set(Flags::ACKED);
-        self.end();
-        true
-    }
-
     /// Marks the close done and lets go of what it waited with.
     fn end(&mut self) {
         self.stage = Stage::Done;
@@ -531,61 +499,6 @@ impl Closer {
     fn succeed(&mut self) -> CloseReport {
         self.end();
         self.report()
-    }
-
-    /// Ends the close with an error: reads the figures, then aborts (TCP, on a bound,
-    /// with [`OnTimeout::Abort`]) or disarms a non-zero `SO_LINGER` so that the `close()`
-    /// that follows can never block.
-    pub(crate) fn fail<S: Socket>(
-        &mut self,
-        io: &S,
-        kind: CloseErrorKind,
-        phase: ClosePhase,
-        source: Option<io::Error>,
-    ) -> CloseError {
-        self.end();
-        let sock = io.as_sock();
-        let tcp = io.kind() == SocketKind::Tcp;
-        let unacked = sys::unacked(sock, io.kind()).ok();
-        // After a TCP reset the kernel leaves the sequence numbers alone, so 0 still
-        // proves every byte and our FIN were acknowledged before it, if our FIN was sent
-        // (a shutdown that failed sent none). AF_UNIX has no count.
-        let acked = self.acked()
-            || (tcp
-                && self.mode == Mode::Close
-                && self.flags.has(Flags::FIN_SENT)
-                && unacked == Some(0));
-        let mut report = self.report();
-        report.acked = acked;
-        report.unacked_bytes = unacked;
-        if self.mode == Mode::Close {
-            let bound = kind.is_timeout() || kind == CloseErrorKind::DrainLimit;
-            let abort = (bound && self.on_timeout == OnTimeout::Abort)
-                || (kind == CloseErrorKind::Evicted && !acked);
-            if tcp && abort {
-                if socket2::SockRef::from(&sock)
-                    .set_linger(Some(Duration::ZERO))
-                    .is_ok()
-                {
-                    self.flags.set(Flags::ABORTED);
-                }
-                report.aborted = self.aborted();
-            } else {
-                disarm_linger(sock);
-            }
-        }
-        CloseError::new(kind, phase, report, source)
-    }
-}
-
-/// Removes a non-zero `SO_LINGER` the application may have set, so that the `close()`
-/// that follows can never sleep in the kernel.
-pub(crate) fn disarm_linger(sock: sys::Sock<'_>) {
-    let sock = socket2::SockRef::from(&sock);
-    if let Ok(Some(t)) = sock.linger() {
-        if !t.is_zero() {
-            let _ = sock.set_linger(None);
-        }
     }
 }
 
