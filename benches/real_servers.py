@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""The early-413 workload against real servers, with real clients.
+
+Each server answers POST /upload with a 413 and a 256 KiB page (the
+`axum_upload_limit` example's) without reading the upload: nginx
+(`client_max_body_size`, `error_page 413`, `lingering_close` on), HAProxy
+(`http-request deny`), Go's net/http, plain axum and axum with the crate
+(`GracefulListener` + `AnnounceCloseLayer`). Clients: curl, Python requests, Go
+net/http and Node fetch (`tests/http_clients/clients/`), at 1, 20 and 200 uploads at
+once on loopback (10 MB each) and 1 and 20 over a 20 Mbit/s namespace link (2 MB
+each; root only). Per cell: whole 413s, time to the whole answer (median, p99, as the
+client measures it) and server CPU per upload (`/proc/PID/task/*/schedstat` of the
+server's processes, before and after the cell).
+
+    python3 benches/real_servers.py [--quick]
+
+As root it installs what is missing from Debian's packages and PyPI (nginx-light,
+haproxy, golang-go, nodejs, curl, requests); otherwise what is missing is skipped with
+its name, and so is the link. Nothing here is asserted: the figures are for reading
+(the correctness of the crate's cells is tested in `tests/http_clients/`).
+"""
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "target", "real_servers")
+CLIENTS = os.path.join(ROOT, "tests", "http_clients", "clients")
+QUICK = "--quick" in sys.argv
+PAGE_LEN = 256 * 1024
+
+
+def page():
+    body = bytearray(ord("a") + i % 26 for i in range(PAGE_LEN))
+    body[-1] = ord("\n")
+    return bytes(body)
+
+
+def have(cmd):
+    return shutil.which(cmd) is not None
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, **kw)
+
+
+def install_missing():
+    """As root, installs the servers and clients that are missing (Debian, PyPI)."""
+    wanted = {"nginx": "nginx-light", "haproxy": "haproxy", "go": "golang-go",
+              "node": "nodejs", "curl": "curl"}
+    missing = [pkg for cmd, pkg in wanted.items() if not have(cmd)]
+    if missing and os.geteuid() == 0 and have("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq"] + missing, env=env,
+                       stdout=subprocess.DEVNULL)
+    if subprocess.run(["python3", "-c", "import requests"], capture_output=True).returncode:
+        subprocess.run(["python3", "-m", "pip", "install", "--quiet", "requests"])
+    for cmd in wanted:
+        if not have(cmd):
+            print(f"SKIP: {cmd} is not installed", file=sys.stderr)
+
+
+def prepare():
+    install_missing()
+    os.makedirs(WORK, exist_ok=True)
+    sh("cargo", "build", "-q", "--release", "--example", "axum_upload_limit",
+       "--features", "axum", cwd=ROOT)
+    with open(os.path.join(WORK, "413.html"), "wb") as f:
+        f.write(page())
+    with open(os.path.join(WORK, "413.http"), "wb") as f:
+        f.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: text/html\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % PAGE_LEN + page())
+    for size in (10_000_000, 2_000_000):
+        path = os.path.join(WORK, f"upload-{size}")
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(b"u" * size)
+    if have("go"):
+        env = dict(os.environ, GOCACHE=os.path.join(WORK, "gocache"), GO111MODULE="off",
+                   GOFLAGS="")
+        sh("go", "build", "-o", os.path.join(WORK, "goserver"),
+           os.path.join(ROOT, "benches", "real", "goserver.go"), env=env)
+        sh("go", "build", "-o", os.path.join(WORK, "goclient"),
+           os.path.join(CLIENTS, "upload.go"), env=env)
+
+
+def nginx_conf(addr, port):
+    path = os.path.join(WORK, f"nginx-{port}.conf")
+    tmp = os.path.join(WORK, "nginx-tmp")
+    os.makedirs(tmp, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"""worker_processes 1;
+daemon off;
+error_log {WORK}/nginx-error.log;
+pid {WORK}/nginx-{port}.pid;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  server {{
+    listen {addr}:{port};
+    client_max_body_size 1k;
+    error_page 413 /413.html;
+    location = /413.html {{ root {WORK}; internal; }}
+    location /upload {{ return 200 "ok\\n"; }}
+  }}
+}}
+""")
+    return ["nginx", "-c", path]
+
+
+def haproxy_conf(addr, port):
+    path = os.path.join(WORK, f"haproxy-{port}.cfg")
+    with open(path, "w") as f:
+        f.write(f"""global
+  tune.bufsize 600000
+defaults
+  mode http
+  timeout client 30s
+  timeout connect 5s
+  timeout server 30s
+  errorfile 413 {WORK}/413.http
+frontend upload
+  bind {addr}:{port}
+  http-request deny deny_status 413 if {{ req.hdr_val(content-length) gt 1024 }}
+  http-request return status 200 content-type text/plain string ok
+""")
+    return ["haproxy", "-db", "-f", path]
+
+
+def servers(addr):
+    example = os.path.join(ROOT, "target", "release", "examples", "axum_upload_limit")
+    out = []
+    if have("nginx"):
+        out.append(("nginx", 8201, lambda a, p: nginx_conf(a, p)))
+    if have("haproxy"):
+        out.append(("HAProxy", 8202, lambda a, p: haproxy_conf(a, p)))
+    if os.path.exists(os.path.join(WORK, "goserver")):
+        out.append(("Go net/http", 8203, lambda a, p: [os.path.join(WORK, "goserver"),
+                                                       f"{a}:{p}",
+                                                       os.path.join(WORK, "413.html")]))
+    out.append(("axum plain", 8204, lambda a, p: [example, "--host", a, "--port", str(p)]))
+    out.append(("axum + crate", 8205,
+                lambda a, p: [example, "--graceful", "--host", a, "--port", str(p)]))
+    return [(name, port, argv(addr, port)) for name, port, argv in out]
+
+
+def clients():
+    out = []
+    if have("curl"):
+        out.append("curl")
+    if subprocess.run(["python3", "-c", "import requests"], capture_output=True).returncode == 0:
+        out.append("Python requests")
+    if os.path.exists(os.path.join(WORK, "goclient")):
+        out.append("Go net/http")
+    if have("node"):
+        out.append("Node fetch")
+    return out
+
+
+def client_cmd(client, url, body, outdir, runs):
+    if client == "curl":
+        loop = (f'for i in $(seq 0 {runs - 1}); do curl -s -o {outdir}/$i -H Expect: '
+                f'-w "$i %{{http_code}} %{{time_total}}\\n" --max-time 30 '
+                f'--data-binary @{body} {url} || echo "$i ERR"; done')
+        return ["bash", "-c", loop]
+    if client == "Python requests":
+        return ["python3", os.path.join(CLIENTS, "upload.py"), url, body, outdir, str(runs)]
+    if client == "Go net/http":
+        return [os.path.join(WORK, "goclient"), url, body, outdir, str(runs)]
+    return ["node", os.path.join(CLIENTS, "upload.mjs"), url, body, outdir, str(runs)]
+
+
+def pids_on(port, ns):
+    cmd = ["ss", "-ltnpH", f"sport = :{port}"]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns] + cmd
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return sorted({int(p) for p in re.findall(r"pid=(\d+)", out)})
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass
+    return total / 1e9
+
+
+def cell(client, addr, port, ns_client, pids, body, at_once, each):
+    expected = page()
+    procs = []
+    for w in range(at_once):
+        outdir = os.path.join(WORK, "out", f"{port}-{w}")
+        shutil.rmtree(outdir, ignore_errors=True)
+        os.makedirs(outdir)
+        cmd = client_cmd(client, f"http://{addr}:{port}/upload", body, outdir, each)
+        if ns_client:
+            cmd = ["ip", "netns", "exec", ns_client] + cmd
+        procs.append((outdir, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                               stderr=subprocess.DEVNULL, text=True)))
+    before = cpu_seconds(pids)
+    whole, times = 0, []
+    for outdir, p in procs:
+        out, _ = p.communicate(timeout=600)
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) < 3 or f[1] != "413":
+                continue
+            try:
+                with open(os.path.join(outdir, f[0]), "rb") as g:
+                    got = g.read()
+            except FileNotFoundError:
+                continue
+            if got == expected:
+                whole += 1
+                times.append(float(f[2]) * 1000)
+    cpu = (cpu_seconds(pids) - before) * 1000 / (at_once * each)
+    return whole, at_once * each, times, cpu
+
+
+def lab(up):
+    for ns in ("tgcbench-a", "tgcbench-b"):
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    if not up:
+        return
+    cmds = [
+        "ip netns add tgcbench-a", "ip netns add tgcbench-b",
+        "ip link add v0 netns tgcbench-a type veth peer name v0 netns tgcbench-b",
+        "ip -n tgcbench-a addr add 10.79.0.1/24 dev v0",
+        "ip -n tgcbench-b addr add 10.79.0.2/24 dev v0",
+    ]
+    for ns in ("tgcbench-a", "tgcbench-b"):
+        cmds += [f"ip -n {ns} link set lo up", f"ip -n {ns} link set v0 up",
+                 f"tc -n {ns} qdisc replace dev v0 root tbf rate 20mbit burst 10000 limit 262144"]
+    for c in cmds:
+        sh(*c.split())
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def main():
+    prepare()
+    rows = []
+    transports = [("loopback", "127.0.0.1", None, None, 10_000_000,
+                   [1, 20] if QUICK else [1, 20, 200])]
+    if os.geteuid() == 0 and have("tc"):
+        transports.append(("20 Mbit/s link", "10.79.0.1", "tgcbench-a", "tgcbench-b",
+                           2_000_000, [1] if QUICK else [1, 20]))
+    else:
+        print("SKIP: the 20 Mbit/s link needs root and tc", file=sys.stderr)
+    found = clients()
+    print(f"clients: {', '.join(found)}", file=sys.stderr)
+    for tname, addr, ns_srv, ns_cli, size, levels in transports:
+        lab(ns_srv is not None)
+        body = os.path.join(WORK, f"upload-{size}")
+        for name, port, argv in servers(addr):
+            cmd = (["ip", "netns", "exec", ns_srv] + argv) if ns_srv else argv
+            srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            pids = pids_on(port, ns_srv)
+            try:
+                for at_once in levels:
+                    each = max(1, (5 if QUICK else 10) // at_once) if at_once < 20 else \
+                        (1 if at_once >= 200 else 2)
+                    for client in found:
+                        whole, n, times, cpu = cell(client, addr, port, ns_cli, pids, body,
+                                                    at_once, each)
+                        row = (tname, at_once, client, name, whole, n,
+                               statistics.median(times) if times else float("nan"),
+                               pct(times, 0.99), cpu)
+                        rows.append(row)
+                        print("| {} | {} | {} | {} | {} / {} | {:.1f} | {:.1f} | {:.2f} |"
+                              .format(*row), flush=True)
+            finally:
+                srv.terminate()
+                srv.wait()
+                time.sleep(0.5)
+        lab(False)
+    print("\n| transport | at once | client | server | whole 413s | median ms | p99 ms "
+          "| server CPU ms / upload |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        print("| {} | {} | {} | {} | {} / {} | {:.1f} | {:.1f} | {:.2f} |".format(*r))
+
+
+if __name__ == "__main__":
+    main()
