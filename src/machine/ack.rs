@@ -14,14 +14,14 @@ use super::{nanos, Closer, Flags, Mode};
 use crate::sys::{self, SendQueue, SocketKind};
 
 impl Closer {
-    /// Checks the send queue after consuming any pending wakeup, so that the kernel's
-    /// next one (our FIN acknowledged, a reset) wakes this task.
+    /// The close's check: the send queue, after consuming any pending wakeup of the
+    /// stream it owns, so that the kernel's next one (our FIN acknowledged, a reset)
+    /// wakes this task. (The barrier, which borrows the stream, only looks.)
     pub(super) fn poll_ack<S: Socket>(&mut self, io: &S, cx: &mut Context<'_>) -> io::Result<Ack> {
         if !sys::ACK_CHECK {
             return Ok(Ack::Unknown);
         }
-        let closing = self.mode == Mode::Close;
-        if closing && self.peer_eof() {
+        if self.peer_eof() {
             // A peer acknowledges what it received before it sends its own FIN: with its
             // EOF read, our FIN is almost surely acknowledged. Look before arming a
             // wakeup, which is then almost never needed.
@@ -30,7 +30,7 @@ impl Closer {
             }
         }
         let mut edge_armed = false;
-        if closing && sys::WRITE_EDGES {
+        if sys::WRITE_EDGES {
             // The close owns the stream: its readiness is ours to consume.
             edge_armed = consume_edges(
                 |cx| io.poll_write_ready(cx),
@@ -90,7 +90,7 @@ impl Closer {
     /// Asks the kernel where our bytes stand: `Some` ends the wait (all acknowledged,
     /// or the platform cannot tell), `None` while bytes are outstanding on a live
     /// connection; the error of a dead one.
-    fn queue_state<S: Socket>(&mut self, io: &S) -> io::Result<Option<Ack>> {
+    pub(super) fn queue_state<S: Socket>(&mut self, io: &S) -> io::Result<Option<Ack>> {
         let sock = io.as_sock();
         let closing = self.mode == Mode::Close;
         // Right after our own shutdown succeeded the connection is known alive: no need

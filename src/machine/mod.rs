@@ -25,6 +25,7 @@ use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof, SafeAbort};
 
 mod abort;
 mod ack;
+mod barrier;
 mod drain;
 mod linger;
 mod socket;
@@ -270,17 +271,20 @@ impl Closer {
     }
 
     /// Drives the close. A close ([`Mode::Close`]) owns the stream: once this returned
-    /// `Ready` the socket should be dropped. The barrier only borrows it.
+    /// `Ready` the socket should be dropped. The barrier only borrows it and runs its
+    /// own loop ([`barrier`]).
     pub(crate) fn poll_close<S: Socket>(
         &mut self,
         io: &S,
         cx: &mut Context<'_>,
     ) -> Poll<Result<CloseReport, CloseError>> {
+        if self.mode == Mode::Barrier {
+            return self.poll_barrier(io, cx);
+        }
         // The first pass of the first poll runs at the start: its time bounds need no
         // second reading of the clock.
         let mut at_start = false;
         if self.stage != Stage::Done
-            && self.mode == Mode::Close
             && self.flags.take(Flags::ABORT_WHEN_SAFE)
             && self.abort_if_safe(io)
         {
@@ -296,7 +300,6 @@ impl Closer {
             }
             Stage::Running => {}
         }
-        let closing = self.mode == Mode::Close;
         loop {
             if self.token().is_some_and(|t| t.evicted(cx.waker())) {
                 let phase = self.phase();
@@ -307,8 +310,7 @@ impl Closer {
             // the EOF came (a peer acknowledges our FIN before it sends its own), which
             // spares a wakeup and the checks while it reads. A tracked close looks at
             // once: only an acknowledged close may be ended early by the tracker's cap.
-            let defer_ack = closing
-                && !self.peer_eof()
+            let defer_ack = !self.peer_eof()
                 && self.peer_eof_policy == PeerEof::Required
                 && self.token().is_none();
             let mut edge_armed = false;
@@ -329,20 +331,9 @@ impl Closer {
                     }
                 }
             }
-            if unknown && !closing {
-                let e = io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "this platform cannot tell whether sent data was acknowledged",
-                );
-                let kind = CloseErrorKind::Io;
-                return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
-            }
-            if !closing && self.acked() {
-                return Poll::Ready(Ok(self.succeed()));
-            }
 
             // 2. The peer's side: drain what it still sends.
-            if closing && !self.peer_eof() {
+            if !self.peer_eof() {
                 match self.poll_drain(io, cx) {
                     Poll::Ready(Ok(DrainEnd::Eof)) => {
                         self.flags.set(Flags::PEER_EOF);
@@ -361,13 +352,11 @@ impl Closer {
                     Poll::Pending => {}
                 }
             }
-            if closing {
-                match self.finished(io, unknown) {
-                    Ok(true) => return Poll::Ready(Ok(self.succeed())),
-                    Ok(false) => {}
-                    Err(kind) => {
-                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
-                    }
+            match self.finished(io, unknown) {
+                Ok(true) => return Poll::Ready(Ok(self.succeed())),
+                Ok(false) => {}
+                Err(kind) => {
+                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
                 }
             }
 
@@ -377,7 +366,7 @@ impl Closer {
             } else {
                 self.now()
             };
-            let draining = closing && !self.peer_eof();
+            let draining = !self.peer_eof();
             if now >= self.deadline {
                 let phase = if self.acked() || defer_ack || (unknown && draining) {
                     ClosePhase::Drain

@@ -1,0 +1,76 @@
+//! The delivery barrier of [`wait_acked`](crate::AsyncGracefulClose::wait_acked), apart
+//! from the close: it borrows a stream the application keeps using, so it never reads
+//! it and never touches its cached readiness. It looks at the send queue, sooner than
+//! Tokio's timer can wait by yielding a few times, then on a backoff
+//! (`ack::recheck_step`), until every byte written so far is acknowledged, the
+//! connection dies or the deadline passes.
+
+use std::io;
+use std::task::{Context, Poll};
+
+use super::ack::Ack;
+use super::{nanos, time, Closer, Mode, Socket, Stage, MAX_YIELDS};
+use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
+use crate::sys;
+use crate::CloseReport;
+
+impl Closer {
+    /// Drives the barrier ([`Mode::Barrier`]).
+    pub(super) fn poll_barrier<S: Socket>(
+        &mut self,
+        io: &S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<CloseReport, CloseError>> {
+        debug_assert_eq!(self.mode, Mode::Barrier);
+        match self.stage {
+            Stage::Done => return Poll::Ready(Err(self.polled_after_done())),
+            Stage::Init => {
+                if let Err((kind, e)) = self.start(io) {
+                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
+                }
+            }
+            Stage::Running => {}
+        }
+        loop {
+            let state = if sys::ACK_CHECK {
+                self.queue_state(io)
+            } else {
+                Ok(Some(Ack::Unknown))
+            };
+            match state {
+                Ok(Some(Ack::Done)) => return Poll::Ready(Ok(self.succeed())),
+                Ok(Some(Ack::Unknown)) => {
+                    let e = io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "this platform cannot tell whether sent data was acknowledged",
+                    );
+                    let kind = CloseErrorKind::Io;
+                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let kind = classify(&e);
+                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
+                }
+            }
+            let now = self.now();
+            if now >= self.deadline {
+                let kind = CloseErrorKind::TimedOut;
+                return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, None)));
+            }
+            let (at, fine) = self.recheck_at(io, now, false);
+            let wake_at = at.min(self.deadline);
+            if fine
+                && wake_at.saturating_sub(now) < nanos(time::TOKIO_TICK)
+                && self.yields < MAX_YIELDS
+            {
+                self.yields += 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.poll_timer(cx, wake_at).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+}
