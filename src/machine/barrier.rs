@@ -9,7 +9,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use super::ack::Ack;
-use super::{nanos, time, Closer, Mode, Socket, Stage, MAX_YIELDS};
+use super::{Closer, Mode, Socket, Stage};
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
 use crate::sys;
 use crate::CloseReport;
@@ -59,16 +59,10 @@ impl Closer {
                 return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, None)));
             }
             let (at, fine) = self.recheck_at(io, now, false);
-            let wake_at = at.min(self.deadline);
-            if fine
-                && wake_at.saturating_sub(now) < nanos(time::TOKIO_TICK)
-                && self.yields < MAX_YIELDS
+            if self
+                .poll_wait(cx, now, at.min(self.deadline), fine)
+                .is_pending()
             {
-                self.yields += 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if self.poll_timer(cx, wake_at).is_pending() {
                 return Poll::Pending;
             }
         }

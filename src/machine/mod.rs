@@ -402,21 +402,30 @@ impl Closer {
                     fine = precise;
                 }
             }
-            // A re-check due within a round trip, sooner than Tokio's timer can wait
-            // (it would end at its next millisecond): look again once the tasks ready
-            // now have run, a few times at most, then wait on the timer.
-            if fine
-                && wake_at.saturating_sub(now) < nanos(time::TOKIO_TICK)
-                && self.yields < MAX_YIELDS
-            {
-                self.yields += 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            if self.poll_timer(cx, wake_at).is_pending() {
+            if self.poll_wait(cx, now, wake_at, fine).is_pending() {
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Waits until `wake_at` (`now` being the present point). A re-check due within a
+    /// round trip (`fine`), sooner than Tokio's timer can wait (it would end at its
+    /// next millisecond), looks again once the tasks ready now have run instead, a few
+    /// times at most; everything else waits on the timer.
+    fn poll_wait(
+        &mut self,
+        cx: &mut Context<'_>,
+        now: Nanos,
+        wake_at: Nanos,
+        fine: bool,
+    ) -> Poll<()> {
+        if fine && wake_at.saturating_sub(now) < nanos(time::TOKIO_TICK) && self.yields < MAX_YIELDS
+        {
+            self.yields += 1;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.poll_timer(cx, wake_at)
     }
 
     /// Waits on Tokio's timer until `wake_at`, arming it the first time.
