@@ -23,6 +23,9 @@
 mod example;
 #[path = "../support/lab.rs"]
 mod lab;
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tls/support.rs"]
+mod support;
 
 mod clients;
 mod servers;

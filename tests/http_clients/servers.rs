@@ -1,22 +1,18 @@
 //! The servers of a cell: the example's app through the crate or plainly, on loopback
 //! (plain HTTP, TLS with HTTP/1.1 or h2) or on side A of a lab link.
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
 use tokio_graceful_close::{GracefulListener, GracefulTlsListener};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clients::{self, Ready, Target};
 use crate::example::{self, Outcome};
 use crate::lab::{Lab, LabConfig, Side};
+use crate::support::{self, PlainTlsListener};
 
 /// Where and how a cell's client talks to the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +133,10 @@ pub async fn cell(
     let target = Target {
         addr,
         origin: format!("{scheme}://{addr}"),
-        ca: transport.tls().then(|| cert().pem_file.clone()),
-        tls: transport.tls().then(client_config),
+        ca: transport.tls().then(|| ca_file().clone()),
+        tls: transport
+            .tls()
+            .then(|| Arc::new(support::client_config(&[]))),
         h2: transport == Transport::TlsH2,
         lab,
         upload_len: transport.upload_len(),
@@ -148,81 +146,22 @@ pub async fn cell(
     Cell { runs }
 }
 
-struct Cert {
-    pem_file: PathBuf,
-    der: CertificateDer<'static>,
-    key: Vec<u8>,
-}
-
-/// One self-signed certificate per test process, for `localhost` and `127.0.0.1`, its
-/// PEM written where the clients can read it.
-fn cert() -> &'static Cert {
-    static CERT: OnceLock<Cert> = OnceLock::new();
-    CERT.get_or_init(|| {
-        let ck = rcgen::generate_simple_self_signed(vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "10.77.0.1".to_string(),
-        ])
-        .expect("generate a certificate");
-        let pem_file = clients::work_dir().join("ca.pem");
-        std::fs::write(&pem_file, ck.cert.pem()).unwrap();
-        Cert {
-            pem_file,
-            der: ck.cert.der().clone(),
-            key: ck.signing_key.serialize_der(),
-        }
+/// The test certificate's PEM (`tests/tls/support.rs`), written where the clients can
+/// read it.
+fn ca_file() -> &'static PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = clients::work_dir().join("ca.pem");
+        std::fs::write(&path, support::cert_pem()).unwrap();
+        path
     })
 }
 
+/// The shared server config, offering h2 and HTTP/1.1 or HTTP/1.1 alone (ALPN).
 fn server_config(h2: bool) -> Arc<ServerConfig> {
-    let c = cert();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.clone()));
-    let mut config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![c.der.clone()], key)
-        .expect("server config");
-    config.alpn_protocols = if h2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        vec![b"http/1.1".to_vec()]
-    };
-    Arc::new(config)
-}
-
-/// The Rust client's TLS config, trusting the test certificate.
-fn client_config() -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert().der.clone()).unwrap();
-    let config = ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
-/// The control over TLS: tokio-rustls on bare sockets.
-struct PlainTlsListener {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for PlainTlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            let handshake = self.acceptor.accept(stream);
-            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                return (tls, addr);
-            }
-        }
+    let mut config = (*support::server_config()).clone();
+    if !h2 {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
     }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
+    Arc::new(config)
 }

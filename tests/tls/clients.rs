@@ -15,8 +15,6 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::example::{self, Outcome, UPLOAD_LEN};
 use crate::support::*;
@@ -147,32 +145,6 @@ pub async fn upload_curl_tls(
         .unwrap_or(0);
     let got = tokio::fs::read(out).await.unwrap_or_default();
     judge(code, &got)
-}
-
-/// The control: tokio-rustls over bare sockets, the handshake inline.
-pub struct PlainTlsListener {
-    pub tcp: TcpListener,
-    pub acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for PlainTlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((stream, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            if let Ok(tls) = self.acceptor.accept(stream).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
-    }
 }
 
 /// The upload file and curl's CA file, removed on drop.

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_graceful_close::{CloseError, CloseOptions, CloseReport, GracefulTlsListener};
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Bounds every wait of the tests.
@@ -269,4 +270,30 @@ pub fn have_curl() -> bool {
     assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
     let _ = writeln!(std::io::stderr(), "SKIP: {msg}");
     false
+}
+
+/// The control: tokio-rustls over bare sockets, the handshake inline.
+pub struct PlainTlsListener {
+    pub tcp: TcpListener,
+    pub acceptor: TlsAcceptor,
+}
+
+impl axum::serve::Listener for PlainTlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp.local_addr()
+    }
 }
