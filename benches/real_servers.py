@@ -12,7 +12,8 @@ each; root only). Per cell: whole 413s, time to the whole answer (median, p99, a
 client measures it) and server CPU per upload (`/proc/PID/task/*/schedstat` of the
 server's processes, before and after the cell).
 
-    python3 benches/real_servers.py [--quick]
+    python3 benches/real_servers.py [--quick] [--link-only]
+        [--server NAME]... [--client NAME]...
 
 As root it installs what is missing from Debian's packages and PyPI (nginx-light,
 haproxy, golang-go, nodejs, curl, requests); otherwise what is missing is skipped with
@@ -32,6 +33,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "target", "real_servers")
 CLIENTS = os.path.join(ROOT, "tests", "http_clients", "clients")
 QUICK = "--quick" in sys.argv
+LINK_ONLY = "--link-only" in sys.argv
+
+
+def picked(flag):
+    """The values given after each `flag` (`--server nginx --server 'axum + crate'`)."""
+    return [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == flag]
 PAGE_LEN = 256 * 1024
 
 
@@ -149,7 +156,9 @@ def servers(addr):
     out.append(("axum plain", 8204, lambda a, p: [example, "--host", a, "--port", str(p)]))
     out.append(("axum + crate", 8205,
                 lambda a, p: [example, "--graceful", "--host", a, "--port", str(p)]))
-    return [(name, port, argv(addr, port)) for name, port, argv in out]
+    only = picked("--server")
+    return [(name, port, argv(addr, port)) for name, port, argv in out
+            if not only or name in only]
 
 
 def clients():
@@ -162,7 +171,8 @@ def clients():
         out.append("Go net/http")
     if have("node"):
         out.append("Node fetch")
-    return out
+    only = picked("--client")
+    return [c for c in out if not only or c in only]
 
 
 def client_cmd(client, url, body, outdir, runs):
@@ -265,6 +275,8 @@ def main():
         print("SKIP: the 20 Mbit/s link needs root and tc", file=sys.stderr)
     found = clients()
     print(f"clients: {', '.join(found)}", file=sys.stderr)
+    if LINK_ONLY:
+        transports = transports[1:]
     for tname, addr, ns_srv, ns_cli, size, levels in transports:
         lab(ns_srv is not None)
         body = os.path.join(WORK, f"upload-{size}")

@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 ///
 /// # async fn dox(app: axum::Router, signal: std::future::Ready<()>) -> std::io::Result<()> {
 /// let tcp = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
-/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
+/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(30)));
 /// let closes = listener.tracker();
 /// axum::serve(listener, app).with_graceful_shutdown(signal).await?;
 /// closes.close();

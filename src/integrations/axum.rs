@@ -33,7 +33,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 /// # async fn dox() -> std::io::Result<()> {
 /// let app = Router::new().route("/", get(|| async { "hello" }));
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// let opts = CloseOptions::new(Duration::from_secs(10)).idle_timeout(Duration::from_secs(2));
+/// let opts = CloseOptions::new(Duration::from_secs(30)); // nginx's lingering_time
 /// axum::serve(GracefulListener::new(listener, opts), app).await?;
 /// # Ok(())
 /// # }
@@ -56,7 +56,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 ///     get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
 /// );
 /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)))
+/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(30)))
 ///     .tap_io(|_io| {});
 /// axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
 /// # Ok(())
@@ -86,7 +86,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 /// # use tokio_graceful_close::{CloseOptions, GracefulListener};
 /// # async fn dox(app: axum::Router, signal: std::future::Ready<()>) -> std::io::Result<()> {
 /// let tcp = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
-/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
+/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(30)));
 /// let closes = listener.tracker();
 /// axum::serve(listener, app).with_graceful_shutdown(signal).await?;
 /// closes.close();
