@@ -282,7 +282,8 @@ def main():
         body = os.path.join(WORK, f"upload-{size}")
         for name, port, argv in servers(addr):
             cmd = (["ip", "netns", "exec", ns_srv] + argv) if ns_srv else argv
-            srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            log = open(os.path.join(WORK, f"server-{port}-{'link' if ns_srv else 'loopback'}.log"), "w")
+            srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
             time.sleep(1.0)
             pids = pids_on(port, ns_srv)
             try:
@@ -301,6 +302,7 @@ def main():
             finally:
                 srv.terminate()
                 srv.wait()
+                log.close()
                 time.sleep(0.5)
         lab(False)
     print("\n| transport | at once | client | server | whole 413s | median ms | p99 ms "

@@ -198,7 +198,12 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     if graceful {
-        let listener = GracefulListener::new(listener, close_options());
+        // Every close that could not confirm delivery says why, on stderr.
+        let listener = GracefulListener::new(listener, close_options()).on_close(|res| {
+            if let Err(e) = res {
+                eprintln!("close: {e}");
+            }
+        });
         let closes = listener.tracker();
         axum::serve(listener, graceful_app())
             .with_graceful_shutdown(shutdown)
