@@ -21,13 +21,15 @@ fn opts() -> CloseOptions {
     CloseOptions::new(T).abort_when_safe(true)
 }
 
-/// Whether a socket with local port `port` is in `TIME_WAIT` (`/proc/net/tcp`, state 06).
-fn in_time_wait(port: u16) -> bool {
+/// Whether the connection from local port `local` to remote port `remote` is in
+/// `TIME_WAIT` (`/proc/net/tcp`, state 06). Both ports: another connection may have
+/// used the same local port before.
+fn in_time_wait(local: u16, remote: u16) -> bool {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap(), 16).ok();
     table.lines().skip(1).any(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
-        let local_port = f[1].rsplit(':').next().unwrap();
-        u16::from_str_radix(local_port, 16).ok() == Some(port) && f[3] == "06"
+        port(f[1]) == Some(local) && port(f[2]) == Some(remote) && f[3] == "06"
     })
 }
 
@@ -52,21 +54,33 @@ async fn finished_exchange() -> (TcpStream, TcpStream) {
 #[tokio::test]
 async fn a_finished_exchange_is_reset_and_leaves_no_time_wait() {
     let (c, mut s) = finished_exchange().await;
-    let port = c.local_addr().unwrap().port();
+    let ports = (
+        c.local_addr().unwrap().port(),
+        c.peer_addr().unwrap().port(),
+    );
     let report = c.graceful_close_with(opts()).await.expect("reset");
     assert_eq!(report.safe_abort(), Some(SafeAbort::Taken), "{report:?}");
     assert!(report.aborted() && report.acked(), "{report:?}");
     assert_eq!(peer::read_to_end(&mut s).await, (0, End::Reset));
-    assert!(!in_time_wait(port), "a reset leaves no TIME_WAIT");
+    assert!(
+        !in_time_wait(ports.0, ports.1),
+        "a reset leaves no TIME_WAIT"
+    );
 
     // The control: the graceful close leaves the client's side in TIME_WAIT.
     let (c, mut s) = finished_exchange().await;
-    let port = c.local_addr().unwrap().port();
+    let ports = (
+        c.local_addr().unwrap().port(),
+        c.peer_addr().unwrap().port(),
+    );
     let server = tokio::spawn(async move { peer::read_to_end(&mut s).await });
     let report = c.graceful_close(T).await.expect("graceful");
     assert_eq!(report.safe_abort(), None);
     assert_eq!(server.await.unwrap(), (0, End::Eof));
-    assert!(in_time_wait(port), "the control leaves TIME_WAIT");
+    assert!(
+        in_time_wait(ports.0, ports.1),
+        "the control leaves TIME_WAIT"
+    );
 }
 
 /// The server's answer not read yet: a reset would discard it and tell the server
