@@ -48,9 +48,9 @@ pub enum CloseErrorKind {
     /// The peer sent more than the drain limit while we waited for its EOF.
     DrainLimit,
     /// The [`CloseTracker`](crate::CloseTracker)'s cap on lingering closes was reached
-    /// and this close, the oldest, was ended early: closed at once if everything was
-    /// acknowledged ([`CloseReport::acked`](crate::CloseReport::acked)), aborted with RST
-    /// otherwise.
+    /// and this close, the one lingering longest, was ended early: everything we sent
+    /// was already acknowledged ([`CloseReport::acked`](crate::CloseReport::acked)), so
+    /// it was closed at once (a peer still sending then gets RST for its next segment).
     Evicted,
     /// Another I/O error; see [`Error::source`].
     Io,

@@ -27,17 +27,19 @@ impl Closer {
             (Ok(unacked), Ok(unread)) => SafeAbort::Refused { unacked, unread },
             _ => SafeAbort::Unknown,
         };
-        let taken = found == SafeAbort::Taken
-            && socket2::SockRef::from(&sock)
-                .set_linger(Some(Duration::ZERO))
-                .is_ok();
-        self.extra.get_or_insert_with(Box::default).safe_abort =
-            Some(if taken || found != SafeAbort::Taken {
-                found
-            } else {
+        // A reset that cannot be armed is a close that cannot tell: graceful.
+        let found = match found {
+            SafeAbort::Taken
+                if socket2::SockRef::from(&sock)
+                    .set_linger(Some(Duration::ZERO))
+                    .is_err() =>
+            {
                 SafeAbort::Unknown
-            });
-        if !taken {
+            }
+            other => other,
+        };
+        self.extra.get_or_insert_with(Box::default).safe_abort = Some(found);
+        if found != SafeAbort::Taken {
             return false;
         }
         if self.stage == Stage::Init {
@@ -75,9 +77,10 @@ impl Closer {
         report.acked = acked;
         report.unacked_bytes = unacked;
         if self.mode == Mode::Close {
+            // An evicted close is acknowledged (the cap ends only lingering closes): it
+            // closes like any other, never with a reset of its own.
             let bound = kind.is_timeout() || kind == CloseErrorKind::DrainLimit;
-            let abort = (bound && self.on_timeout == OnTimeout::Abort)
-                || (kind == CloseErrorKind::Evicted && !acked);
+            let abort = bound && self.on_timeout == OnTimeout::Abort;
             if tcp && abort {
                 if socket2::SockRef::from(&sock)
                     .set_linger(Some(Duration::ZERO))
