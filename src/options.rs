@@ -95,7 +95,7 @@ pub enum PeerEof {
 ///     .drain_limit(1 << 20)
 ///     .peer_eof(PeerEof::Required)
 ///     .on_timeout(OnTimeout::Abort);
-/// assert_eq!(opts.get_timeout(), Duration::from_secs(10));
+/// # let _ = opts;
 /// ```
 ///
 /// | option | default | meaning |
@@ -271,34 +271,6 @@ impl CloseOptions {
         self
     }
 
-    /// The total deadline.
-    #[inline]
-    pub const fn get_timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// The idle timeout, if set (`None`: the default of where the options are used).
-    #[inline]
-    pub const fn get_idle_timeout(&self) -> Option<Duration> {
-        self.idle_timeout
-    }
-
-    /// The drain limit in bytes ([`Self::DEFAULT_DRAIN_LIMIT`] if not set).
-    #[inline]
-    pub const fn get_drain_limit(&self) -> u64 {
-        match self.drain_limit {
-            Some(n) => n,
-            None => Self::DEFAULT_DRAIN_LIMIT,
-        }
-    }
-
-    /// When the close waits for the peer's EOF, if set (`None`: the default of where
-    /// the options are used).
-    #[inline]
-    pub const fn get_peer_eof(&self) -> Option<PeerEof> {
-        self.peer_eof
-    }
-
     /// Fills what the user did not set with the defaults of `role`.
     #[inline]
     pub(crate) fn resolve(mut self, role: Role) -> Self {
@@ -332,36 +304,41 @@ impl CloseOptions {
             ms as u32
         })
     }
-
-    /// What happens when a bound is hit.
-    #[inline]
-    pub const fn get_on_timeout(&self) -> OnTimeout {
-        self.on_timeout
-    }
-
-    /// The safety-net poll interval.
-    #[inline]
-    pub const fn get_poll_interval(&self) -> Duration {
-        self.poll_interval
-    }
-
-    /// The `TCP_USER_TIMEOUT` applied during the close, if set.
-    #[inline]
-    pub const fn get_user_timeout(&self) -> Option<Duration> {
-        self.user_timeout
-    }
-
-    /// Whether the close resets when that loses nothing; see
-    /// [`abort_when_safe`](Self::abort_when_safe).
-    #[inline]
-    pub const fn get_abort_when_safe(&self) -> bool {
-        self.abort_when_safe
-    }
 }
 
 impl Default for CloseOptions {
     /// A 30 second deadline (nginx's `lingering_time`) and the other defaults.
     fn default() -> Self {
         Self::new(Duration::from_secs(30))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_interval_is_raised_to_its_floor() {
+        let opts = CloseOptions::default().poll_interval(Duration::ZERO);
+        assert_eq!(opts.poll_interval, CloseOptions::MIN_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn unset_options_take_the_defaults_of_where_they_are_used() {
+        let set = CloseOptions::default()
+            .peer_eof(PeerEof::Required)
+            .drain_limit(7);
+        let client = set.resolve(Role::Client);
+        assert_eq!(client.peer_eof, Some(PeerEof::Required));
+        assert_eq!(client.drain_limit, Some(7));
+        let server = CloseOptions::default().resolve(Role::Server);
+        assert_eq!(server.peer_eof, Some(PeerEof::IfSending));
+        assert_eq!(
+            server.idle_timeout,
+            Some(CloseOptions::ADAPTER_IDLE_TIMEOUT)
+        );
+        let stream = CloseOptions::default().resolve(Role::Stream);
+        assert_eq!(stream.idle_timeout, None);
+        assert_eq!(stream.drain_limit, Some(CloseOptions::DEFAULT_DRAIN_LIMIT));
     }
 }

@@ -49,7 +49,19 @@ fn millis(max: u64) -> impl Strategy<Value = Duration> {
     ]
 }
 
-fn options() -> impl Strategy<Value = CloseOptions> {
+/// The options of a case, and the values they were built from (`CloseOptions` has
+/// setters only).
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    opts: CloseOptions,
+    timeout: Duration,
+    idle: Option<Duration>,
+    limit: u64,
+    eof: PeerEof,
+    on_timeout: OnTimeout,
+}
+
+fn options() -> impl Strategy<Value = Knobs> {
     (
         0u64..1200,
         proptest::option::of(millis(800)),
@@ -75,7 +87,14 @@ fn options() -> impl Strategy<Value = CloseOptions> {
             if let Some(user) = user {
                 o = o.user_timeout(user);
             }
-            o
+            Knobs {
+                opts: o,
+                timeout: Duration::from_millis(t),
+                idle,
+                limit,
+                eof,
+                on_timeout,
+            }
         })
 }
 
@@ -97,7 +116,8 @@ async fn run_peer(mut s: TcpStream, what: Peer) {
     }
 }
 
-async fn case(opts: CloseOptions, what: Peer, bytes: usize) -> Result<(), TestCaseError> {
+async fn case(knobs: Knobs, what: Peer, bytes: usize) -> Result<(), TestCaseError> {
+    let opts = knobs.opts;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (ours, theirs) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -114,13 +134,13 @@ async fn case(opts: CloseOptions, what: Peer, bytes: usize) -> Result<(), TestCa
     let took = start.elapsed();
     peer.abort();
 
-    let bound = opts.get_timeout() + Duration::from_secs(2);
+    let bound = knobs.timeout + Duration::from_secs(2);
     prop_assert!(took <= bound, "took {took:?} with {opts:?}");
     match &res {
         Ok(r) => {
             prop_assert!(r.acked(), "Ok without confirmation on Linux: {r:?}");
             prop_assert!(!r.aborted());
-            if opts.get_peer_eof() == Some(PeerEof::Required) {
+            if knobs.eof == PeerEof::Required {
                 prop_assert!(r.peer_eof(), "Ok without the required EOF: {r:?}");
             }
             // A peer that never closes cannot give its EOF.
@@ -132,10 +152,10 @@ async fn case(opts: CloseOptions, what: Peer, bytes: usize) -> Result<(), TestCa
             let r = e.report();
             match e.kind() {
                 CloseErrorKind::DrainLimit => {
-                    prop_assert!(r.drained_bytes() > opts.get_drain_limit(), "{e:?}");
+                    prop_assert!(r.drained_bytes() > knobs.limit, "{e:?}");
                 }
                 CloseErrorKind::IdleTimeout => {
-                    prop_assert!(opts.get_idle_timeout().is_some(), "{e:?}")
+                    prop_assert!(knobs.idle.is_some(), "{e:?}")
                 }
                 CloseErrorKind::PeerReset => prop_assert!(
                     matches!(what, Peer::ResetsAfter(_) | Peer::ClosesAtOnce),
@@ -146,18 +166,13 @@ async fn case(opts: CloseOptions, what: Peer, bytes: usize) -> Result<(), TestCa
             }
             let bound_hit = e.kind().is_timeout() || e.kind() == CloseErrorKind::DrainLimit;
             if r.aborted() {
-                prop_assert!(
-                    opts.get_on_timeout() == OnTimeout::Abort && bound_hit,
-                    "{e:?}"
-                );
+                prop_assert!(knobs.on_timeout == OnTimeout::Abort && bound_hit, "{e:?}");
             }
             // A peer that reads and closes, given time, confirms delivery.
             if matches!(what, Peer::ReadsAndCloses)
-                && opts.get_timeout() >= Duration::from_millis(800)
-                && opts
-                    .get_idle_timeout()
-                    .is_none_or(|d| d >= Duration::from_millis(800))
-                && opts.get_drain_limit() > 0
+                && knobs.timeout >= Duration::from_millis(800)
+                && knobs.idle.is_none_or(|d| d >= Duration::from_millis(800))
+                && knobs.limit > 0
             {
                 prop_assert!(false, "a well-behaved peer failed: {e:?} with {opts:?}");
             }
@@ -174,12 +189,12 @@ proptest! {
     })]
 
     #[test]
-    fn any_options_against_any_peer(opts in options(), what in peer(), bytes in 0usize..2_000_000) {
+    fn any_options_against_any_peer(knobs in options(), what in peer(), bytes in 0usize..2_000_000) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e: io::Error| TestCaseError::fail(e.to_string()))?;
-        rt.block_on(case(opts, what, bytes))?;
+        rt.block_on(case(knobs, what, bytes))?;
     }
 }

@@ -166,7 +166,7 @@ impl Closer {
             idle_deadline: NEVER,
             grace_until: NEVER,
             next_poll: 0,
-            drain_limit: opts.get_drain_limit(),
+            drain_limit: opts.drain_limit.unwrap_or(CloseOptions::DEFAULT_DRAIN_LIMIT),
             drained: 0,
             timer: None,
             extra: None,
