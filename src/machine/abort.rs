@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Closer, Flags, Mode, Socket, Stage};
+use super::{Closer, Flags, Mode, Phase, Socket};
 use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 use crate::sys::{self, SocketKind};
 use crate::{OnTimeout, SafeAbort};
@@ -42,7 +42,7 @@ impl Closer {
         if found != SafeAbort::Taken {
             return false;
         }
-        if self.stage == Stage::Init {
+        if self.phase == Phase::Start {
             self.start = Instant::now();
         }
         self.flags.set(Flags::ABORTED);

@@ -9,7 +9,7 @@ use std::io;
 use std::task::{Context, Poll};
 
 use super::ack::Ack;
-use super::{Closer, Mode, Socket, Stage};
+use super::{Closer, Flags, Mode, Phase, Socket};
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
 use crate::sys;
 use crate::CloseReport;
@@ -22,14 +22,14 @@ impl Closer {
         cx: &mut Context<'_>,
     ) -> Poll<Result<CloseReport, CloseError>> {
         debug_assert_eq!(self.mode, Mode::Barrier);
-        match self.stage {
-            Stage::Done => return Poll::Ready(Err(self.polled_after_done())),
-            Stage::Init => {
+        match self.phase {
+            Phase::Done => return Poll::Ready(Err(self.polled_after_done())),
+            Phase::Start => {
                 if let Err((kind, e)) = self.start(io) {
                     return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
                 }
             }
-            Stage::Running => {}
+            _ => {}
         }
         loop {
             let state = if sys::ACK_CHECK {
@@ -38,7 +38,11 @@ impl Closer {
                 Ok(Some(Ack::Unknown))
             };
             match state {
-                Ok(Some(Ack::Done)) => return Poll::Ready(Ok(self.succeed())),
+                Ok(Some(Ack::Done)) => {
+                    self.flags.set(Flags::ACKED);
+                    self.end();
+                    return Poll::Ready(Ok(self.report()));
+                }
                 Ok(Some(Ack::Unknown)) => {
                     let e = io::Error::new(
                         io::ErrorKind::Unsupported,

@@ -80,7 +80,7 @@ impl Closer {
         };
         match self.count(io, n) {
             Some(DrainEnd::Eof) => {
-                self.flags.set(Flags::PEER_EOF);
+                self.on_peer_eof();
                 return Ok(None);
             }
             Some(DrainEnd::OverLimit) => return Ok(Some(CloseErrorKind::DrainLimit)),
@@ -130,6 +130,7 @@ impl Closer {
         if self.drained > self.drain_limit {
             return Some(DrainEnd::OverLimit);
         }
+        self.on_peer_data();
         if self.idle_timeout != super::NEVER {
             self.idle_deadline = self.now().saturating_add(self.idle_timeout);
         }

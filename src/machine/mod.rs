@@ -6,7 +6,7 @@
 //! ([`WaitAcked`](crate::WaitAcked)) can all drive the same code.
 //!
 //! A close ([`Mode::Close`]) owns its stream: it drains it and uses the stream's own
-//! readiness. The barrier ([`Mode::Barrier`]) borrows a stream the application keeps
+//! readiness, and goes through the phases of [`phase`], one at a time. The barrier ([`Mode::Barrier`]) borrows a stream the application keeps
 //! using: it never reads it and never touches its cached readiness; it looks at the send
 //! queue on a timer.
 
@@ -27,13 +27,14 @@ mod abort;
 mod ack;
 mod barrier;
 mod drain;
-mod linger;
+mod phase;
 mod socket;
 mod time;
 
 pub(crate) use self::abort::disarm_linger;
 use self::ack::Ack;
 use self::drain::DrainEnd;
+use self::phase::Phase;
 pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
 use self::time::{millis_ceil, nanos, Nanos, FAR_FUTURE, NEVER};
@@ -51,13 +52,6 @@ pub(crate) enum Mode {
     Barrier,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    Init,
-    Running,
-    Done,
-}
-
 /// What a close has learnt so far, one bit each.
 #[derive(Debug, Clone, Copy, Default)]
 struct Flags(u16);
@@ -67,8 +61,6 @@ impl Flags {
     const ACKED: u16 = 1;
     /// We read the peer's EOF.
     const PEER_EOF: u16 = 1 << 1;
-    /// The close decided it must wait for the peer's EOF ([`PeerEof::IfSending`]).
-    const LINGER: u16 = 1 << 2;
     /// A reset was sent ([`OnTimeout::Abort`]).
     const ABORTED: u16 = 1 << 3;
     /// Our `shutdown` succeeded and the send queue was not looked at since.
@@ -117,10 +109,6 @@ pub(crate) struct Closer {
     idle_timeout: Nanos,
     /// When the current silence ends the drain; [`NEVER`]: no idle bound.
     idle_deadline: Nanos,
-    /// [`PeerEof::IfSending`] with a quiet peer, or [`PeerEof::Briefly`]: its EOF is
-    /// waited for until then only.
-    /// [`NEVER`]: not decided.
-    grace_until: Nanos,
     /// The next safety-net re-check of the send queue.
     next_poll: Nanos,
     drain_limit: u64,
@@ -138,7 +126,7 @@ pub(crate) struct Closer {
     /// Re-checks taken by yielding, for those due sooner than Tokio's timer can wait.
     yields: u8,
     mode: Mode,
-    stage: Stage,
+    phase: Phase,
     peer_eof_policy: PeerEof,
     on_timeout: OnTimeout,
     flags: Flags,
@@ -164,9 +152,10 @@ impl Closer {
             deadline: nanos(opts.timeout),
             idle_timeout: opts.idle_timeout.map_or(NEVER, nanos),
             idle_deadline: NEVER,
-            grace_until: NEVER,
             next_poll: 0,
-            drain_limit: opts.drain_limit.unwrap_or(CloseOptions::DEFAULT_DRAIN_LIMIT),
+            drain_limit: opts
+                .drain_limit
+                .unwrap_or(CloseOptions::DEFAULT_DRAIN_LIMIT),
             drained: 0,
             timer: None,
             extra: None,
@@ -175,7 +164,7 @@ impl Closer {
             poll_shift: 0,
             yields: 0,
             mode,
-            stage: Stage::Init,
+            phase: Phase::Start,
             peer_eof_policy: opts.peer_eof.unwrap_or_default(),
             on_timeout: opts.on_timeout,
             flags: Flags(if opts.abort_when_safe {
@@ -233,10 +222,12 @@ impl Closer {
 
     /// The step the close is in: what a close cut short was doing.
     pub(crate) fn phase(&self) -> ClosePhase {
-        match self.stage {
-            Stage::Init => ClosePhase::Shutdown,
-            _ if !self.acked() => ClosePhase::AckWait,
-            _ => ClosePhase::Drain,
+        match self.phase {
+            Phase::Start => ClosePhase::Shutdown,
+            Phase::Delivering | Phase::AckWait => ClosePhase::AckWait,
+            Phase::Draining | Phase::Lingering { .. } => ClosePhase::Drain,
+            Phase::Done if self.acked() => ClosePhase::Drain,
+            Phase::Done => ClosePhase::AckWait,
         }
     }
 
@@ -244,7 +235,7 @@ impl Closer {
     pub(crate) fn report(&self) -> CloseReport {
         let acked = self.acked();
         CloseReport {
-            elapsed: if self.stage == Stage::Init {
+            elapsed: if self.phase == Phase::Start {
                 Duration::ZERO
             } else {
                 self.start.elapsed()
@@ -263,7 +254,7 @@ impl Closer {
     /// returns: the rest of the close waits for [`poll_close`](Self::poll_close). On an
     /// error the close has ended (and reports it).
     pub(crate) fn begin<S: Socket>(&mut self, io: &S) -> Result<(), CloseError> {
-        if self.stage != Stage::Init {
+        if self.phase != Phase::Start {
             return Ok(());
         }
         self.start(io)
@@ -273,6 +264,9 @@ impl Closer {
     /// Drives the close. A close ([`Mode::Close`]) owns the stream: once this returned
     /// `Ready` the socket should be dropped. The barrier only borrows it and runs its
     /// own loop ([`barrier`]).
+    ///
+    /// Each pass runs the current phase's work (look at the send queue, drain), moves
+    /// to the next phase on what it found, then checks the bounds and waits.
     pub(crate) fn poll_close<S: Socket>(
         &mut self,
         io: &S,
@@ -281,66 +275,35 @@ impl Closer {
         if self.mode == Mode::Barrier {
             return self.poll_barrier(io, cx);
         }
-        // The first pass of the first poll runs at the start: its time bounds need no
-        // second reading of the clock.
-        let mut at_start = false;
-        if self.stage != Stage::Done
+        if self.phase != Phase::Done
             && self.flags.take(Flags::ABORT_WHEN_SAFE)
             && self.abort_if_safe(io)
         {
             return Poll::Ready(Ok(self.report()));
         }
-        match self.stage {
-            Stage::Done => return Poll::Ready(Err(self.polled_after_done())),
-            Stage::Init => {
+        // The first pass of the first poll runs at the start: its time bounds need no
+        // second reading of the clock.
+        let mut at_start = false;
+        match self.phase {
+            Phase::Done => return Poll::Ready(Err(self.polled_after_done())),
+            Phase::Start => {
                 if let Err((kind, e)) = self.start(io) {
                     return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Shutdown, Some(e))));
                 }
                 at_start = true;
             }
-            Stage::Running => {}
+            _ => {}
         }
         loop {
             if self.token().is_some_and(|t| t.evicted(cx.waker())) {
                 let phase = self.phase();
                 return Poll::Ready(Err(self.fail(io, CloseErrorKind::Evicted, phase, None)));
             }
-            // 1. Our data and FIN acknowledged? When the peer's EOF is required and not
-            // yet read, the close cannot end before it anyway: the ACK is checked once
-            // the EOF came (a peer acknowledges our FIN before it sends its own), which
-            // spares a wakeup and the checks while it reads. A tracked close looks at
-            // once: only an acknowledged close may be ended early by the tracker's cap.
-            let defer_ack = !self.peer_eof()
-                && self.peer_eof_policy == PeerEof::Required
-                && self.token().is_none();
-            let mut edge_armed = false;
-            let mut unknown = false;
-            if !self.acked() && !defer_ack {
-                match self.poll_ack(io, cx) {
-                    Ok(Ack::Done) => {
-                        self.flags.set(Flags::ACKED);
-                        if let Some(token) = self.token() {
-                            token.lingering();
-                        }
-                    }
-                    Ok(Ack::Pending { edge_armed: armed }) => edge_armed = armed,
-                    Ok(Ack::Unknown) => unknown = true,
-                    Err(e) => {
-                        let kind = classify(&e);
-                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
-                    }
-                }
-            }
-
-            // 2. The peer's side: drain what it still sends.
-            if !self.peer_eof() {
+            let phase = self.phase;
+            // The peer's side: drain what it still sends, up to its EOF.
+            if self.phase.drains() {
                 match self.poll_drain(io, cx) {
-                    Poll::Ready(Ok(DrainEnd::Eof)) => {
-                        self.flags.set(Flags::PEER_EOF);
-                        if defer_ack {
-                            continue; // now look at the ACK
-                        }
-                    }
+                    Poll::Ready(Ok(DrainEnd::Eof)) => self.on_peer_eof(),
                     Poll::Ready(Ok(DrainEnd::OverLimit)) => {
                         let kind = CloseErrorKind::DrainLimit;
                         return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
@@ -352,33 +315,47 @@ impl Closer {
                     Poll::Pending => {}
                 }
             }
-            match self.finished(io, unknown) {
-                Ok(true) => return Poll::Ready(Ok(self.succeed())),
-                Ok(false) => {}
-                Err(kind) => {
-                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
+            // Our side: acknowledged, still in flight, or nobody can tell. Looked at
+            // after the drain, so that a close that ends here has read what came.
+            let mut edge_armed = false;
+            if self.phase.watches_ack() {
+                match self.poll_ack(io, cx) {
+                    Ok(Ack::Done) => {
+                        if let Err(kind) = self.on_acked(io) {
+                            return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
+                        }
+                    }
+                    Ok(Ack::Pending { edge_armed: armed }) => edge_armed = armed,
+                    Ok(Ack::Unknown) => self.on_ack_unknown(),
+                    Err(e) => {
+                        let kind = classify(&e);
+                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
+                    }
                 }
             }
+            match self.phase {
+                Phase::Done => return Poll::Ready(Ok(self.report())),
+                // A new phase has its own work to do first.
+                next if next != phase => continue,
+                _ => {}
+            }
 
-            // 3. The time bounds.
+            // The bounds.
             let now = if std::mem::take(&mut at_start) {
                 0
             } else {
                 self.now()
             };
-            let draining = !self.peer_eof();
             if now >= self.deadline {
-                let phase = if self.acked() || defer_ack || (unknown && draining) {
-                    ClosePhase::Drain
-                } else {
-                    ClosePhase::AckWait
-                };
+                let phase = self.phase();
                 let kind = CloseErrorKind::TimedOut;
                 return Poll::Ready(Err(self.fail(io, kind, phase, None)));
             }
-            let idle = if draining { self.idle_deadline } else { NEVER };
-            let quiet = draining && !self.flags.has(Flags::LINGER);
-            let grace = if quiet { self.grace_until } else { NEVER };
+            let idle = if self.phase.drains() {
+                self.idle_deadline
+            } else {
+                NEVER
+            };
             if now >= idle {
                 match self.recheck_idle(io, now) {
                     Ok(None) => continue, // the peer was not silent after all
@@ -391,11 +368,19 @@ impl Closer {
                     }
                 }
             }
+            let mut wake_at = self.deadline.min(idle);
+            if let Phase::Lingering { until } = self.phase {
+                if now >= until {
+                    // The peer had its chance to close its side; ours is delivered.
+                    self.end();
+                    return Poll::Ready(Ok(self.report()));
+                }
+                wake_at = wake_at.min(until);
+            }
 
-            // 4. Sleep until the next bound or safety-net re-check.
-            let mut wake_at = self.deadline.min(idle).min(grace);
+            // Wait until the next bound or re-check of the send queue.
             let mut fine = false;
-            if !self.acked() && !unknown && !defer_ack {
+            if self.phase.watches_ack() {
                 let (at, precise) = self.recheck_at(io, now, edge_armed);
                 if at < wake_at {
                     wake_at = at;
@@ -460,7 +445,7 @@ impl Closer {
         self.start = Instant::now();
         self.idle_deadline = self.idle_timeout;
         self.next_poll = 0;
-        self.stage = Stage::Running;
+        self.phase = self.first_phase();
 
         if self.mode == Mode::Barrier {
             return Ok(());
@@ -490,13 +475,8 @@ impl Closer {
 
     /// Marks the close done and lets go of what it waited with.
     fn end(&mut self) {
-        self.stage = Stage::Done;
+        self.phase = Phase::Done;
         self.timer = None;
-    }
-
-    fn succeed(&mut self) -> CloseReport {
-        self.end();
-        self.report()
     }
 }
 
