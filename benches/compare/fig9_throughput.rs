@@ -1,6 +1,7 @@
 //! Figure 9 — closes per second on one core: 10,000 connections, each with a 1 KiB
 //! response its peer reads whole before closing, all closed at once on a
-//! current-thread runtime; the peers live in a helper process.
+//! current-thread runtime; the peers live in a helper process. The child processes here
+//! also run figure 10 (the same on a multi-threaded runtime).
 
 use std::time::{Duration, Instant};
 
@@ -12,10 +13,10 @@ use crate::contenders::{selected, spawn_close, Knobs};
 use crate::harness::{
     announce_peer_listeners, rotation, run_child_with_deadline, runtime, spawn_peer_helper,
 };
-use crate::support::{self, table, thread_cpu_precise, Samples};
+use crate::support::{self, process_cpu, table, thread_cpu_precise, Samples};
 use crate::Cfg;
 
-const RESPONSE: usize = 1024;
+pub(crate) const RESPONSE: usize = 1024;
 
 pub(crate) fn run(cfg: &Cfg) {
     let n = cfg.n(2_000, 10_000);
@@ -32,7 +33,7 @@ pub(crate) fn run(cfg: &Cfg) {
         // A fresh process per strategy and round, rotating which goes first: one round
         // alone moved with whatever else this machine did at that moment.
         for j in rotation(round, all.len()) {
-            match child_run(&exe, all[j], n) {
+            match child_run(&exe, all[j], n, 1) {
                 Some((per_sec, cpu_us)) => {
                     got[j].0.push(per_sec);
                     got[j].1.push(cpu_us);
@@ -87,11 +88,17 @@ pub(crate) fn run(cfg: &Cfg) {
     );
 }
 
-/// One round of `st` in a child process: (closes per second, CPU µs per close).
-fn child_run(exe: &std::path::Path, st: Strategy, n: usize) -> Option<(f64, f64)> {
+/// One round of `st` in a child process with `workers` runtime threads (1: a
+/// current-thread runtime): (closes per second, CPU µs per close).
+pub(crate) fn child_run(
+    exe: &std::path::Path,
+    st: Strategy,
+    n: usize,
+    workers: usize,
+) -> Option<(f64, f64)> {
     let out = run_child_with_deadline(
         std::process::Command::new(exe)
-            .env("TGC_BENCH_CHILD", format!("fig9:{}:{n}", st.id()))
+            .env("TGC_BENCH_CHILD", format!("fig9:{}:{n}:{workers}", st.id()))
             .stdout(std::process::Stdio::piped()),
         Duration::from_secs(180),
     )?;
@@ -136,10 +143,26 @@ pub(crate) fn child_peers(n: usize) {
 }
 
 /// One strategy in a fresh process: connect `n`, write the responses, then close all.
-pub(crate) fn child(st: Strategy, n: usize) {
+/// One worker: a current-thread runtime, the CPU of its thread. More: a multi-threaded
+/// runtime with that many workers, the CPU of the whole process (the main thread only
+/// waits).
+pub(crate) fn child(st: Strategy, n: usize, workers: usize) {
     let limit = support::raise_nofile(n as u64 + 1024);
     let (mut helper, _out, addrs) = spawn_peer_helper(&format!("fig9peers:{n}"), limit);
-    let rt = runtime();
+    let rt = if workers <= 1 {
+        runtime()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let cpu_now = if workers <= 1 {
+        thread_cpu_precise
+    } else {
+        process_cpu
+    };
     rt.block_on(async move {
         let mut streams = Vec::with_capacity(n);
         let response = vec![b'r'; RESPONSE];
@@ -148,7 +171,7 @@ pub(crate) fn child(st: Strategy, n: usize) {
             c.write_all(&response).await.expect("write");
             streams.push(c);
         }
-        let (t0, cpu0) = (Instant::now(), thread_cpu_precise());
+        let (t0, cpu0) = (Instant::now(), cpu_now());
         let handles: Vec<_> = streams
             .into_iter()
             .map(|s| spawn_close(st, s, Knobs::default()))
@@ -156,7 +179,7 @@ pub(crate) fn child(st: Strategy, n: usize) {
         for h in handles {
             let _ = tokio::time::timeout(Duration::from_secs(60), h).await;
         }
-        let (wall, cpu) = (t0.elapsed(), thread_cpu_precise() - cpu0);
+        let (wall, cpu) = (t0.elapsed(), cpu_now() - cpu0);
         println!(
             "RESULT {} {}",
             n as f64 / wall.as_secs_f64(),

@@ -26,6 +26,7 @@ mod alloc;
 mod contenders;
 mod harness;
 
+mod fig10_multi_thread;
 mod fig1_delivered;
 mod fig2_latency;
 mod fig3_ack_detection;
@@ -77,9 +78,10 @@ fn main() {
                 n.parse().expect("n"),
             ),
             ["fig9peers", n] => fig9_throughput::child_peers(n.parse().expect("n")),
-            ["fig9", st, n] => fig9_throughput::child(
+            ["fig9", st, n, workers] => fig9_throughput::child(
                 Strategy::from_id(st).expect("strategy"),
                 n.parse().expect("n"),
+                workers.parse().expect("workers"),
             ),
             _ => panic!("unknown child mode {child}"),
         }
@@ -97,7 +99,7 @@ fn main() {
     }
     let figs: Vec<u32> = figs_env
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        .unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     let cfg = Cfg { quick, figs };
     support::raise_nofile(1 << 16);
     let rt = runtime();
@@ -119,6 +121,7 @@ fn main() {
             7 => fig7_drain::run(&cfg, &rt),
             8 => fig8_tail::run(&cfg, &rt),
             9 => fig9_throughput::run(&cfg),
+            10 => fig10_multi_thread::run(&cfg),
             _ => continue,
         }
         eprintln!("figure {f} took {:.1} s", t.elapsed().as_secs_f64());
