@@ -7,13 +7,13 @@ Each server answers POST /upload with a 413 and a 256 KiB page (the
 (`http-request deny`), Go's net/http, plain axum and axum with the crate
 (`GracefulListener` + `AnnounceCloseLayer`). Clients: curl, Python requests, Go
 net/http and Node fetch (`tests/http_clients/clients/`), at 1, 20 and 200 uploads at
-once on loopback (10 MB each) and 1 and 20 over a 20 Mbit/s namespace link (2 MB
-each; root only). Per cell: whole 413s, time to the whole answer (median, p99, as the
+once on loopback (10 MB each) and over a 20 Mbit/s namespace link (1 and 20 with
+2 MB each, 200 with 256 KB each; root only). Per cell: whole 413s, time to the whole answer (median, p99, as the
 client measures it) and server CPU per upload (`/proc/PID/task/*/schedstat` of the
 server's processes, before and after the cell).
 
     python3 benches/real_servers.py [--quick] [--link-only]
-        [--server NAME]... [--client NAME]...
+        [--server NAME]... [--client NAME]... [--at-once N]...
 
 As root it installs what is missing from Debian's packages and PyPI (nginx-light,
 haproxy, golang-go, nodejs, curl, requests); otherwise what is missing is skipped with
@@ -40,6 +40,9 @@ def picked(flag):
     """The values given after each `flag` (`--server nginx --server 'axum + crate'`)."""
     return [sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == flag]
 PAGE_LEN = 256 * 1024
+# 200 uploads at once over the 20 Mbit/s link: 256 KB each (200 x 2 MB would keep the
+# link busy for 160 s per cell).
+LINK_CROWD_SIZE = 256_000
 
 
 def page():
@@ -83,7 +86,7 @@ def prepare():
     with open(os.path.join(WORK, "413.http"), "wb") as f:
         f.write(b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: text/html\r\n"
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % PAGE_LEN + page())
-    for size in (10_000_000, 2_000_000):
+    for size in (10_000_000, 2_000_000, LINK_CROWD_SIZE):
         path = os.path.join(WORK, f"upload-{size}")
         if not os.path.exists(path):
             with open(path, "wb") as f:
@@ -266,20 +269,25 @@ def pct(xs, q):
 def main():
     prepare()
     rows = []
-    transports = [("loopback", "127.0.0.1", None, None, 10_000_000,
-                   [1, 20] if QUICK else [1, 20, 200])]
+    # (name, server address, server and client namespaces, [(at once, upload size)]).
+    transports = [("loopback", "127.0.0.1", None, None,
+                   [(n, 10_000_000) for n in ([1, 20] if QUICK else [1, 20, 200])])]
     if os.geteuid() == 0 and have("tc"):
         transports.append(("20 Mbit/s link", "10.79.0.1", "tgcbench-a", "tgcbench-b",
-                           2_000_000, [1] if QUICK else [1, 20]))
+                           [(1, 2_000_000)] if QUICK else
+                           [(1, 2_000_000), (20, 2_000_000), (200, LINK_CROWD_SIZE)]))
     else:
         print("SKIP: the 20 Mbit/s link needs root and tc", file=sys.stderr)
     found = clients()
     print(f"clients: {', '.join(found)}", file=sys.stderr)
     if LINK_ONLY:
         transports = transports[1:]
-    for tname, addr, ns_srv, ns_cli, size, levels in transports:
+    at_once_only = [int(n) for n in picked("--at-once")]
+    for tname, addr, ns_srv, ns_cli, levels in transports:
+        levels = [lv for lv in levels if not at_once_only or lv[0] in at_once_only]
+        if not levels:
+            continue
         lab(ns_srv is not None)
-        body = os.path.join(WORK, f"upload-{size}")
         for name, port, argv in servers(addr):
             cmd = (["ip", "netns", "exec", ns_srv] + argv) if ns_srv else argv
             log = open(os.path.join(WORK, f"server-{port}-{'link' if ns_srv else 'loopback'}.log"), "w")
@@ -287,13 +295,16 @@ def main():
             time.sleep(1.0)
             pids = pids_on(port, ns_srv)
             try:
-                for at_once in levels:
+                for at_once, size in levels:
+                    body = os.path.join(WORK, f"upload-{size}")
                     each = max(1, (5 if QUICK else 10) // at_once) if at_once < 20 else \
                         (1 if at_once >= 200 else 2)
                     for client in found:
                         whole, n, times, cpu = cell(client, addr, port, ns_cli, pids, body,
                                                     at_once, each)
-                        row = (tname, at_once, client, name, whole, n,
+                        label = tname if size in (10_000_000, 2_000_000) else \
+                            f"{tname} ({size // 1000} KB)"
+                        row = (label, at_once, client, name, whole, n,
                                statistics.median(times) if times else float("nan"),
                                pct(times, 0.99), cpu)
                         rows.append(row)

@@ -115,7 +115,7 @@ pub enum PeerEof {
 ///
 /// | | a bare stream's [`graceful_close`](crate::AsyncGracefulClose::graceful_close) | server connections (`GracefulIo`, `GracefulListener`, the tower layer around a connection service) | client connections (the tower layer around a connector) |
 /// |---|---|---|---|
-/// | `peer_eof` | [`PeerEof::Required`] | [`PeerEof::IfSending`] | [`PeerEof::IfSending`] |
+/// | `peer_eof` | [`PeerEof::Required`] | [`PeerEof::IfSending`] | [`PeerEof::Briefly`] |
 /// | `idle_timeout` | none | 5 s ([`Self::ADAPTER_IDLE_TIMEOUT`]) | 5 s |
 /// | `drain_limit` | 64 MiB | 64 MiB | 64 KiB ([`Self::CLIENT_DRAIN_LIMIT`]) |
 /// | cost at shutdown | waits for the peer's EOF | closes at once once delivered, unless the client is still sending | closes once delivered and the server answered (its `close_notify`, GOAWAY, FIN); a response still arriving ends in RST after 64 KiB |
@@ -331,6 +331,9 @@ mod tests {
         let client = set.resolve(Role::Client);
         assert_eq!(client.peer_eof, Some(PeerEof::Required));
         assert_eq!(client.drain_limit, Some(7));
+        let client = CloseOptions::default().resolve(Role::Client);
+        assert_eq!(client.peer_eof, Some(PeerEof::Briefly));
+        assert_eq!(client.drain_limit, Some(CloseOptions::CLIENT_DRAIN_LIMIT));
         let server = CloseOptions::default().resolve(Role::Server);
         assert_eq!(server.peer_eof, Some(PeerEof::IfSending));
         assert_eq!(
