@@ -428,3 +428,70 @@ async fn streaming_peer_just_over_the_limit_is_seen_at_once() {
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     peer.abort();
 }
+
+/// A peer that sent nothing more but is still taking our response, slowly, is not
+/// silent: its acknowledgements are progress, and the idle timeout (the peer's silence)
+/// must not cut the delivery short. Found over a crowded 20 Mbit/s link: 200 clients at
+/// once, each 413 taking seconds to arrive, and closes that gave up after 5 s of no
+/// data from a peer that was acknowledging all along.
+// Linux: the kernel's time of the last acknowledgement (`TCP_INFO`).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_peer_still_acknowledging_our_data_is_not_idle() {
+    let (mut c, mut s) = peer::pair().await;
+    // Whatever fits in the two buffers within a short while: megabytes on loopback.
+    let data = vec![5u8; 16 << 20];
+    let _ = tokio::time::timeout(Duration::from_millis(300), c.write_all(&data)).await;
+    let queued = c.unacked_bytes().unwrap();
+    // The peer reads 32 KiB every 20 ms (1.6 MB/s): its window reopens, our data moves
+    // and is acknowledged, but the peer sends no data.
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 32 << 10];
+        let mut total = 0usize;
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let t = Instant::now();
+    let opts = CloseOptions::new(Duration::from_secs(60)).idle_timeout(Duration::from_millis(200));
+    let res = c.graceful_close_with(opts).await;
+    let took = t.elapsed();
+    let read = peer::within(60, reader).await.unwrap();
+    let report = res.unwrap_or_else(|e| panic!("{e} after {took:?} ({queued} bytes queued)"));
+    assert!(report.acked() && report.peer_eof(), "{report:?}");
+    assert!(read >= queued, "{read} of {queued} bytes");
+    // What makes the test mean something: the delivery outlasted the idle timeout.
+    assert!(
+        took > Duration::from_millis(600),
+        "{took:?} for {queued} bytes"
+    );
+}
+
+/// A peer that takes nothing (its window stays shut) but answers the kernel's
+/// zero-window probes is still idle: acknowledgements that deliver nothing are not
+/// progress, and the idle timeout ends the close long before the deadline.
+// Linux: the kernel's count of acknowledged bytes (`TCP_INFO`).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_peer_that_takes_nothing_is_idle_despite_its_acknowledgements() {
+    let (mut c, s) = peer::pair().await;
+    let data = vec![5u8; 16 << 20];
+    let _ = tokio::time::timeout(Duration::from_millis(300), c.write_all(&data)).await;
+    let t = Instant::now();
+    let idle = Duration::from_millis(300);
+    let opts = CloseOptions::new(Duration::from_secs(20)).idle_timeout(idle);
+    let err = c
+        .graceful_close_with(opts)
+        .await
+        .expect_err("the peer takes nothing");
+    let took = t.elapsed();
+    drop(s);
+    assert_eq!(err.kind(), CloseErrorKind::IdleTimeout, "{err}");
+    // One idle period, a second one at most when the first look saw a probe answered.
+    assert!(took < idle * 2 + Duration::from_millis(500), "{took:?}");
+    assert!(err.report().unacked_bytes().unwrap_or(0) > 0);
+}
