@@ -176,12 +176,13 @@ impl CloseOptions {
     }
 
     /// Sets the longest silence tolerated from the peer while waiting for its EOF, like
-    /// nginx's `lingering_timeout`. Each received chunk restarts it, and so, while our
-    /// data is still being delivered, does the peer's acknowledgement of more of it: a
-    /// client that sent its last byte long ago but is still taking our response over a
-    /// slow or crowded path is not silent (Linux: `TCP_INFO`'s `tcpi_bytes_acked` and
-    /// `tcpi_last_ack_recv`). A peer that acknowledges nothing new (a shut window) is.
-    /// Without it (or with `Duration::MAX`) only the total deadline applies.
+    /// nginx's `lingering_timeout`. Each received chunk restarts it. It counts once our
+    /// data and FIN are delivered: before that, a client that sent its last byte long
+    /// ago may be silent only because it is still taking our response over a slow or
+    /// crowded path, and only the deadline applies (with
+    /// [`user_timeout`](Self::user_timeout) for a peer that takes nothing). Where the
+    /// platform cannot count unacknowledged bytes it counts from the start. Without it
+    /// (or with `Duration::MAX`) only the total deadline applies.
     #[must_use = "builder methods return the changed options"]
     #[inline]
     pub const fn idle_timeout(mut self, idle: Duration) -> Self {

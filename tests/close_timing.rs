@@ -44,9 +44,9 @@ async fn idle_timeout_fires_before_the_deadline() {
     let (c, _s) = peer::pair().await;
     let opts = CloseOptions::new(Duration::from_secs(60)).idle_timeout(Duration::from_secs(2));
     let mut close = pin!(c.graceful_close_with(opts));
-    // As above: let the peer's kernel acknowledge our FIN in real time. While our FIN
-    // is unacknowledged the peer's acknowledgements count as life (the kernel's clock,
-    // which the paused one would outrun).
+    // As above: let the peer's kernel acknowledge our FIN in real time. The idle bound
+    // counts only once our bytes and FIN are delivered, and the paused clock would
+    // otherwise outrun that acknowledgement.
     std::future::poll_fn(|cx| {
         assert!(close.as_mut().poll(cx).is_pending());
         Poll::Ready(())

@@ -29,8 +29,6 @@ const MAX_DISCARD: u64 = 1 << 30;
 const BATCH_AFTER: u64 = 256 << 10;
 /// The largest batch the drain waits for.
 const BATCH_MAX: u64 = 512 << 10;
-/// [`Closer::acked_seen`] before the idle bound first looked at the peer's progress.
-pub(super) const NOT_SEEN: u64 = u64::MAX;
 
 impl Closer {
     /// Reads and discards until EOF, the drain limit, an error, or no more data
@@ -64,61 +62,51 @@ impl Closer {
     /// The idle deadline passed (`now`). Was the peer really silent? `Ok(None)`: it was
     /// not (or it closed), the close goes on; otherwise how the close ends.
     ///
-    /// Silence is neither data nor, while our bytes may still be in flight, progress in
-    /// their delivery: a peer that sent its last byte long ago but is still taking our
-    /// response over a slow or crowded path is not idle, and cutting the close short
-    /// would reset the tail of that response (the close would end with unread input
-    /// on its way). Progress is what the peer acknowledged: on the first look, any
-    /// acknowledgement within the idle period; after that, more of our bytes
-    /// acknowledged than at the previous look (a peer that only answers zero-window
-    /// probes is not taking anything).
+    /// The idle bound measures the peer's silence once our bytes are delivered. While
+    /// some are still in flight, the peer may be silent because it is taking them over
+    /// a slow or crowded path (its acknowledgements are all it sends, and a segment
+    /// lost to congestion silences even those for a retransmission timeout or more):
+    /// cutting the close there would let the tail of its upload reset our response.
+    /// Only the deadline bounds that part ([`CloseOptions::user_timeout`] bounds a
+    /// peer that takes nothing).
+    ///
+    /// [`CloseOptions::user_timeout`]: crate::CloseOptions::user_timeout
     pub(super) fn recheck_idle<S: Socket>(
         &mut self,
         io: &S,
         now: Nanos,
     ) -> io::Result<Option<CloseErrorKind>> {
-        // Our bytes (and FIN) still on their way? Asked of the kernel: a close that does
-        // not watch the acknowledgement yet (`Phase::Draining`) may well be delivered.
-        let delivering =
-            !self.acked() && sys::unacked(io.as_sock(), io.kind()).is_ok_and(|n| n > 0);
-        if self.flags.has(Flags::BATCHED) {
-            // Bytes below a batch may be waiting without a wakeup.
-            let tcp = self.flags.has(Flags::TCP);
-            match sys::discard(io.as_sock(), self.want(), tcp) {
-                Ok(n) => match self.count(io, n) {
-                    Some(DrainEnd::Eof) => {
-                        self.on_peer_eof();
-                        return Ok(None);
-                    }
-                    Some(DrainEnd::OverLimit) => return Ok(Some(CloseErrorKind::DrainLimit)),
-                    None => {}
-                },
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-        } else if !delivering {
-            // Every byte woke the drain and ours are delivered: the silence is real.
+        // Asked of the kernel: a close that does not watch the acknowledgement yet
+        // (`Phase::Draining`) may well be delivered.
+        if !self.acked() && sys::unacked(io.as_sock(), io.kind()).is_ok_and(|n| n > 0) {
+            self.idle_deadline = now.saturating_add(self.idle_timeout);
+            return Ok(None);
+        }
+        if !self.flags.has(Flags::BATCHED) {
+            // Every byte woke the drain: the silence is real.
             return Ok(Some(CloseErrorKind::IdleTimeout));
         }
-        // The silence began with the peer's last sign of life, not with this look.
+        // Bytes below a batch may be waiting without a wakeup.
+        let n = match sys::discard(io.as_sock(), self.want(), self.flags.has(Flags::TCP)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Some(CloseErrorKind::IdleTimeout))
+            }
+            Err(e) => return Err(e),
+        };
+        match self.count(io, n) {
+            Some(DrainEnd::Eof) => {
+                self.on_peer_eof();
+                return Ok(None);
+            }
+            Some(DrainEnd::OverLimit) => return Ok(Some(CloseErrorKind::DrainLimit)),
+            None => {}
+        }
+        // The silence began with the peer's last segment, not with this read.
         if let Ok(Some(a)) = sys::activity(io.as_sock()) {
-            if self.flags.has(Flags::BATCHED) {
-                // Its last data may have waited below a batch, unseen until now.
-                self.idle_deadline = now
-                    .saturating_sub(nanos(a.since_last_data))
-                    .saturating_add(self.idle_timeout);
-            }
-            if delivering {
-                let first = self.acked_seen == NOT_SEEN;
-                let progress = a.bytes_acked != 0 && (first || a.bytes_acked != self.acked_seen);
-                self.acked_seen = a.bytes_acked;
-                if progress {
-                    let acked_at = now.saturating_sub(nanos(a.since_last_ack));
-                    self.idle_deadline = self
-                        .idle_deadline
-                        .max(acked_at.saturating_add(self.idle_timeout));
-                }
-            }
+            self.idle_deadline = now
+                .saturating_sub(nanos(a.since_last_data))
+                .saturating_add(self.idle_timeout);
         }
         if self.idle_deadline <= now {
             return Ok(Some(CloseErrorKind::IdleTimeout));

@@ -96,7 +96,7 @@ impl Flags {
 
 /// The state of one close. Poll it with the same socket every time.
 ///
-/// Kept small (120 bytes on 64-bit targets): a server may hold thousands of pending
+/// Kept small (112 bytes on 64-bit targets): a server may hold thousands of pending
 /// closes, each in its own task. Points in time are [`Nanos`] after `start`; the options
 /// are kept in the resolved, compact form the close needs.
 #[derive(Debug)]
@@ -113,9 +113,7 @@ pub(crate) struct Closer {
     next_poll: Nanos,
     drain_limit: u64,
     drained: u64,
-    /// Bytes of ours the peer had acknowledged when the idle bound last looked
-    /// (`drain::NOT_SEEN`: never): a peer still taking our response is not idle.
-    acked_seen: u64,
+
     /// Armed the first time the close has to wait on time.
     timer: Option<Pin<Box<Sleep>>>,
     /// What adapters and borrowed streams add (boxed: a bare close does without).
@@ -160,7 +158,6 @@ impl Closer {
                 .drain_limit
                 .unwrap_or(CloseOptions::DEFAULT_DRAIN_LIMIT),
             drained: 0,
-            acked_seen: drain::NOT_SEEN,
             timer: None,
             extra: None,
             poll_interval_ms: millis_ceil(opts.poll_interval),
@@ -495,7 +492,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn closer_fits_its_budget() {
         assert!(
-            std::mem::size_of::<Closer>() <= 120,
+            std::mem::size_of::<Closer>() <= 112,
             "Closer is {} bytes",
             std::mem::size_of::<Closer>()
         );

@@ -173,9 +173,6 @@ pub(crate) fn activity(fd: Sock<'_>) -> io::Result<Option<super::Activity>> {
     let info = tcp_info(fd)?;
     Ok(Some(super::Activity {
         since_last_data: Duration::from_millis(info.tcpi_last_data_recv.into()),
-        // `tp->rcv_tstamp`, which `tcp_ack()` sets for every ACK it accepts.
-        since_last_ack: Duration::from_millis(info.tcpi_last_ack_recv.into()),
-        bytes_acked: info.tcpi_bytes_acked,
         rtt: Duration::from_micros(info.tcpi_rtt.into()),
     }))
 }

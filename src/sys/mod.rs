@@ -153,12 +153,7 @@ pub(crate) enum SocketKind {
 pub(crate) struct Activity {
     /// Time since its last data segment arrived.
     pub(crate) since_last_data: std::time::Duration,
-    /// Time since its last acknowledgement arrived (any ACK the kernel accepted, a
-    /// window update or the answer to a zero-window probe included).
-    pub(crate) since_last_ack: std::time::Duration,
-    /// Bytes of ours it acknowledged over the connection's life; 0 where the kernel
-    /// does not count them (Linux before 4.2).
-    pub(crate) bytes_acked: u64,
+
     /// The smoothed round-trip time.
     pub(crate) rtt: std::time::Duration,
 }
