@@ -152,6 +152,9 @@ pub use crate::integrations::axum::{AddConnectInfo, GracefulConnectInfo, Gracefu
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use crate::integrations::hyper::GracefulServeExt;
+#[cfg(feature = "poem")]
+#[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
+pub use crate::integrations::poem::GracefulPoemListener;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use crate::integrations::rustls::GracefulTlsListener;

@@ -10,6 +10,7 @@
 //! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | | connectors of your own for hyper-util's client |
 //! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
 //! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
+//! | `poem` | [`GracefulPoemListener`](crate::GracefulPoemListener) | a poem `Listener` or `Acceptor` | `poem::Server` |
 
 #[cfg(feature = "axum")]
 pub(crate) mod announce;
@@ -19,6 +20,8 @@ pub(crate) mod axum;
 pub(crate) mod hyper;
 #[cfg(feature = "hyper-client")]
 mod hyper_client;
+#[cfg(feature = "poem")]
+pub(crate) mod poem;
 #[cfg(feature = "rustls")]
 pub(crate) mod rustls;
 #[cfg(feature = "tonic")]
