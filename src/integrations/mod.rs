@@ -11,6 +11,7 @@
 //! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
 //! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
 //! | `poem` | [`GracefulPoemListener`](crate::GracefulPoemListener) | a poem `Listener` or `Acceptor` | `poem::Server` |
+//! | `salvo` | [`GracefulSalvoListener`](crate::GracefulSalvoListener) | a `TcpListener` | salvo's `Server` |
 
 #[cfg(feature = "axum")]
 pub(crate) mod announce;
@@ -24,6 +25,8 @@ mod hyper_client;
 pub(crate) mod poem;
 #[cfg(feature = "rustls")]
 pub(crate) mod rustls;
+#[cfg(feature = "salvo")]
+pub(crate) mod salvo;
 #[cfg(feature = "tonic")]
 mod tonic;
 #[cfg(feature = "tower")]
