@@ -143,6 +143,9 @@ pub use crate::cork::{write_corked, CorkExt, Corked, WriteCorked};
 pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 pub use crate::ext::AsyncGracefulClose;
 pub use crate::future::{GracefulClose, WaitAcked};
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub use crate::integrations::actix::GracefulActixService;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::integrations::announce::{AnnounceClose, AnnounceCloseFuture, AnnounceCloseLayer};
