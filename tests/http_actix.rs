@@ -151,3 +151,95 @@ fn python_requests_beside_http_server() {
     let start = |_, graceful| start(Control::HttpServer, graceful);
     example::matrix(Client::Python, "actix-web HttpServer", PLAIN, start);
 }
+
+/// A stop during a close: the client reads the 413 and the server's FIN while still
+/// uploading, the server is stopped gracefully, then the client sends the rest of its
+/// upload and its FIN. actix-server ends each worker's runtime when it stops; the
+/// close, still draining the upload, must not end with it: the connection is counted
+/// until its close ended, so the stop waits, and the close is delivered.
+#[test]
+fn graceful_stop_waits_for_a_draining_close() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    let closes = CloseTracker::new();
+    let tracker = closes.clone();
+    let server = rt.block_on(async move {
+        actix_server::Server::build()
+            .workers(1)
+            .listen("graceful", tcp, move || {
+                let app = map_config(app(), |_| AppConfig::default())
+                    .map_err(|e: actix_web::Error| e.error_response());
+                let seen = seen.clone();
+                GracefulActixService::new(
+                    HttpService::build().finish(app),
+                    example::close_options(),
+                )
+                .tracked(&tracker)
+                .on_close(move |res| {
+                    let outcome = res
+                        .as_ref()
+                        .map(|r| r.drained_bytes())
+                        .map_err(|e| e.to_string());
+                    seen.lock().unwrap().push(outcome);
+                })
+            })
+            .unwrap()
+            .run()
+    });
+    let handle = server.handle();
+    let served = rt.spawn(server);
+
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n\r\n",
+        example::UPLOAD_LEN
+    );
+    client.write_all(head.as_bytes()).unwrap();
+    // More than actix reads before it answers: the close drains the rest of it.
+    let first = vec![b'u'; 4_000_000];
+    client.write_all(&first).unwrap();
+    // The whole answer, then the server's FIN: its close is draining now.
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).unwrap();
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 413"), "{:?}", &answer[..end]);
+    assert_eq!(&answer[end + 4..], example::error_body());
+
+    // Stop the server while the close drains; give the stop a moment to begin.
+    let stop = rt.spawn(handle.stop(true));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        closes.pending(),
+        1,
+        "the close must still be running: {:?}",
+        outcomes.lock().unwrap()
+    );
+    let rest = vec![b'u'; example::UPLOAD_LEN - first.len()];
+    client.write_all(&rest).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+
+    rt.block_on(async {
+        stop.await.unwrap();
+        served.await.unwrap().unwrap();
+        closes.close();
+        closes.wait().await;
+    });
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert!(
+        matches!(outcomes[..], [Ok(drained)] if drained >= (example::UPLOAD_LEN - first.len()) as u64),
+        "the close drained the rest of the upload and was delivered: {outcomes:?}"
+    );
+}
