@@ -66,6 +66,12 @@ type Callback = Arc<dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync>;
 ///
 /// (The `map_err` turns actix-web's errors into responses, as `HttpServer` does.)
 ///
+/// Like `tcp()`, it serves HTTP/1 (`Protocol::Http1`); `HttpServiceBuilder::tcp_nodelay`
+/// is applied by `tcp()` only, so it has no effect here (unset, as by default). A
+/// `client_disconnect_timeout` (disabled by default in `HttpServiceBuilder`, 1 s in
+/// `HttpServer`) still lets actix read and discard an unread body for that long before
+/// it ends the connection; the graceful close takes over from there.
+///
 /// # Graceful shutdown
 ///
 /// actix-server runs each worker on a runtime of its own, which ends with the server.
