@@ -173,7 +173,9 @@ fn graceful_stop_waits_for_a_draining_close() {
     let seen = outcomes.clone();
     let closes = CloseTracker::new();
     let tracker = closes.clone();
-    let server = rt.block_on(async move {
+    let server = {
+        // actix-server starts its workers on the runtime it finds.
+        let _rt = rt.enter();
         actix_server::Server::build()
             .workers(1)
             .listen("graceful", tcp, move || {
@@ -195,7 +197,7 @@ fn graceful_stop_waits_for_a_draining_close() {
             })
             .unwrap()
             .run()
-    });
+    };
     let handle = server.handle();
     let served = rt.spawn(server);
 
