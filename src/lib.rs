@@ -42,8 +42,9 @@
 //!
 //! [`GracefulIo`] wraps a stream so that its `poll_shutdown` sends our FIN (and never
 //! waits on the peer) and its drop finishes the graceful close in the background;
-//! hyper, axum, tower, rustls and tonic users get it with a one-line change. Every
-//! integration is a feature; the default build pulls none of these crates:
+//! hyper, axum, tower, rustls, tonic, poem, salvo and actix-web users get it with a
+//! one-line change. Every integration is a feature; the default build pulls none of
+//! these crates:
 //!
 //! | feature | what | one line |
 //! |---|---|---|
@@ -55,6 +56,14 @@
 //! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | connectors of your own |
 //! | `rustls` | `GracefulTlsListener`: TLS over `GracefulIo`, handshakes off the accept loop | `GracefulTlsListener::new(tcp, acceptor, opts)` |
 //! | `tonic` (Rust 1.88) | tonic's `Connected` for `GracefulIo` | `serve_with_incoming(...)` over `GracefulIo`s |
+//! | `poem` | `GracefulPoemListener`: a poem `Listener` and `Acceptor` | `Server::new(GracefulPoemListener::new(TcpListener::bind(addr), opts))` |
+//! | `salvo` (Rust 1.95) | `GracefulSalvoListener`: a salvo `Listener` and `Acceptor` over a Tokio `TcpListener` | `Server::new(GracefulSalvoListener::new(tcp, opts)?)` |
+//! | `actix` (Rust 1.89) | `GracefulActixService`: actix-http's `HttpService` (an actix-web `App`) over `GracefulIo`s, for actix-server | `GracefulActixService::new(HttpService::build().finish(app), opts)` where `HttpServer` used `.tcp()` |
+//!
+//! Rocket 0.5 offers no way to wrap its connections (its listener API is private until
+//! 0.6). There, read and discard the upload before an early answer
+//! (`data.open(limit).stream_to(tokio::io::sink()).await`), so that the close finds no
+//! unread input, or serve it behind a proxy that lingers (nginx).
 //!
 //! Closes that outlive their connections (finished in the background after hyper let
 //! go of the stream) are counted by a [`CloseTracker`]; wait for them before the
@@ -143,6 +152,9 @@ pub use crate::cork::{write_corked, CorkExt, Corked, WriteCorked};
 pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 pub use crate::ext::AsyncGracefulClose;
 pub use crate::future::{GracefulClose, WaitAcked};
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub use crate::integrations::actix::GracefulActixService;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use crate::integrations::announce::{AnnounceClose, AnnounceCloseFuture, AnnounceCloseLayer};
@@ -152,9 +164,15 @@ pub use crate::integrations::axum::{AddConnectInfo, GracefulConnectInfo, Gracefu
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use crate::integrations::hyper::GracefulServeExt;
+#[cfg(feature = "poem")]
+#[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
+pub use crate::integrations::poem::GracefulPoemListener;
 #[cfg(feature = "rustls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
 pub use crate::integrations::rustls::GracefulTlsListener;
+#[cfg(feature = "salvo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "salvo")))]
+pub use crate::integrations::salvo::GracefulSalvoListener;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, GracefulConnect};

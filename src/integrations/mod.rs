@@ -10,7 +10,12 @@
 //! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | | connectors of your own for hyper-util's client |
 //! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
 //! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
+//! | `poem` | [`GracefulPoemListener`](crate::GracefulPoemListener) | a poem `Listener` or `Acceptor` | `poem::Server` |
+//! | `salvo` | [`GracefulSalvoListener`](crate::GracefulSalvoListener) | a `TcpListener` | salvo's `Server` |
+//! | `actix` | [`GracefulActixService`](crate::GracefulActixService) | actix-http's `HttpService` | actix-server, actix-web's `App` |
 
+#[cfg(feature = "actix")]
+pub(crate) mod actix;
 #[cfg(feature = "axum")]
 pub(crate) mod announce;
 #[cfg(feature = "axum")]
@@ -19,8 +24,12 @@ pub(crate) mod axum;
 pub(crate) mod hyper;
 #[cfg(feature = "hyper-client")]
 mod hyper_client;
+#[cfg(feature = "poem")]
+pub(crate) mod poem;
 #[cfg(feature = "rustls")]
 pub(crate) mod rustls;
+#[cfg(feature = "salvo")]
+pub(crate) mod salvo;
 #[cfg(feature = "tonic")]
 mod tonic;
 #[cfg(feature = "tower")]

@@ -1,0 +1,234 @@
+//! The early-413 workload of `tests/http_clients/`, for the framework adapters: the
+//! answer every framework's app gives, how a client's result is judged, and the runs
+//! of one client against one framework, through the crate and plainly.
+//!
+//! Included as `mod example` (the name `tests/http_clients/clients.rs` uses for the
+//! axum example it was written for), beside `mod clients`, `mod lab` and `mod servers`:
+//!
+//! ```ignore
+//! #[path = "support/early413.rs"]
+//! mod example;
+//! #[path = "http_clients/clients.rs"]
+//! mod clients;
+//! #[path = "support/lab.rs"]
+//! mod lab;
+//! mod servers {
+//!     pub use crate::example::Transport;
+//! }
+//! ```
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+use tokio_graceful_close::CloseOptions;
+
+use crate::clients::{self, Client, Target};
+
+/// Largest body accepted.
+pub const LIMIT: usize = 1024;
+/// Size of the body of the 413 answer.
+pub const ERROR_BODY_LEN: usize = 256 * 1024;
+/// Size of each upload.
+pub const UPLOAD_LEN: usize = 10_000_000;
+/// Runs per cell through the crate; the control gets as many.
+pub const RUNS: usize = 5;
+
+/// The body of the 413 answer: a pattern, so that a truncation or a hole shows.
+pub fn error_body() -> &'static [u8] {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    BODY.get_or_init(|| {
+        let mut body: Vec<u8> = (0..ERROR_BODY_LEN).map(|i| b'a' + (i % 26) as u8).collect();
+        body[ERROR_BODY_LEN - 1] = b'\n';
+        body
+    })
+}
+
+/// Whether an upload of `content_length` bytes gets the 413 (unknown lengths do).
+pub fn too_large(content_length: Option<&str>) -> bool {
+    content_length
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .is_none_or(|n| n > LIMIT)
+}
+
+/// The servers' close options: the example's, nginx's lingering bounds.
+pub fn close_options() -> CloseOptions {
+    CloseOptions::new(Duration::from_secs(30))
+}
+
+/// What a client got back from one upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The 413 and every byte of its body.
+    Complete,
+    /// Another status, or a body that is not the expected one (its length).
+    Wrong(String),
+    /// The request failed: reset, truncated, timed out.
+    Failed(String),
+}
+
+/// Whether `status` and `body` are the 413 and its whole body.
+pub fn judge(status: u16, body: &[u8]) -> Outcome {
+    if status != 413 {
+        return Outcome::Wrong(format!("status {status}"));
+    }
+    if body != error_body() {
+        return Outcome::Wrong(format!("{} of {ERROR_BODY_LEN} body bytes", body.len()));
+    }
+    Outcome::Complete
+}
+
+/// Where the client talks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP/1.1 on loopback.
+    Plain,
+    /// TLS on loopback, HTTP/1.1.
+    TlsH1,
+    /// Named by `clients.rs` (h2 cells); not run here.
+    TlsH2,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Plain => "HTTP/1.1",
+            Transport::TlsH1 => "TLS, HTTP/1.1",
+            Transport::TlsH2 => "TLS, h2",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        self != Transport::Plain
+    }
+}
+
+/// A server started for a cell: its address, and how to stop it.
+pub struct Served {
+    pub addr: SocketAddr,
+    pub stop: Box<dyn FnOnce() + Send>,
+}
+
+/// The test certificate, for `localhost` and `127.0.0.1`: PEM certificate, PEM key,
+/// DER certificate.
+pub fn cert() -> &'static (String, String, CertificateDer<'static>) {
+    static CERT: OnceLock<(String, String, CertificateDer<'static>)> = OnceLock::new();
+    CERT.get_or_init(|| {
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .expect("rcgen");
+        (
+            ck.cert.pem(),
+            ck.signing_key.serialize_pem(),
+            ck.cert.der().clone(),
+        )
+    })
+}
+
+/// The certificate's PEM, written where the clients can read it.
+fn ca_file() -> &'static PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = clients::work_dir().join(format!("ca-{}.pem", std::process::id()));
+        std::fs::write(&path, &cert().0).unwrap();
+        path
+    })
+}
+
+/// The Rust client's TLS config, trusting the test certificate.
+fn client_config() -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert().2.clone()).unwrap();
+    let config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// One client at a time: two 10 MB uploaders at once on two cores would only measure
+/// each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `client` [`RUNS`] times against `framework` on each of `transports`, through
+/// the crate (`start(transport, true)`) and plainly (`start(transport, false)`); prints
+/// a row per transport and asserts that every graceful run got the whole 413. The
+/// plain counts are printed only.
+pub fn matrix<F, Fut>(client: Client, framework: &str, transports: &[Transport], start: F)
+where
+    F: Fn(Transport, bool) -> Fut,
+    Fut: Future<Output = Served>,
+{
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(ready) = clients::prepare(client) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut failures = Vec::new();
+    for &transport in transports {
+        let mut whole = [0; 2];
+        let mut first_failure = [None, None];
+        for (i, graceful) in [true, false].into_iter().enumerate() {
+            let runs = rt.block_on(async {
+                let served = start(transport, graceful).await;
+                let scheme = if transport.tls() { "https" } else { "http" };
+                let target = Target {
+                    addr: served.addr,
+                    origin: format!("{scheme}://{}", served.addr),
+                    ca: transport.tls().then(|| ca_file().clone()),
+                    tls: transport.tls().then(client_config),
+                    h2: false,
+                    lab: None,
+                    upload_len: UPLOAD_LEN,
+                };
+                let runs = clients::run(&ready, &target, RUNS).await;
+                (served.stop)();
+                runs
+            });
+            whole[i] = runs.iter().filter(|(o, _)| *o == Outcome::Complete).count();
+            first_failure[i] = runs
+                .into_iter()
+                .map(|(o, _)| o)
+                .find(|o| *o != Outcome::Complete);
+        }
+        let why = |f: &Option<Outcome>| {
+            f.as_ref()
+                .map_or_else(String::new, |o| format!("; first failure: {o:?}"))
+        };
+        println!(
+            "| {framework} | {} | {} | graceful: {} / {RUNS} whole{} | plain {framework}: {} / {RUNS} whole{} |",
+            client.name(),
+            transport.name(),
+            whole[0],
+            why(&first_failure[0]),
+            whole[1],
+            why(&first_failure[1]),
+        );
+        if whole[0] != RUNS {
+            failures.push(format!(
+                "{} over {}: {} / {RUNS} whole{}",
+                client.name(),
+                transport.name(),
+                whole[0],
+                why(&first_failure[0])
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "lost 413s through the crate: {failures:#?}"
+    );
+}
