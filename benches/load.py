@@ -7,8 +7,11 @@ axum server, plain and with `GracefulListener` + `AnnounceCloseLayer`.
 `GET /` (a small page), 50 connections, on loopback: wrk over HTTP/1.1 with
 keep-alive and with `Connection: close` (every request opens and closes a
 connection), h2load over h2 (prior knowledge). The two servers alternate, N rounds
-each (default 3); per setting: requests per second and latency (median, p99) of the
-median round, and the ratio graceful / plain. As root it installs wrk and h2load
+each (default 9, of 4 s), in pairs; per setting: requests per second and latency (median,
+p99) of the median round, and the ratio graceful / plain as the median of the pairs'
+ratios (each pair ran back to back, so a slow moment of the machine moves both). With
+two or more CPUs and `taskset`, the servers run on the last CPU and the load
+generator on the others, so that they do not take turns on one core. As root it installs wrk and h2load
 (Debian's `wrk`, `nghttp2-client`) when missing; otherwise what is missing is skipped
 with its name. Nothing is asserted: the figures are for reading.
 """
@@ -29,8 +32,8 @@ def arg(flag, default):
     return int(sys.argv[sys.argv.index(flag) + 1]) if flag in sys.argv else default
 
 
-ROUNDS = arg("--rounds", 3)
-SECONDS = arg("--seconds", 8)
+ROUNDS = arg("--rounds", 9)
+SECONDS = arg("--seconds", 4)
 
 
 def install_missing():
@@ -49,10 +52,22 @@ def ms(text):
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def pinning():
+    """(the servers' taskset prefix, the load generator's), or empty ones."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or shutil.which("taskset") is None:
+        return [], []
+    rest = ",".join(str(c) for c in cpus[:-1])
+    return ["taskset", "-c", str(cpus[-1])], ["taskset", "-c", rest]
+
+
+SERVER_CPUS, LOAD_CPUS = pinning()
+
+
 def wrk(url, close):
-    cmd = ["wrk", "-t1", "-c50", f"-d{SECONDS}s", "--latency", url]
+    cmd = LOAD_CPUS + ["wrk", "-t1", "-c50", f"-d{SECONDS}s", "--latency", url]
     if close:
-        cmd[1:1] = ["-H", "Connection: close"]
+        cmd[len(LOAD_CPUS) + 1:len(LOAD_CPUS) + 1] = ["-H", "Connection: close"]
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
@@ -61,7 +76,7 @@ def wrk(url, close):
 
 
 def h2load(url):
-    cmd = ["h2load", "-c50", "-m1", f"-D{SECONDS}", url]
+    cmd = LOAD_CPUS + ["h2load", "-c50", "-m1", f"-D{SECONDS}", url]
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     # "time for request:  min  max  mean  sd  +/- sd"
@@ -74,7 +89,7 @@ def main():
     subprocess.run(["cargo", "build", "-q", "--release", "--example", "axum_upload_limit",
                     "--features", "axum"], cwd=ROOT, check=True)
     servers = {"plain": 8301, "graceful": 8302}
-    procs = [subprocess.Popen([EXAMPLE, "--port", str(p)] + (["--graceful"] if n == "graceful"
+    procs = [subprocess.Popen(SERVER_CPUS + [EXAMPLE, "--port", str(p)] + (["--graceful"] if n == "graceful"
                                                             else []),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for n, p in servers.items()]
@@ -90,8 +105,11 @@ def main():
     else:
         print("SKIP: h2load is not installed", file=sys.stderr)
     try:
-        print(f"{ROUNDS} rounds of {SECONDS} s per server and setting, alternating; "
-              "the median round by requests/s\n")
+        pinned = (f"servers on CPU {SERVER_CPUS[-1]}, load on CPU {LOAD_CPUS[-1]}"
+                  if SERVER_CPUS else "not pinned")
+        print(f"{ROUNDS} rounds of {SECONDS} s per server and setting, alternating "
+              f"({pinned}); the median round by requests/s; the ratio: median of the "
+              "pairs' ratios\n")
         print("| setting | plain req/s | graceful req/s | ratio | plain latency ms "
               "(p50 / p99) | graceful latency ms (p50 / p99) |")
         print("|---|---:|---:|---:|---:|---:|")
@@ -103,7 +121,9 @@ def main():
                     got[n].append(run(f"http://127.0.0.1:{servers[n]}/"))
             med = {n: sorted(v)[len(v) // 2] for n, v in got.items()}
             p, g = med["plain"], med["graceful"]
-            print(f"| {name} | {p[0]:.0f} | {g[0]:.0f} | {g[0] / p[0]:.3f}× | "
+            ratio = statistics.median(gr[0] / pr[0] for pr, gr in zip(got["plain"],
+                                                                      got["graceful"]))
+            print(f"| {name} | {p[0]:.0f} | {g[0]:.0f} | {ratio:.3f}× | "
                   f"{p[1]:.2f} / {p[2]:.2f} | {g[1]:.2f} / {g[2]:.2f} |", flush=True)
     finally:
         for p in procs:
