@@ -40,7 +40,12 @@ fn tls_config() -> (Arc<ServerConfig>, String) {
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
             .expect("generate a certificate");
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let mut config = ServerConfig::builder()
+    // The provider named (ring): a build with two of them (the crate's dev-dependencies
+    // bring aws-lc-rs too) has no default.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring's protocol versions")
         .with_no_client_auth()
         .with_single_cert(vec![ck.cert.der().clone()], key)
         .expect("a server config");

@@ -58,7 +58,7 @@
 //! | `tonic` (Rust 1.88) | tonic's `Connected` for `GracefulIo` | `serve_with_incoming(...)` over `GracefulIo`s |
 //! | `poem` | `GracefulPoemListener`: a poem `Listener` and `Acceptor` | `Server::new(GracefulPoemListener::new(TcpListener::bind(addr), opts))` |
 //! | `salvo` (Rust 1.95) | `GracefulSalvoListener`: a salvo `Listener` and `Acceptor` over a Tokio `TcpListener` | `Server::new(GracefulSalvoListener::new(tcp, opts)?)` |
-//! | `actix` (Rust 1.89) | `GracefulActixService`: actix-http's `HttpService` (an actix-web `App`) over `GracefulIo`s, for actix-server | `GracefulActixService::new(HttpService::build().finish(app), opts)` where `HttpServer` used `.tcp()` |
+//! | `actix` (Rust 1.89) | `GracefulActixService`: actix-http's `HttpService` (an actix-web `App`) over `GracefulIo`s, for actix-server; with `rustls`, over TLS | `GracefulActixService::new(HttpService::build().finish(app), opts)` where `HttpServer` used `.tcp()`; `.rustls(acceptor)` for `.rustls_0_23(config)` |
 //!
 //! Rocket 0.5 offers no way to wrap its connections (its listener API is private until
 //! 0.6). There, read and discard the upload before an early answer

@@ -3,17 +3,15 @@
 //!
 //! The app (an actix-web `App`) answers 413 with a 256 KiB body to uploads over 1 KiB
 //! without reading them. Through the crate it is served by actix-server over
-//! actix-http's `HttpService` and the adapter. Two controls, counted and printed
-//! beside it, never asserted: the same `HttpService` over actix-http's own `tcp()`
-//! (which the adapter replaces), where Python requests, sending its whole body before
-//! it reads, is reset before it reads the answer; and actix-web's `HttpServer` with its
-//! defaults, whose HTTP/1 dispatcher (actix-http 3.13 and later) reads and discards an
-//! unread body for up to `client_disconnect_timeout` (1 s) before it closes: enough
-//! for a 10 MB upload on loopback, not for an upload that needs longer. A client not
-//! installed: `SKIP` (a failure under `CI=true`).
-//!
-//! TLS is left out: actix-web's rustls support pulls aws-lc-rs into the build of every
-//! test (tokio-rustls's default provider), which the other TLS tests keep out.
+//! actix-http's `HttpService` and the adapter, over TCP and (feature `rustls`) over
+//! TLS with `GracefulActixService::rustls`. Two controls, counted and printed beside
+//! it, never asserted: the same `HttpService` over actix-http's own `tcp()` and
+//! `rustls_0_23()` (which the adapter replaces), where Python requests, sending its
+//! whole body before it reads, is reset before it reads the answer; and actix-web's
+//! `HttpServer` with its defaults (over TCP), whose HTTP/1 dispatcher (actix-http 3.13
+//! and later) reads and discards an unread body for up to `client_disconnect_timeout`
+//! (1 s) before it closes: enough for a 10 MB upload on loopback, not for an upload
+//! that needs longer. A client not installed: `SKIP` (a failure under `CI=true`).
 #![cfg(all(feature = "actix", target_os = "linux"))]
 
 #[path = "http_clients/clients.rs"]
@@ -67,89 +65,146 @@ fn app() -> App<
 /// Which server the control is.
 #[derive(Clone, Copy)]
 enum Control {
-    /// actix-http's `HttpService::tcp()`: what the adapter replaces.
-    Tcp,
+    /// actix-http's `HttpService::tcp()` or `rustls_0_23()`: what the adapter replaces.
+    HttpService,
     /// actix-web's `HttpServer`, its defaults.
     HttpServer,
 }
 
-async fn start(control: Control, graceful: bool) -> Served {
+/// The TLS server config: ring, the test certificate, HTTP/1.1 (actix-http's
+/// `rustls_0_23()` adds its own ALPN names to the list).
+fn tls_config(alpn: bool) -> rustls::ServerConfig {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+
+    let (_, key, cert) = example::cert();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.clone()],
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    if alpn {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    config
+}
+
+/// actix-server on `tcp` with one worker and the service `factory` makes.
+fn serve<F, T>(tcp: std::net::TcpListener, factory: F) -> actix_server::Server
+where
+    F: Fn() -> T + Send + Clone + 'static,
+    T: actix_service::ServiceFactory<tokio::net::TcpStream, Config = ()>,
+{
+    actix_server::Server::build()
+        .workers(1)
+        .listen("upload", tcp, factory)
+        .unwrap()
+        .run()
+}
+
+async fn start(transport: Transport, control: Control, graceful: bool) -> Served {
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = tcp.local_addr().unwrap();
-    let server = if graceful {
-        let closes = CloseTracker::new();
-        let tracker = closes.clone();
-        let server = actix_server::Server::build()
-            .workers(1)
-            .listen("graceful", tcp, move || {
+    let closes = CloseTracker::new();
+    let tracker = closes.clone();
+    let server = match (transport.tls(), graceful, control) {
+        (false, true, _) => serve(tcp, move || {
+            let app = map_config(app(), |_| AppConfig::default())
+                .map_err(|e: actix_web::Error| e.error_response());
+            GracefulActixService::new(HttpService::build().finish(app), example::close_options())
+                .tracked(&tracker)
+        }),
+        #[cfg(feature = "rustls")]
+        (true, true, _) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls_config(true)));
+            serve(tcp, move || {
                 let app = map_config(app(), |_| AppConfig::default())
                     .map_err(|e: actix_web::Error| e.error_response());
                 GracefulActixService::new(
                     HttpService::build().finish(app),
                     example::close_options(),
                 )
+                .rustls(acceptor.clone())
                 .tracked(&tracker)
             })
-            .unwrap()
-            .run();
-        let handle = server.handle();
-        tokio::spawn(async move {
-            let _ = server.await;
+        }
+        (false, false, Control::HttpService) => serve(tcp, move || {
+            let app = map_config(app(), |_| AppConfig::default())
+                .map_err(|e: actix_web::Error| e.error_response());
+            HttpService::build().finish(app).tcp()
+        }),
+        (true, false, Control::HttpService) => serve(tcp, move || {
+            let app = map_config(app(), |_| AppConfig::default())
+                .map_err(|e: actix_web::Error| e.error_response());
+            HttpService::build()
+                .finish(app)
+                .rustls_0_23(tls_config(false))
+        }),
+        (false, false, Control::HttpServer) => {
+            HttpServer::new(app).workers(1).listen(tcp).unwrap().run()
+        }
+        _ => unreachable!("no such cell"),
+    };
+    let handle = server.handle();
+    tokio::spawn(async move {
+        let _ = server.await;
+        if graceful {
             closes.close();
             closes.wait().await;
-        });
-        handle
-    } else if let Control::Tcp = control {
-        let server = actix_server::Server::build()
-            .workers(1)
-            .listen("plain", tcp, move || {
-                let app = map_config(app(), |_| AppConfig::default())
-                    .map_err(|e: actix_web::Error| e.error_response());
-                HttpService::build().finish(app).tcp()
-            })
-            .unwrap()
-            .run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        handle
-    } else {
-        let server = HttpServer::new(app).workers(1).listen(tcp).unwrap().run();
-        let handle = server.handle();
-        tokio::spawn(server);
-        handle
-    };
+        }
+    });
     Served {
         addr,
         stop: Box::new(move || {
-            tokio::spawn(server.stop(true));
+            tokio::spawn(handle.stop(true));
         }),
     }
 }
 
-const PLAIN: &[Transport] = &[Transport::Plain];
+/// Over TCP, and over TLS with feature `rustls`.
+const TRANSPORTS: &[Transport] = if cfg!(feature = "rustls") {
+    &[Transport::Plain, Transport::TlsH1]
+} else {
+    &[Transport::Plain]
+};
 
 #[test]
 fn curl() {
-    let start = |_, graceful| start(Control::Tcp, graceful);
-    example::matrix(Client::Curl, "actix-http tcp()", PLAIN, start);
+    let start = |transport, graceful| start(transport, Control::HttpService, graceful);
+    example::matrix(Client::Curl, "actix-http HttpService", TRANSPORTS, start);
 }
 
 #[test]
 fn python_requests() {
-    let start = |_, graceful| start(Control::Tcp, graceful);
-    example::matrix(Client::Python, "actix-http tcp()", PLAIN, start);
+    let start = |transport, graceful| start(transport, Control::HttpService, graceful);
+    example::matrix(Client::Python, "actix-http HttpService", TRANSPORTS, start);
 }
 
 #[test]
 fn curl_beside_http_server() {
-    let start = |_, graceful| start(Control::HttpServer, graceful);
-    example::matrix(Client::Curl, "actix-web HttpServer", PLAIN, start);
+    let start = |transport, graceful| start(transport, Control::HttpServer, graceful);
+    example::matrix(
+        Client::Curl,
+        "actix-web HttpServer",
+        &[Transport::Plain],
+        start,
+    );
 }
 
 #[test]
 fn python_requests_beside_http_server() {
-    let start = |_, graceful| start(Control::HttpServer, graceful);
-    example::matrix(Client::Python, "actix-web HttpServer", PLAIN, start);
+    let start = |transport, graceful| start(transport, Control::HttpServer, graceful);
+    example::matrix(
+        Client::Python,
+        "actix-web HttpServer",
+        &[Transport::Plain],
+        start,
+    );
 }
 
 /// A stop during a close: the client reads the 413 and the server's FIN while still
@@ -244,4 +299,88 @@ fn graceful_stop_waits_for_a_draining_close() {
         matches!(outcomes[..], [Ok(drained)] if drained >= (example::UPLOAD_LEN - first.len()) as u64),
         "the close drained the rest of the upload and was delivered: {outcomes:?}"
     );
+}
+
+/// Over TLS, handshakes that fail (a client speaking plain HTTP) or time out (a client
+/// that sends nothing) end their connection with a graceful close, reported to
+/// `on_close`; the client sees the server's FIN, not a reset, and the service calls
+/// end with the closes.
+#[cfg(feature = "rustls")]
+#[test]
+fn failed_and_stalled_handshakes_close_gracefully() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    let closes = CloseTracker::new();
+    let tracker = closes.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(true)));
+    let server = {
+        let _rt = rt.enter();
+        serve(tcp, move || {
+            let app = map_config(app(), |_| AppConfig::default())
+                .map_err(|e: actix_web::Error| e.error_response());
+            let seen = seen.clone();
+            GracefulActixService::new(HttpService::build().finish(app), example::close_options())
+                .rustls(acceptor.clone())
+                .handshake_timeout(Duration::from_millis(300))
+                .tracked(&tracker)
+                .on_close(move |res| {
+                    let outcome = res.as_ref().map(|r| r.acked()).map_err(|e| e.to_string());
+                    seen.lock().unwrap().push(outcome);
+                })
+        })
+    };
+    let handle = server.handle();
+    let served = rt.spawn(server);
+
+    // Plain HTTP to the TLS port: rustls refuses the first record.
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    plain
+        .read_to_end(&mut got)
+        .expect("the server's FIN, not a reset");
+    drop(plain);
+
+    // Silence: the handshake times out.
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    silent
+        .read_to_end(&mut got)
+        .expect("the server's FIN, not a reset");
+    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(silent);
+
+    rt.block_on(async {
+        handle.stop(true).await;
+        served.await.unwrap().unwrap();
+        closes.close();
+        closes.wait().await;
+    });
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert_eq!(outcomes, [Ok(true), Ok(true)], "both closes delivered");
 }

@@ -7,12 +7,10 @@
 //! printed beside the graceful ones, never asserted. A client not installed: `SKIP`
 //! (a failure under `CI=true`).
 //!
-//! TLS is left out: poem's `rustls` feature pulls aws-lc-rs into the build of every
-//! test (tokio-rustls's default provider), which the other TLS tests keep out. The
-//! listener goes under poem's TLS as any listener does
-//! (`GracefulPoemListener::new(TcpListener::bind(addr), opts).rustls(config)`), checked
-//! by hand with these uploads: 5 of 5 whole for curl and Python requests, 2 and 0 of 5
-//! for poem's plain `TcpListener::bind(addr).rustls(config)`.
+//! Over TLS, poem's own: `GracefulPoemListener::new(TcpListener::bind(addr), opts)
+//! .rustls(config)` (the graceful listener under poem's `RustlsListener`), beside
+//! `TcpListener::bind(addr).rustls(config)`. poem's `rustls` feature brings aws-lc-rs
+//! (see `Cargo.toml`): poem picks it as the process's crypto provider.
 #![cfg(all(feature = "poem", target_os = "linux"))]
 
 #[path = "http_clients/clients.rs"]
@@ -27,7 +25,9 @@ mod servers {
 }
 
 use poem::http::{header, StatusCode};
-use poem::listener::TcpAcceptor;
+use poem::listener::{
+    Acceptor, Listener, RustlsCertificate, RustlsConfig, TcpAcceptor, TcpListener,
+};
 use poem::{handler, post, Body, EndpointExt, Request, Response, Route, Server};
 use tokio_graceful_close::GracefulPoemListener;
 
@@ -49,33 +49,36 @@ async fn upload(req: &Request, body: Body) -> Response {
     }
 }
 
-async fn start(_transport: Transport, graceful: bool) -> Served {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let acceptor = TcpAcceptor::from_tokio(tcp).unwrap();
+fn tls_config() -> RustlsConfig {
+    let (cert, key, _) = example::cert();
+    RustlsConfig::new().fallback(
+        RustlsCertificate::new()
+            .cert(cert.as_str())
+            .key(key.as_str()),
+    )
+}
+
+/// Serves the app on `acceptor` until `stop`; then, if given, waits for `closes`.
+fn spawn_server<A>(acceptor: A, closes: Option<tokio_graceful_close::CloseTracker>) -> Served
+where
+    A: Acceptor + 'static,
+{
+    let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
     let app = Route::new().at("/upload", post(upload)).boxed();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         let _ = stopped.await;
     };
     let timeout = Some(std::time::Duration::from_secs(5));
-    if graceful {
-        let listener = GracefulPoemListener::new(acceptor, example::close_options());
-        let closes = listener.tracker();
-        tokio::spawn(async move {
-            let _ = Server::new_with_acceptor(listener)
-                .run_with_graceful_shutdown(app, signal, timeout)
-                .await;
+    tokio::spawn(async move {
+        let _ = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(app, signal, timeout)
+            .await;
+        if let Some(closes) = closes {
             closes.close();
             closes.wait().await;
-        });
-    } else {
-        tokio::spawn(async move {
-            let _ = Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(app, signal, timeout)
-                .await;
-        });
-    }
+        }
+    });
     Served {
         addr,
         stop: Box::new(move || {
@@ -84,12 +87,41 @@ async fn start(_transport: Transport, graceful: bool) -> Served {
     }
 }
 
+async fn start(transport: Transport, graceful: bool) -> Served {
+    let opts = example::close_options();
+    match (transport.tls(), graceful) {
+        (false, true) => {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = GracefulPoemListener::new(TcpAcceptor::from_tokio(tcp).unwrap(), opts);
+            let closes = listener.tracker();
+            spawn_server(listener, Some(closes))
+        }
+        (false, false) => {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            spawn_server(TcpAcceptor::from_tokio(tcp).unwrap(), None)
+        }
+        (true, true) => {
+            // As the docs say: the graceful listener under poem's TLS.
+            let listener = GracefulPoemListener::new(TcpListener::bind("127.0.0.1:0"), opts);
+            let closes = listener.tracker();
+            let acceptor = listener.rustls(tls_config()).into_acceptor().await.unwrap();
+            spawn_server(acceptor, Some(closes))
+        }
+        (true, false) => {
+            let listener = TcpListener::bind("127.0.0.1:0").rustls(tls_config());
+            spawn_server(listener.into_acceptor().await.unwrap(), None)
+        }
+    }
+}
+
+const TRANSPORTS: &[Transport] = &[Transport::Plain, Transport::TlsH1];
+
 #[test]
 fn curl() {
-    example::matrix(Client::Curl, "poem", &[Transport::Plain], start);
+    example::matrix(Client::Curl, "poem", TRANSPORTS, start);
 }
 
 #[test]
 fn python_requests() {
-    example::matrix(Client::Python, "poem", &[Transport::Plain], start);
+    example::matrix(Client::Python, "poem", TRANSPORTS, start);
 }

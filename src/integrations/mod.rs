@@ -12,7 +12,7 @@
 //! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
 //! | `poem` | [`GracefulPoemListener`](crate::GracefulPoemListener) | a poem `Listener` or `Acceptor` | `poem::Server` |
 //! | `salvo` | [`GracefulSalvoListener`](crate::GracefulSalvoListener) | a `TcpListener` | salvo's `Server` |
-//! | `actix` | [`GracefulActixService`](crate::GracefulActixService) | actix-http's `HttpService` | actix-server, actix-web's `App` |
+//! | `actix` | [`GracefulActixService`](crate::GracefulActixService) | actix-http's `HttpService` (with `rustls`: and a `TlsAcceptor`) | actix-server, actix-web's `App` |
 
 #[cfg(feature = "actix")]
 pub(crate) mod actix;

@@ -58,11 +58,19 @@ pub fn cert_pem() -> &'static str {
     &cert().pem
 }
 
+/// The crypto provider of every config here, named: the build of the tests has two
+/// (poem's TLS brings aws-lc-rs), and rustls's `builder()` then refuses to choose.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// A server config offering h2 and HTTP/1.1 (ALPN).
 pub fn server_config() -> Arc<ServerConfig> {
     let c = cert();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.clone()));
-    let mut config = ServerConfig::builder()
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring's protocol versions")
         .with_no_client_auth()
         .with_single_cert(vec![c.der.clone()], key)
         .expect("server config");
@@ -82,7 +90,9 @@ fn roots() -> RootCertStore {
 
 /// A client config trusting the test certificate, offering `alpn`.
 pub fn client_config(alpn: &[&[u8]]) -> ClientConfig {
-    let mut config = ClientConfig::builder()
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring's protocol versions")
         .with_root_certificates(roots())
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -92,7 +102,9 @@ pub fn client_config(alpn: &[&[u8]]) -> ClientConfig {
 /// A client config limited to TLS 1.2, where alerts travel as records of their own
 /// type (21) and can be told apart on the wire.
 pub fn client_config_tls12() -> ClientConfig {
-    ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("ring's TLS 1.2")
         .with_root_certificates(roots())
         .with_no_client_auth()
 }
