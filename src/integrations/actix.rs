@@ -336,10 +336,10 @@ mod tls {
         /// ```
         ///
         /// The protocol comes from ALPN, as with `rustls_0_23()`: HTTP/2 when the
-        /// client chose `h2`, HTTP/1 otherwise. Unlike `rustls_0_23()`, the adapter
-        /// adds nothing to the config's ALPN list: offer `h2` only if actix-http is
-        /// built with its `http2` feature (in actix-web's defaults), which serving an
-        /// HTTP/2 connection needs.
+        /// client chose `h2`, HTTP/1 otherwise (the `actix` feature turns on
+        /// actix-http's `http2`, which serving an HTTP/2 connection needs). Unlike
+        /// `rustls_0_23()`, the adapter adds nothing to the config's ALPN list: offer
+        /// `h2` in it to serve HTTP/2.
         ///
         /// A handshake that fails or times out ends the service call with an
         /// `io::Error` (which actix-server drops) once its connection's close ended:
