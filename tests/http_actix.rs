@@ -71,9 +71,9 @@ enum Control {
     HttpServer,
 }
 
-/// The TLS server config: ring, the test certificate, HTTP/1.1 (actix-http's
-/// `rustls_0_23()` adds its own ALPN names to the list).
-fn tls_config(alpn: bool) -> rustls::ServerConfig {
+/// The TLS server config: ring, the test certificate, and the ALPN names of
+/// `transport` (none for actix-http's `rustls_0_23()`, which adds its own).
+fn tls_config(alpn: Option<Transport>) -> rustls::ServerConfig {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::PrivateKeyDer;
 
@@ -88,9 +88,11 @@ fn tls_config(alpn: bool) -> rustls::ServerConfig {
             PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
         )
         .unwrap();
-    if alpn {
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    }
+    config.alpn_protocols = match alpn {
+        Some(Transport::TlsH2) => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Some(_) => vec![b"http/1.1".to_vec()],
+        None => Vec::new(),
+    };
     config
 }
 
@@ -121,7 +123,8 @@ async fn start(transport: Transport, control: Control, graceful: bool) -> Served
         }),
         #[cfg(feature = "rustls")]
         (true, true, _) => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls_config(true)));
+            let acceptor =
+                tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls_config(Some(transport))));
             serve(tcp, move || {
                 let app = map_config(app(), |_| AppConfig::default())
                     .map_err(|e: actix_web::Error| e.error_response());
@@ -143,7 +146,7 @@ async fn start(transport: Transport, control: Control, graceful: bool) -> Served
                 .map_err(|e: actix_web::Error| e.error_response());
             HttpService::build()
                 .finish(app)
-                .rustls_0_23(tls_config(false))
+                .rustls_0_23(tls_config(None))
         }),
         (false, false, Control::HttpServer) => {
             HttpServer::new(app).workers(1).listen(tcp).unwrap().run()
@@ -183,6 +186,19 @@ fn curl() {
 fn python_requests() {
     let start = |transport, graceful| start(transport, Control::HttpService, graceful);
     example::matrix(Client::Python, "actix-http HttpService", TRANSPORTS, start);
+}
+
+/// h2 over TLS, curl asking for it: the adapter serves HTTP/2 when ALPN chose it.
+#[cfg(feature = "rustls")]
+#[test]
+fn curl_over_h2() {
+    let start = |transport, graceful| start(transport, Control::HttpService, graceful);
+    example::matrix(
+        Client::Curl,
+        "actix-http HttpService",
+        &[Transport::TlsH2],
+        start,
+    );
 }
 
 #[test]
@@ -323,7 +339,7 @@ fn failed_and_stalled_handshakes_close_gracefully() {
     let seen = outcomes.clone();
     let closes = CloseTracker::new();
     let tracker = closes.clone();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(true)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(Some(Transport::TlsH1))));
     let server = {
         let _rt = rt.enter();
         serve(tcp, move || {

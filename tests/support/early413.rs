@@ -90,7 +90,7 @@ pub enum Transport {
     Plain,
     /// TLS on loopback, HTTP/1.1.
     TlsH1,
-    /// Named by `clients.rs` (h2 cells); not run here.
+    /// TLS on loopback, h2 offered (ALPN) and asked for (curl).
     TlsH2,
 }
 
@@ -190,7 +190,7 @@ where
                     origin: format!("{scheme}://{}", served.addr),
                     ca: transport.tls().then(|| ca_file().clone()),
                     tls: transport.tls().then(client_config),
-                    h2: false,
+                    h2: transport == Transport::TlsH2,
                     lab: None,
                     upload_len: UPLOAD_LEN,
                 };
