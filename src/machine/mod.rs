@@ -5,10 +5,10 @@
 //! [`GracefulIo`](crate::GracefulIo) and the delivery barrier
 //! ([`WaitAcked`](crate::WaitAcked)) can all drive the same code.
 //!
-//! A close ([`Mode::Close`]) owns its stream: it drains it and uses the stream's own
-//! readiness, and goes through the phases of [`phase`], one at a time. The barrier ([`Mode::Barrier`]) borrows a stream the application keeps
-//! using: it never reads it and never touches its cached readiness; it looks at the send
-//! queue on a timer.
+//! A close ([`Mode::Close`]) owns its stream: it drains it, uses the stream's own
+//! readiness and goes through the phases of [`phase`], one at a time. The barrier
+//! ([`Mode::Barrier`]) borrows a stream the application keeps using: it never reads it
+//! and never touches its cached readiness; it looks at the send queue on a timer.
 
 use std::future::Future;
 use std::io;
@@ -113,7 +113,6 @@ pub(crate) struct Closer {
     next_poll: Nanos,
     drain_limit: u64,
     drained: u64,
-
     /// Armed the first time the close has to wait on time.
     timer: Option<Pin<Box<Sleep>>>,
     /// What adapters and borrowed streams add (boxed: a bare close does without).

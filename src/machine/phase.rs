@@ -84,29 +84,32 @@ impl Closer {
         }
     }
 
+    /// Moves to `next`; entering [`Phase::Done`] lets go of what the close waited with.
+    fn enter(&mut self, next: Phase) {
+        if next == Phase::Done {
+            self.end();
+        } else {
+            self.phase = next;
+        }
+    }
+
     /// The peer's EOF was read.
     pub(super) fn on_peer_eof(&mut self) {
         self.flags.set(Flags::PEER_EOF);
-        self.phase = match self.phase {
+        self.enter(match self.phase {
             Phase::Draining | Phase::Delivering => Phase::AckWait,
             Phase::Lingering { .. } => Phase::Done,
             other => other,
-        };
-        if self.phase == Phase::Done {
-            self.end();
-        }
+        });
     }
 
     /// The platform cannot tell whether our bytes were acknowledged: the peer's EOF is
     /// the only evidence left.
     pub(super) fn on_ack_unknown(&mut self) {
-        self.phase = match self.phase {
+        self.enter(match self.phase {
             Phase::Delivering => Phase::Draining,
             _ => Phase::Done,
-        };
-        if self.phase == Phase::Done {
-            self.end();
-        }
+        });
     }
 
     /// Our data and FIN are acknowledged: the close ends, or lingers for the peer's
@@ -129,10 +132,7 @@ impl Closer {
                 PeerEof::IfSending => self.linger_if_sending(io)?,
             }
         };
-        self.phase = next;
-        if next == Phase::Done {
-            self.end();
-        }
+        self.enter(next);
         Ok(())
     }
 
