@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -86,4 +87,82 @@ async fn h2_answers_carry_no_connection_header() {
     let res = timeout(T, send.send_request(req)).await.unwrap().unwrap();
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert!(res.headers().get("connection").is_none(), "{res:?}");
+}
+
+const PAGE: usize = 1 << 20;
+const UPLOAD: usize = 8 << 20;
+
+/// A server whose early answer (1 MiB) is larger than what the kernel buffers between
+/// it and [`send_then_read`]'s client hold, and whose upload (8 MiB) too: the buffers
+/// are small and fixed on both sides (no autotuning).
+async fn big_answer_server(layer: AnnounceCloseLayer) -> SocketAddr {
+    let app = Router::new()
+        .route(
+            "/early",
+            post(|| async { (StatusCode::PAYLOAD_TOO_LARGE, vec![b'p'; PAGE]) }),
+        )
+        .layer(layer);
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = GracefulListener::new(tcp, CloseOptions::new(T)).tap_io(|io| {
+        let sock = socket2::SockRef::from(&*io);
+        sock.set_send_buffer_size(64 << 10).unwrap();
+        sock.set_recv_buffer_size(64 << 10).unwrap();
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A client like Python's `requests`: sends its whole upload, then reads the answer to
+/// the end; each write and read may wait `patience`.
+async fn send_then_read(addr: SocketAddr, patience: Duration) -> std::io::Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+        sock.set_recv_buffer_size(16 << 10)?;
+        sock.set_send_buffer_size(64 << 10)?;
+        sock.connect(&addr.into())?;
+        let mut s = std::net::TcpStream::from(sock);
+        s.set_write_timeout(Some(patience))?;
+        s.set_read_timeout(Some(patience))?;
+        let head = format!("POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: {UPLOAD}\r\n\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(&vec![b'u'; UPLOAD])?;
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)?;
+        Ok(got)
+    })
+    .await
+    .unwrap()
+}
+
+/// A client that sends its whole upload before it reads (Python's `requests`, browsers
+/// over HTTP/1.1) to an early answer larger than the kernel buffers: the answer can
+/// only go out while the upload is read. Without the layer's discard the server's write
+/// waits on the client and the client's on the server until the client gives up.
+#[tokio::test]
+async fn an_early_answer_larger_than_the_buffers_reaches_a_client_that_sends_first() {
+    let addr = big_answer_server(AnnounceCloseLayer::new()).await;
+    let got = send_then_read(addr, T)
+        .await
+        .expect("the client's upload or its read of the answer failed");
+    let text = String::from_utf8_lossy(&got[..got.len().min(200)]).to_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(text.contains("connection: close\r\n"), "{text}");
+    let body_at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(got.len() - body_at, PAGE, "the answer was cut short");
+}
+
+/// The discard stops at its limit: past it the upload is left unread, and this client
+/// stays blocked in its write (it then gives up).
+#[tokio::test]
+async fn the_discard_stops_at_its_limit() {
+    let addr = big_answer_server(AnnounceCloseLayer::new().discard_limit(256 << 10)).await;
+    match send_then_read(addr, Duration::from_secs(2)).await {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "{e}"),
+        Ok(got) => panic!(
+            "8 MiB went through a 256 KiB discard ({} bytes back)",
+            got.len()
+        ),
+    }
 }

@@ -1,4 +1,4 @@
-//! Announcing the close of an early answer: [`AnnounceCloseLayer`].
+//! Early answers done as nginx does them: [`AnnounceCloseLayer`].
 //!
 //! When a handler answers before it read the request's body (a 413 to an upload, a
 //! 401 before the body), hyper closes the connection after the answer, but the answer
@@ -7,26 +7,53 @@
 //! our FIN arrives; Go's `net/http` client, for one, waits up to 50 ms after the body
 //! for its upload to finish before it gives up on the connection, so every early
 //! answer costs it 50 ms more than nginx's.
+//!
+//! And hyper stops reading the connection once the handler dropped the body. A client
+//! that sends its whole upload before it reads (Python's `requests`, browsers over
+//! HTTP/1.1) is then stuck in its write as soon as the kernel buffers between us are
+//! full, and an answer larger than what they hold never finishes going out: each side
+//! waits on the other until the client gives up. nginx discards the body while it
+//! sends such an answer (`ngx_http_discard_request_body`); the layer does the same.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use ::axum::body::{Body, Bytes, HttpBody};
 use ::axum::http::{header, HeaderValue, Request, Response, Version};
 use http_body::{Frame, SizeHint};
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
-/// A [`tower::Layer`] that adds `Connection: close` to an HTTP/1 answer sent before
-/// the request's body was read to its end, as nginx and Go's server do.
+use crate::CloseOptions;
+
+/// A [`tower::Layer`] for answers sent before the request's body was read to its end
+/// (HTTP/1): it adds `Connection: close`, as nginx and Go's server do, and discards the
+/// rest of the upload while the answer goes out, as nginx does.
 ///
 /// hyper closes such a connection after the answer anyway (its body is unread); the
 /// header tells the client at once, so that a client that pools connections does not
 /// wait for the rest of its upload before it lets the connection go (Go's `net/http`
-/// client waits up to 50 ms). Answers to requests without a body, to requests whose
-/// body was read, and HTTP/2 answers are left as they are.
+/// client waits up to 50 ms).
+///
+/// The discard is what lets a client that sends its whole upload before it reads
+/// (Python's `requests`, browsers over HTTP/1.1) see an answer larger than the kernel
+/// buffers between the two hosts: without it hyper reads nothing more once the handler
+/// dropped the body, the client stays blocked in its write, and so does the server's.
+/// The body the handler dropped is kept and read to its end in a task of its own (hyper
+/// reads the connection while it writes the answer), for at most
+/// [`discard_limit`](Self::discard_limit) bytes (64 MiB unless set) and
+/// [`discard_timeout`](Self::discard_timeout) (30 s, nginx's `lingering_time`), and at
+/// most 5 s of the client's silence (nginx's `lingering_timeout`). Then hyper finishes
+/// the answer and closes; [`GracefulListener`](crate::GracefulListener) makes that
+/// close lose nothing.
+///
+/// Answers to requests without a body, to requests whose body was read, answers whose
+/// handler still holds the body, and HTTP/2 answers (each stream has its own flow
+/// control) are left as they are.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -36,30 +63,69 @@ use tower::{Layer, Service};
 /// # async fn dox() -> std::io::Result<()> {
 /// let app = Router::new()
 ///     .route("/upload", post(|| async { StatusCode::PAYLOAD_TOO_LARGE }))
-///     .layer(AnnounceCloseLayer::new());
+///     .layer(AnnounceCloseLayer::new().discard_limit(16 << 20));
 /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// axum::serve(GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10))), app)
 ///     .await?;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct AnnounceCloseLayer {
-    _priv: (),
+    discard: Discard,
 }
 
 impl AnnounceCloseLayer {
-    /// The layer.
+    /// The layer: discards up to 64 MiB for up to 30 s after an early answer.
     pub const fn new() -> Self {
-        AnnounceCloseLayer { _priv: () }
+        AnnounceCloseLayer {
+            discard: Discard {
+                limit: CloseOptions::DEFAULT_DRAIN_LIMIT,
+                timeout: Duration::from_secs(30),
+            },
+        }
+    }
+
+    /// The most bytes of an unread upload discarded after an early answer (64 MiB
+    /// unless set; 0: none, hyper stops reading at once as without the layer). Past
+    /// it, the upload is left unread: a client still sending may not see the answer.
+    pub const fn discard_limit(mut self, bytes: u64) -> Self {
+        self.discard.limit = bytes;
+        self
+    }
+
+    /// How long the discard of an unread upload may last in all (30 s unless set).
+    pub const fn discard_timeout(mut self, timeout: Duration) -> Self {
+        self.discard.timeout = timeout;
+        self
     }
 }
+
+impl Default for AnnounceCloseLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The bounds of the discard of an unread upload.
+#[derive(Debug, Clone, Copy)]
+struct Discard {
+    limit: u64,
+    timeout: Duration,
+}
+
+/// The longest silence of the client the discard waits through: nginx's
+/// `lingering_timeout`.
+const DISCARD_IDLE: Duration = CloseOptions::ADAPTER_IDLE_TIMEOUT;
 
 impl<S> Layer<S> for AnnounceCloseLayer {
     type Service = AnnounceClose<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AnnounceClose { inner }
+        AnnounceClose {
+            inner,
+            discard: self.discard,
+        }
     }
 }
 
@@ -67,6 +133,7 @@ impl<S> Layer<S> for AnnounceCloseLayer {
 #[derive(Debug, Clone)]
 pub struct AnnounceClose<S> {
     inner: S,
+    discard: Discard,
 }
 
 impl<S, B> Service<Request<Body>> for AnnounceClose<S>
@@ -84,19 +151,25 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         // Only HTTP/1 requests that carry a body are watched.
         let watch = req.version() <= Version::HTTP_11 && !req.body().is_end_stream();
-        let ended = watch.then(|| Arc::new(AtomicBool::new(false)));
-        let req = match &ended {
-            Some(ended) => req.map(|body| {
+        let shared = watch.then(|| {
+            Arc::new(Shared {
+                ended: AtomicBool::new(false),
+                dropped: Mutex::new(None),
+            })
+        });
+        let req = match &shared {
+            Some(shared) => req.map(|body| {
                 Body::new(Watched {
                     body,
-                    ended: ended.clone(),
+                    shared: shared.clone(),
                 })
             }),
             None => req,
         };
         AnnounceCloseFuture {
             inner: self.inner.call(req),
-            ended,
+            shared,
+            discard: self.discard,
         }
     }
 }
@@ -108,7 +181,8 @@ pin_project_lite::pin_project! {
     pub struct AnnounceCloseFuture<F> {
         #[pin]
         inner: F,
-        ended: Option<Arc<AtomicBool>>,
+        shared: Option<Arc<Shared>>,
+        discard: Discard,
     }
 }
 
@@ -121,22 +195,57 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut res = ready!(this.inner.poll(cx))?;
-        let unread = this
-            .ended
-            .as_ref()
-            .is_some_and(|e| !e.load(Ordering::Acquire));
-        if unread {
+        let Some(shared) = this.shared.take() else {
+            return Poll::Ready(Ok(res));
+        };
+        if !shared.ended.load(Ordering::Acquire) {
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            // The body, if the handler dropped it: read on, so that the answer can go out.
+            let dropped = shared
+                .dropped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let bounds = *this.discard;
+            let wanted = bounds.limit > 0 && !bounds.timeout.is_zero();
+            if let (Some(body), true) = (dropped, wanted) {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    drop(rt.spawn(discard(body, bounds)));
+                }
+            }
         }
         Poll::Ready(Ok(res))
     }
 }
 
-/// A request body that records when it was read to its end.
+/// What the layer's future and the request's body share.
+#[derive(Debug)]
+struct Shared {
+    /// The body was read to its end.
+    ended: AtomicBool,
+    /// The body, dropped by the handler before its end.
+    dropped: Mutex<Option<Body>>,
+}
+
+/// A request body that records when it was read to its end, and is kept when dropped
+/// before.
 struct Watched {
     body: Body,
-    ended: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if !self.shared.ended.load(Ordering::Acquire) {
+            let body = std::mem::take(&mut self.body);
+            *self
+                .shared
+                .dropped
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(body);
+        }
+    }
 }
 
 impl HttpBody for Watched {
@@ -149,7 +258,7 @@ impl HttpBody for Watched {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
         if frame.is_none() || self.body.is_end_stream() {
-            self.ended.store(true, Ordering::Release);
+            self.shared.ended.store(true, Ordering::Release);
         }
         Poll::Ready(frame)
     }
@@ -161,4 +270,42 @@ impl HttpBody for Watched {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
+}
+
+/// Reads `body` to its end and drops what it reads, within `bounds` and
+/// [`DISCARD_IDLE`]: hyper reads the connection as long as someone takes the body.
+async fn discard(mut body: Body, bounds: Discard) {
+    let start = Instant::now();
+    let deadline = start + bounds.timeout;
+    let (mut left, mut last) = (bounds.limit, start);
+    let mut sleep = pin!(tokio::time::sleep_until(deadline.min(last + DISCARD_IDLE)));
+    let why = poll_fn(|cx| loop {
+        match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(None) => return Poll::Ready("the upload ended"),
+            Poll::Ready(Some(Err(_))) => return Poll::Ready("the upload failed"),
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match left.checked_sub(n) {
+                    Some(rest) => left = rest,
+                    None => return Poll::Ready("the discard limit was reached"),
+                }
+                last = Instant::now();
+            }
+            Poll::Pending => {
+                ready!(sleep.as_mut().poll(cx));
+                // The idle bound counts from the last frame: set lazily, here.
+                let until = deadline.min(last + DISCARD_IDLE);
+                if until <= Instant::now() {
+                    return Poll::Ready("the discard timed out");
+                }
+                sleep.as_mut().reset(until);
+            }
+        }
+    })
+    .await;
+    tracing::debug!(
+        discarded = bounds.limit - left,
+        elapsed = ?start.elapsed(),
+        "early answer: stopped discarding the upload: {why}"
+    );
 }
