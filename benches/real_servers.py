@@ -224,12 +224,13 @@ def cell(client, addr, port, ns_client, pids, body, at_once, each):
         procs.append((outdir, subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                                stderr=subprocess.DEVNULL, text=True)))
     before = cpu_seconds(pids)
-    whole, times = 0, []
+    whole, times, failed = 0, [], []
     for outdir, p in procs:
         out, _ = p.communicate(timeout=600)
         for line in out.splitlines():
             f = line.split()
             if len(f) < 3 or f[1] != "413":
+                failed.append(line)
                 continue
             try:
                 with open(os.path.join(outdir, f[0]), "rb") as g:
@@ -240,6 +241,10 @@ def cell(client, addr, port, ns_client, pids, body, at_once, each):
                 whole += 1
                 times.append(float(f[2]) * 1000)
     cpu = (cpu_seconds(pids) - before) * 1000 / (at_once * each)
+    if failed:
+        # What the clients said of the answers they did not get (the server's log names
+        # the closes that failed).
+        print(f"  {len(failed)} failed, first: {failed[0][:300]}", file=sys.stderr)
     return whole, at_once * each, times, cpu
 
 

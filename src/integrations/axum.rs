@@ -4,7 +4,10 @@
 //! a connection ends cleanly and drops the stream on its error paths. A listener whose
 //! `Io` is a [`GracefulIo`] turns both into a graceful close, so an early answer (413,
 //! 401, 503) to a client still uploading is delivered whole instead of being destroyed
-//! by the RST of a close with unread data.
+//! by the RST of a close with unread data. [`AnnounceCloseLayer`](crate::AnnounceCloseLayer)
+//! on the application does the rest: hyper stops reading a body the handler dropped,
+//! and the layer reads it on while an answer too large for the kernel's buffers goes
+//! out.
 
 use std::convert::Infallible;
 use std::fmt;

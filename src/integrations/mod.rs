@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | (none) | [`GracefulIo`](crate::GracefulIo) | a `TcpStream` / `UnixStream` | any Tokio I/O user |
 //! | `axum` | [`GracefulListener`](crate::GracefulListener) | an `axum::serve::Listener` | `axum::serve` |
-//! | `axum` | [`AnnounceCloseLayer`](crate::AnnounceCloseLayer) | an axum `Router` | `Connection: close` on early answers |
+//! | `axum` | [`AnnounceCloseLayer`](crate::AnnounceCloseLayer) | an axum `Router` | early answers: the upload discarded while they go out, `Connection: close` |
 //! | `tower` | [`GracefulCloseLayer`](crate::GracefulCloseLayer) | a connector or a connection service | hyper-util's client, tower servers |
 //! | `hyper` | [`GracefulServeExt`](crate::GracefulServeExt) | `http1::Builder` | hyper's own servers |
 //! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | | connectors of your own for hyper-util's client |
