@@ -6,8 +6,9 @@ Each server answers POST /upload with a 413 and a 256 KiB page (the
 (`client_max_body_size`, `error_page 413`, `lingering_close` on), HAProxy
 (`http-request deny`), Go's net/http, plain axum and axum with the crate
 (`GracefulListener` + `AnnounceCloseLayer`). Clients: curl, Python requests, Go
-net/http and Node fetch (`tests/http_clients/clients/`), at 1, 20 and 200 uploads at
-once on loopback (10 MB each) and over a 20 Mbit/s namespace link (1 and 20 with
+net/http, Node fetch and headless Chromium (`tests/http_clients/clients/`; Chromium
+with one uploader only: a browser per uploader does not fit two cores), at 1, 20 and
+200 uploads at once on loopback (10 MB each) and over a 20 Mbit/s namespace link (1 and 20 with
 2 MB each, 200 with 256 KB each; root only). Per cell: whole 413s, time to the whole answer (median, p99, as the
 client measures it) and server CPU per upload (`/proc/PID/task/*/schedstat` of the
 server's processes, before and after the cell).
@@ -15,8 +16,8 @@ server's processes, before and after the cell).
     python3 benches/real_servers.py [--quick] [--link-only]
         [--server NAME]... [--client NAME]... [--at-once N]...
 
-As root it installs what is missing from Debian's packages and PyPI (nginx-light,
-haproxy, golang-go, nodejs, curl, requests); otherwise what is missing is skipped with
+As root it installs what is missing from Debian's packages, PyPI and npm (nginx-light,
+haproxy, golang-go, nodejs, npm, chromium, curl, requests, playwright-core); otherwise what is missing is skipped with
 its name, and so is the link. Nothing here is asserted: the figures are for reading
 (the correctness of the crate's cells is tested in `tests/http_clients/`).
 """
@@ -62,7 +63,7 @@ def sh(*args, **kw):
 def install_missing():
     """As root, installs the servers and clients that are missing (Debian, PyPI)."""
     wanted = {"nginx": "nginx-light", "haproxy": "haproxy", "go": "golang-go",
-              "node": "nodejs", "curl": "curl"}
+              "node": "nodejs", "npm": "npm", "chromium": "chromium", "curl": "curl"}
     missing = [pkg for cmd, pkg in wanted.items() if not have(cmd)]
     if missing and os.geteuid() == 0 and have("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -71,6 +72,9 @@ def install_missing():
                        stdout=subprocess.DEVNULL)
     if subprocess.run(["python3", "-c", "import requests"], capture_output=True).returncode:
         subprocess.run(["python3", "-m", "pip", "install", "--quiet", "requests"])
+    if have("npm") and not os.path.isdir(os.path.join(CLIENTS, "node_modules", "playwright-core")):
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock",
+                        "--silent"], cwd=CLIENTS)
     for cmd in wanted:
         if not have(cmd):
             print(f"SKIP: {cmd} is not installed", file=sys.stderr)
@@ -174,6 +178,9 @@ def clients():
         out.append("Go net/http")
     if have("node"):
         out.append("Node fetch")
+    if have("node") and have("chromium") and \
+            os.path.isdir(os.path.join(CLIENTS, "node_modules", "playwright-core")):
+        out.append("headless Chromium")
     only = picked("--client")
     return [c for c in out if not only or c in only]
 
@@ -188,6 +195,10 @@ def client_cmd(client, url, body, outdir, runs):
         return ["python3", os.path.join(CLIENTS, "upload.py"), url, body, outdir, str(runs)]
     if client == "Go net/http":
         return [os.path.join(WORK, "goclient"), url, body, outdir, str(runs)]
+    if client == "headless Chromium":
+        origin = url.rsplit("/", 1)[0]
+        return ["node", os.path.join(CLIENTS, "chromium.mjs"), origin, outdir, str(runs),
+                str(os.path.getsize(body))]
     return ["node", os.path.join(CLIENTS, "upload.mjs"), url, body, outdir, str(runs)]
 
 
@@ -305,6 +316,8 @@ def main():
                     each = max(1, (5 if QUICK else 10) // at_once) if at_once < 20 else \
                         (1 if at_once >= 200 else 2)
                     for client in found:
+                        if client == "headless Chromium" and at_once > 1:
+                            continue
                         whole, n, times, cpu = cell(client, addr, port, ns_cli, pids, body,
                                                     at_once, each)
                         label = tname if size in (10_000_000, 2_000_000) else \

@@ -2,8 +2,9 @@
 // `fetch()` from inside the page, RUNS times, one after the other.
 //
 // Usage: node chromium.mjs ORIGIN OUTDIR RUNS LEN
-// Prints "<run> <status> <protocol>" per upload and writes the body to OUTDIR/<run>,
-// or prints "<run> ERR <what>". Over HTTP/1.1 Chromium sends the whole body before it
+// Prints "<run> <status> <seconds> <protocol>" per upload (the time from the fetch to
+// the whole answer, as the page measures it) and writes the body to OUTDIR/<run>, or
+// prints "<run> ERR <what>". Over HTTP/1.1 Chromium sends the whole body before it
 // reads the response, as Python does. Drives Debian's /usr/bin/chromium (or
 // $CHROMIUM) through playwright-core; certificate errors are ignored (the test's
 // server uses a certificate made at run time).
@@ -25,13 +26,15 @@ try {
   const page = browser.pages()[0] ?? await browser.newPage();
   await page.goto(`${origin}/`);
   for (let run = 0; run < Number(runs); run++) {
-    const [status, text] = await page.evaluate(async (len) => {
+    const [status, text, took] = await page.evaluate(async (len) => {
       try {
         const body = new Uint8Array(len).fill(117);
+        const start = performance.now();
         const res = await fetch('/upload', { method: 'POST', body });
-        return [res.status, await res.text()];
+        const text = await res.text();
+        return [res.status, text, (performance.now() - start) / 1000];
       } catch (e) {
-        return [0, String(e)];
+        return [0, String(e), 0];
       }
     }, Number(len));
     if (status === 0) {
@@ -44,7 +47,7 @@ try {
       return all.length ? all[all.length - 1].nextHopProtocol : '?';
     });
     writeFileSync(`${out}/${run}`, text);
-    console.log(run, status, proto);
+    console.log(run, status, took, proto);
   }
 } finally {
   await browser.close();
