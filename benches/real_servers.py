@@ -187,9 +187,10 @@ def clients():
 
 def client_cmd(client, url, body, outdir, runs):
     if client == "curl":
+        # A failed upload prints "<i> 000 <time> <curl's error>" (curl 7.75+).
         loop = (f'for i in $(seq 0 {runs - 1}); do curl -s -o {outdir}/$i -H Expect: '
-                f'-w "$i %{{http_code}} %{{time_total}}\\n" --max-time 30 '
-                f'--data-binary @{body} {url} || echo "$i ERR"; done')
+                f'-w "$i %{{http_code}} %{{time_total}} %{{errormsg}}\\n" --max-time 30 '
+                f'--data-binary @{body} {url}; done')
         return ["bash", "-c", loop]
     if client == "Python requests":
         return ["python3", os.path.join(CLIENTS, "upload.py"), url, body, outdir, str(runs)]
