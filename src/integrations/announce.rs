@@ -43,13 +43,15 @@ use crate::CloseOptions;
 /// (Python's `requests`, browsers over HTTP/1.1) see an answer larger than the kernel
 /// buffers between the two hosts: without it hyper reads nothing more once the handler
 /// dropped the body, the client stays blocked in its write, and so does the server's.
-/// The body the handler dropped is kept and read to its end in a task of its own (hyper
-/// reads the connection while it writes the answer), for at most
+/// For an answer over 16 KiB (or of unknown length), the body the handler dropped is
+/// kept and read to its end in a task of its own (hyper reads the connection while it
+/// writes the answer), for at most
 /// [`discard_limit`](Self::discard_limit) bytes (64 MiB unless set) and
 /// [`discard_timeout`](Self::discard_timeout) (30 s, nginx's `lingering_time`), and at
 /// most 5 s of the client's silence (nginx's `lingering_timeout`). Then hyper finishes
 /// the answer and closes; [`GracefulListener`](crate::GracefulListener) makes that
-/// close lose nothing.
+/// close lose nothing. A smaller answer fits the kernel's send buffer on its own: hyper
+/// closes at once, and the close's drain discards the upload at a fraction of the cost.
 ///
 /// Answers to requests without a body, to requests whose body was read, answers whose
 /// handler still holds the body, and HTTP/2 answers (each stream has its own flow
@@ -114,6 +116,14 @@ struct Discard {
     timeout: Duration,
 }
 
+/// The largest answer that needs no discard: its bytes fit the kernel's send buffer of
+/// a fresh connection by themselves (`tcp_wmem`'s default 16 KiB, which the kernel
+/// raises to about ten segments' worth once the connection is established), so hyper
+/// finishes writing it whatever the client does, and the graceful close's own drain
+/// (`MSG_TRUNC`, in batches) discards the upload after it, at a fraction of the cost
+/// of reading it through hyper.
+const FITS: u64 = 16 << 10;
+
 /// The longest silence of the client the discard waits through: nginx's
 /// `lingering_timeout`.
 const DISCARD_IDLE: Duration = CloseOptions::ADAPTER_IDLE_TIMEOUT;
@@ -139,6 +149,7 @@ pub struct AnnounceClose<S> {
 impl<S, B> Service<Request<Body>> for AnnounceClose<S>
 where
     S: Service<Request<Body>, Response = Response<B>>,
+    B: HttpBody,
 {
     type Response = Response<B>;
     type Error = S::Error;
@@ -189,6 +200,7 @@ pin_project_lite::pin_project! {
 impl<F, B, E> Future for AnnounceCloseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: HttpBody,
 {
     type Output = Result<Response<B>, E>;
 
@@ -208,7 +220,8 @@ where
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             let bounds = *this.discard;
-            let wanted = bounds.limit > 0 && !bounds.timeout.is_zero();
+            let small = res.body().size_hint().exact().is_some_and(|n| n <= FITS);
+            let wanted = !small && bounds.limit > 0 && !bounds.timeout.is_zero();
             if let (Some(body), true) = (dropped, wanted) {
                 if let Ok(rt) = tokio::runtime::Handle::try_current() {
                     drop(rt.spawn(discard(body, bounds)));
