@@ -19,7 +19,7 @@ use ::axum::http::Request;
 use ::axum::serve::{IncomingStream, Listener};
 use tower::Service;
 
-use crate::io::SharedOnClose;
+use crate::io::ConnSettings;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
@@ -104,9 +104,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub struct GracefulListener<L> {
     inner: L,
-    options: CloseOptions,
-    on_close: Option<SharedOnClose>,
-    tracker: CloseTracker,
+    settings: ConnSettings,
 }
 
 // ===== impl GracefulListener =====
@@ -118,23 +116,21 @@ impl<L> GracefulListener<L> {
     pub fn new(listener: L, options: CloseOptions) -> Self {
         GracefulListener {
             inner: listener,
-            options: options.resolve(Role::Server),
-            on_close: None,
-            tracker: CloseTracker::new(),
+            settings: ConnSettings::new(options.resolve(Role::Server)),
         }
     }
 
     /// The tracker of every connection's close: wait on it after `axum::serve`
     /// returned, before the runtime shuts down (see [`CloseTracker`]).
     pub fn tracker(&self) -> CloseTracker {
-        self.tracker.clone()
+        self.settings.tracker()
     }
 
     /// Tracks the closes in `tracker` instead of the listener's own, to share one
     /// tracker (and one lingering cap) between listeners.
     #[must_use = "builder methods return the changed listener"]
     pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.tracker = tracker.clone();
+        self.settings.set_tracker(tracker);
         self
     }
 
@@ -145,13 +141,13 @@ impl<L> GracefulListener<L> {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(SharedOnClose::new(f));
+        self.settings.set_on_close(f);
         self
     }
 
     /// The options every connection closes with.
     pub fn options(&self) -> &CloseOptions {
-        &self.options
+        self.settings.options()
     }
 
     /// Gets a reference to the inner listener.
@@ -179,14 +175,11 @@ where
     type Addr = L::Addr;
 
     fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        let options = self.options;
-        let on_close = self.on_close.clone();
-        let tracker = self.tracker.clone();
+        let settings = self.settings.clone();
         let accept = self.inner.accept();
         async move {
             let (io, addr) = accept.await;
-            let io = GracefulIo::from_parts(io, options, Role::Server, on_close, Some(tracker));
-            (io, addr)
+            (settings.wrap(io, Role::Server), addr)
         }
     }
 
@@ -199,9 +192,7 @@ impl<L: fmt::Debug> fmt::Debug for GracefulListener<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulListener")
             .field("inner", &self.inner)
-            .field("options", &self.options)
-            .field("on_close", &self.on_close.is_some())
-            .field("tracker", &self.tracker)
+            .field("settings", &self.settings)
             .finish()
     }
 }

@@ -14,7 +14,7 @@ use ::poem::http::uri::Scheme;
 use ::poem::listener::{Acceptor, Listener};
 use ::poem::web::{LocalAddr, RemoteAddr};
 
-use crate::io::SharedOnClose;
+use crate::io::ConnSettings;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
@@ -65,9 +65,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 #[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
 pub struct GracefulPoemListener<T> {
     inner: T,
-    options: CloseOptions,
-    on_close: Option<SharedOnClose>,
-    tracker: CloseTracker,
+    settings: ConnSettings,
 }
 
 impl<T> GracefulPoemListener<T> {
@@ -77,23 +75,21 @@ impl<T> GracefulPoemListener<T> {
     pub fn new(inner: T, options: CloseOptions) -> Self {
         GracefulPoemListener {
             inner,
-            options: options.resolve(Role::Server),
-            on_close: None,
-            tracker: CloseTracker::new(),
+            settings: ConnSettings::new(options.resolve(Role::Server)),
         }
     }
 
     /// The tracker of every connection's close: wait on it after the server returned,
     /// before the runtime shuts down (see [`CloseTracker`]).
     pub fn tracker(&self) -> CloseTracker {
-        self.tracker.clone()
+        self.settings.tracker()
     }
 
     /// Tracks the closes in `tracker` instead of the listener's own, to share one
     /// tracker (and one lingering cap) between listeners.
     #[must_use = "builder methods return the changed listener"]
     pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.tracker = tracker.clone();
+        self.settings.set_tracker(tracker);
         self
     }
 
@@ -104,13 +100,13 @@ impl<T> GracefulPoemListener<T> {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(SharedOnClose::new(f));
+        self.settings.set_on_close(f);
         self
     }
 
     /// The options every connection closes with.
     pub fn options(&self) -> &CloseOptions {
-        &self.options
+        self.settings.options()
     }
 
     /// Gets a reference to the inner listener or acceptor.
@@ -132,20 +128,10 @@ where
     type Acceptor = GracefulPoemListener<L::Acceptor>;
 
     fn into_acceptor(self) -> impl Future<Output = io::Result<Self::Acceptor>> + Send {
-        let GracefulPoemListener {
-            inner,
-            options,
-            on_close,
-            tracker,
-        } = self;
+        let GracefulPoemListener { inner, settings } = self;
         async move {
             let inner = inner.into_acceptor().await?;
-            Ok(GracefulPoemListener {
-                inner,
-                options,
-                on_close,
-                tracker,
-            })
+            Ok(GracefulPoemListener { inner, settings })
         }
     }
 }
@@ -164,14 +150,11 @@ where
     fn accept(
         &mut self,
     ) -> impl Future<Output = io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)>> + Send {
-        let options = self.options;
-        let on_close = self.on_close.clone();
-        let tracker = self.tracker.clone();
+        let settings = self.settings.clone();
         let accept = self.inner.accept();
         async move {
             let (io, local, remote, scheme) = accept.await?;
-            let io = GracefulIo::from_parts(io, options, Role::Server, on_close, Some(tracker));
-            Ok((io, local, remote, scheme))
+            Ok((settings.wrap(io, Role::Server), local, remote, scheme))
         }
     }
 }
@@ -180,9 +163,7 @@ impl<T: fmt::Debug> fmt::Debug for GracefulPoemListener<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulPoemListener")
             .field("inner", &self.inner)
-            .field("options", &self.options)
-            .field("on_close", &self.on_close.is_some())
-            .field("tracker", &self.tracker)
+            .field("settings", &self.settings)
             .finish()
     }
 }

@@ -23,7 +23,7 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::io::SharedOnClose;
+use crate::io::ConnSettings;
 use crate::options::Role;
 use crate::TARGET;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
@@ -137,9 +137,7 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 pub struct GracefulTlsListener {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    options: CloseOptions,
-    on_close: Option<SharedOnClose>,
-    tracker: CloseTracker,
+    settings: ConnSettings,
     handshake_timeout: Duration,
     max_handshakes: usize,
     handshakes: JoinSet<Handshaken>,
@@ -164,9 +162,7 @@ impl GracefulTlsListener {
         GracefulTlsListener {
             listener,
             acceptor,
-            options: options.resolve(Role::Server),
-            on_close: None,
-            tracker: CloseTracker::new(),
+            settings: ConnSettings::new(options.resolve(Role::Server)),
             handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: Self::DEFAULT_MAX_HANDSHAKES,
             handshakes: JoinSet::new(),
@@ -198,26 +194,26 @@ impl GracefulTlsListener {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(SharedOnClose::new(f));
+        self.settings.set_on_close(f);
         self
     }
 
     /// The options every connection closes with.
     pub fn options(&self) -> &CloseOptions {
-        &self.options
+        self.settings.options()
     }
 
     /// The tracker of every connection's close, failed handshakes included: wait on it
     /// after `axum::serve` returned, before the runtime shuts down (see
     /// [`CloseTracker`]).
     pub fn tracker(&self) -> CloseTracker {
-        self.tracker.clone()
+        self.settings.tracker()
     }
 
     /// Tracks the closes in `tracker` instead of the listener's own.
     #[must_use = "builder methods return the changed listener"]
     pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.tracker = tracker.clone();
+        self.settings.set_tracker(tracker);
         self
     }
 
@@ -304,8 +300,7 @@ impl GracefulTlsListener {
     /// one place where per-connection close bookkeeping (the callback, a close tracker)
     /// is attached.
     fn wrap(&self, stream: TcpStream) -> GracefulIo<TcpStream> {
-        let (on_close, tracker) = (self.on_close.clone(), Some(self.tracker.clone()));
-        GracefulIo::from_parts(stream, self.options, Role::Server, on_close, tracker)
+        self.settings.wrap(stream, Role::Server)
     }
 
     fn start_handshake(&mut self, stream: TcpStream, addr: SocketAddr) {
@@ -367,9 +362,7 @@ impl fmt::Debug for GracefulTlsListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulTlsListener")
             .field("listener", &self.listener)
-            .field("options", &self.options)
-            .field("on_close", &self.on_close.is_some())
-            .field("tracker", &self.tracker)
+            .field("settings", &self.settings)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("max_handshakes", &self.max_handshakes)
             .field("pending_handshakes", &self.handshakes.len())

@@ -27,7 +27,7 @@ use ::salvo_core::http::uri::Scheme;
 use ::salvo_core::http::Version;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::io::SharedOnClose;
+use crate::io::ConnSettings;
 use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
@@ -81,9 +81,7 @@ pub struct GracefulSalvoListener {
     holdings: Vec<Holding>,
     /// A socket accepted and not handed out yet: kept across a cancelled `accept`.
     pending: Option<(TcpStream, std::net::SocketAddr)>,
-    options: CloseOptions,
-    on_close: Option<SharedOnClose>,
-    tracker: CloseTracker,
+    settings: ConnSettings,
 }
 
 impl GracefulSalvoListener {
@@ -101,23 +99,21 @@ impl GracefulSalvoListener {
             listener,
             holdings,
             pending: None,
-            options: options.resolve(Role::Server),
-            on_close: None,
-            tracker: CloseTracker::new(),
+            settings: ConnSettings::new(options.resolve(Role::Server)),
         })
     }
 
     /// The tracker of every connection's close: wait on it after the server returned,
     /// before the runtime shuts down (see [`CloseTracker`]).
     pub fn tracker(&self) -> CloseTracker {
-        self.tracker.clone()
+        self.settings.tracker()
     }
 
     /// Tracks the closes in `tracker` instead of the listener's own, to share one
     /// tracker (and one lingering cap) between listeners.
     #[must_use = "builder methods return the changed listener"]
     pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.tracker = tracker.clone();
+        self.settings.set_tracker(tracker);
         self
     }
 
@@ -128,13 +124,13 @@ impl GracefulSalvoListener {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(SharedOnClose::new(f));
+        self.settings.set_on_close(f);
         self
     }
 
     /// The options every connection closes with.
     pub fn options(&self) -> &CloseOptions {
-        &self.options
+        self.settings.options()
     }
 
     /// Gets a reference to the Tokio listener.
@@ -182,13 +178,7 @@ impl GracefulSalvoListener {
             let Some((stream, remote)) = self.pending.take() else {
                 continue;
             };
-            let io = GracefulIo::from_parts(
-                stream,
-                self.options,
-                Role::Server,
-                self.on_close.clone(),
-                Some(self.tracker.clone()),
-            );
+            let io = self.settings.wrap(stream, Role::Server);
             return Ok(Accepted {
                 coupler: TcpCoupler::new(),
                 stream: StraightStream::new(io, fuse_config, conn_ctrl.clone(), observer),
@@ -230,9 +220,7 @@ impl fmt::Debug for GracefulSalvoListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulSalvoListener")
             .field("listener", &self.listener)
-            .field("options", &self.options)
-            .field("on_close", &self.on_close.is_some())
-            .field("tracker", &self.tracker)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }

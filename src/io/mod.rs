@@ -9,6 +9,7 @@
 
 mod background;
 mod outcome;
+mod settings;
 
 use std::fmt;
 use std::io;
@@ -22,6 +23,7 @@ use self::background::Background;
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, notify, Path};
+pub(crate) use self::settings::ConnSettings;
 use crate::machine::{Closer, Mode};
 use crate::options::Role;
 use crate::tracker::Hold;

@@ -8,9 +8,9 @@ use std::task::{ready, Context, Poll};
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
-use crate::io::SharedOnClose;
+use crate::io::ConnSettings;
 use crate::options::Role;
-use crate::{AsyncGracefulClose, CloseOptions, CloseTracker, GracefulIo};
+use crate::{AsyncGracefulClose, GracefulIo};
 
 pin_project! {
     /// Response future of [`GracefulCloseService`](crate::GracefulCloseService) used as
@@ -21,25 +21,13 @@ pin_project! {
     pub struct GracefulConnect<F> {
         #[pin]
         inner: F,
-        options: CloseOptions,
-        on_close: Option<SharedOnClose>,
-        tracker: CloseTracker,
+        settings: ConnSettings,
     }
 }
 
 impl<F> GracefulConnect<F> {
-    pub(super) fn new(
-        inner: F,
-        options: CloseOptions,
-        on_close: Option<SharedOnClose>,
-        tracker: CloseTracker,
-    ) -> Self {
-        GracefulConnect {
-            inner,
-            options,
-            on_close,
-            tracker,
-        }
+    pub(super) fn new(inner: F, settings: ConnSettings) -> Self {
+        GracefulConnect { inner, settings }
     }
 }
 
@@ -53,18 +41,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let io = ready!(this.inner.poll(cx))?.into_inner();
-        let options = *this.options;
-        let on_close = this.on_close.clone();
-        let tracker = Some(this.tracker.clone());
-        let io = GracefulIo::from_parts(io, options, Role::Client, on_close, tracker);
-        Poll::Ready(Ok(TokioIo::new(io)))
+        Poll::Ready(Ok(TokioIo::new(this.settings.wrap(io, Role::Client))))
     }
 }
 
 impl<F> fmt::Debug for GracefulConnect<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulConnect")
-            .field("options", &self.options)
+            .field("options", self.settings.options())
             .finish_non_exhaustive()
     }
 }

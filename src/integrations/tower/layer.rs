@@ -3,7 +3,7 @@ use std::fmt;
 use tower::Layer;
 
 use super::GracefulCloseService;
-use crate::io::SharedOnClose;
+use crate::io::ConnSettings;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker};
 
 /// Makes every connection of a connector, or of a connection service, a
@@ -24,9 +24,7 @@ use crate::{CloseError, CloseOptions, CloseReport, CloseTracker};
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 #[derive(Clone)]
 pub struct GracefulCloseLayer {
-    pub(super) options: CloseOptions,
-    pub(super) on_close: Option<SharedOnClose>,
-    pub(super) tracker: CloseTracker,
+    settings: ConnSettings,
 }
 
 impl GracefulCloseLayer {
@@ -39,22 +37,20 @@ impl GracefulCloseLayer {
     /// is still sending.
     pub fn new(options: CloseOptions) -> Self {
         GracefulCloseLayer {
-            options,
-            on_close: None,
-            tracker: CloseTracker::new(),
+            settings: ConnSettings::new(options),
         }
     }
 
     /// The tracker of every close of the connections made or served through the layer
     /// (all services it made share it).
     pub fn tracker(&self) -> CloseTracker {
-        self.tracker.clone()
+        self.settings.tracker()
     }
 
     /// Tracks the closes in `tracker` instead of the layer's own.
     #[must_use = "builder methods return the changed layer"]
     pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.tracker = tracker.clone();
+        self.settings.set_tracker(tracker);
         self
     }
 
@@ -65,13 +61,13 @@ impl GracefulCloseLayer {
     where
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
-        self.on_close = Some(SharedOnClose::new(f));
+        self.settings.set_on_close(f);
         self
     }
 
     /// The options every connection closes with.
     pub fn options(&self) -> &CloseOptions {
-        &self.options
+        self.settings.options()
     }
 }
 
@@ -79,21 +75,14 @@ impl<S> Layer<S> for GracefulCloseLayer {
     type Service = GracefulCloseService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GracefulCloseService {
-            inner,
-            options: self.options,
-            on_close: self.on_close.clone(),
-            tracker: self.tracker.clone(),
-        }
+        GracefulCloseService::with_settings(inner, self.settings.clone())
     }
 }
 
 impl fmt::Debug for GracefulCloseLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulCloseLayer")
-            .field("options", &self.options)
-            .field("on_close", &self.on_close.is_some())
-            .field("tracker", &self.tracker)
+            .field("settings", &self.settings)
             .finish()
     }
 }

@@ -17,9 +17,9 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
-use crate::io::SharedOnClose;
+use crate::io::ConnSettings;
 use crate::options::Role;
-use crate::{AsyncGracefulClose, CloseOptions, CloseTracker, GracefulIo};
+use crate::{AsyncGracefulClose, CloseOptions, GracefulIo};
 
 pub(crate) mod future;
 mod layer;
@@ -81,9 +81,7 @@ pub use self::layer::GracefulCloseLayer;
 #[derive(Clone)]
 pub struct GracefulCloseService<S> {
     inner: S,
-    options: CloseOptions,
-    on_close: Option<SharedOnClose>,
-    tracker: CloseTracker,
+    settings: ConnSettings,
 }
 
 // ===== impl GracefulCloseService =====
@@ -91,12 +89,11 @@ pub struct GracefulCloseService<S> {
 impl<S> GracefulCloseService<S> {
     /// Wraps `inner`; its connections close gracefully with `options`.
     pub fn new(inner: S, options: CloseOptions) -> Self {
-        GracefulCloseService {
-            inner,
-            options,
-            on_close: None,
-            tracker: CloseTracker::new(),
-        }
+        Self::with_settings(inner, ConnSettings::new(options))
+    }
+
+    fn with_settings(inner: S, settings: ConnSettings) -> Self {
+        GracefulCloseService { inner, settings }
     }
 
     /// Gets a reference to the inner service.
@@ -112,17 +109,6 @@ impl<S> GracefulCloseService<S> {
     /// Gives the inner service back.
     pub fn into_inner(self) -> S {
         self.inner
-    }
-
-    fn wrap<T: AsyncGracefulClose + Send + 'static>(&self, stream: T) -> GracefulIo<T> {
-        let tracker = Some(self.tracker.clone());
-        GracefulIo::from_parts(
-            stream,
-            self.options,
-            Role::Server,
-            self.on_close.clone(),
-            tracker,
-        )
     }
 }
 
@@ -143,12 +129,7 @@ where
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let fut = self.inner.call(dst);
-        GracefulConnect::new(
-            fut,
-            self.options,
-            self.on_close.clone(),
-            self.tracker.clone(),
-        )
+        GracefulConnect::new(fut, self.settings.clone())
     }
 }
 
@@ -168,7 +149,7 @@ where
     }
 
     fn call(&mut self, (stream, addr): (T, A)) -> Self::Future {
-        let io = self.wrap(stream);
+        let io = self.settings.wrap(stream, Role::Server);
         self.inner.call((io, addr))
     }
 }
@@ -177,9 +158,7 @@ impl<S: fmt::Debug> fmt::Debug for GracefulCloseService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulCloseService")
             .field("inner", &self.inner)
-            .field("options", &self.options)
-            .field("on_close", &self.on_close.is_some())
-            .field("tracker", &self.tracker)
+            .field("settings", &self.settings)
             .finish()
     }
 }
