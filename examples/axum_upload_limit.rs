@@ -82,7 +82,8 @@ async fn upload(headers: HeaderMap, body: axum::body::Body, error: Bytes) -> Res
 }
 
 /// The application as the graceful server serves it: early answers announce the close
-/// (`Connection: close`, as nginx's do).
+/// (`Connection: close`, as nginx's do), and the upload is read on while this 256 KiB
+/// answer goes out, so that a client that sends everything first is never stuck.
 pub fn graceful_app() -> Router {
     app().layer(AnnounceCloseLayer::new())
 }
