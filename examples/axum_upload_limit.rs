@@ -50,19 +50,34 @@ pub fn error_body() -> Bytes {
 /// The application: `POST /upload` takes at most [`LIMIT`] bytes; `GET /` is a page
 /// for browsers to upload from (same origin).
 pub fn app() -> Router {
+    router(false)
+}
+
+/// The application as the graceful server serves it: the upload route's early answers
+/// announce the close (`Connection: close`, as nginx's do), and the upload is read on
+/// while this 256 KiB answer goes out, so that a client that sends everything first is
+/// never stuck. Only that route is layered: the others do not pay for it.
+pub fn graceful_app() -> Router {
+    router(true)
+}
+
+fn router(announce: bool) -> Router {
     let error = error_body();
+    let upload = post(move |headers: HeaderMap, body: axum::body::Body| {
+        let error = error.clone();
+        async move { upload(headers, body, error).await }
+    });
+    let upload = if announce {
+        upload.layer(AnnounceCloseLayer::new())
+    } else {
+        upload
+    };
     Router::new()
         .route(
             "/",
             get(|| async { Html("<!doctype html><title>upload</title><p>POST /upload\n") }),
         )
-        .route(
-            "/upload",
-            post(move |headers: HeaderMap, body: axum::body::Body| {
-                let error = error.clone();
-                async move { upload(headers, body, error).await }
-            }),
-        )
+        .route("/upload", upload)
 }
 
 async fn upload(headers: HeaderMap, body: axum::body::Body, error: Bytes) -> Response {
@@ -79,13 +94,6 @@ async fn upload(headers: HeaderMap, body: axum::body::Body, error: Bytes) -> Res
         },
         _ => (StatusCode::PAYLOAD_TOO_LARGE, error).into_response(),
     }
-}
-
-/// The application as the graceful server serves it: early answers announce the close
-/// (`Connection: close`, as nginx's do), and the upload is read on while this 256 KiB
-/// answer goes out, so that a client that sends everything first is never stuck.
-pub fn graceful_app() -> Router {
-    app().layer(AnnounceCloseLayer::new())
 }
 
 /// The close options of the graceful listener: nginx's lingering bounds, 30 s in all
