@@ -57,10 +57,9 @@ use crate::CloseOptions;
 /// handler still holds the body, and HTTP/2 answers (each stream has its own flow
 /// control) are left as they are.
 ///
-/// Its cost: axum's `Router::layer` puts a layer around each route, one more boxed
-/// service and future per request, about 2–3 % of the throughput of a tiny `GET` over
-/// keep-alive (`benches/load.py`). Layer only the routes that may answer an upload
-/// early (`post(upload).layer(AnnounceCloseLayer::new())`) and the others do not pay.
+/// axum's `Router::layer` puts a layer around each route: one more boxed service and
+/// future per request. Layer only the routes that may answer an upload early
+/// (`post(upload).layer(AnnounceCloseLayer::new())`) and the others do not pay for it.
 ///
 /// ```no_run
 /// use std::time::Duration;
