@@ -8,17 +8,18 @@ Each server answers POST /upload with a 413 and a 256 KiB page (the
 (`GracefulListener` + `AnnounceCloseLayer`). Clients: curl, Python requests, Go
 net/http, Node fetch and headless Chromium (`tests/http_clients/clients/`; Chromium
 with one uploader only: a browser per uploader does not fit two cores), at 1, 20 and
-200 uploads at once on loopback (10 MB each) and over a 20 Mbit/s namespace link (1 and 20 with
-2 MB each, 200 with 256 KB each; root only). Per cell: whole 413s, time to the whole answer (median, p99, as the
-client measures it) and server CPU per upload (`/proc/PID/task/*/schedstat` of the
+200 uploads at once on loopback (10 MB each) and over a 20 Mbit/s namespace link (1
+and 20 with 2 MB each, 200 with 256 KB each; root only). Per cell: whole 413s, time to
+the whole answer (median, p99, as the client measures it) and server CPU per upload (`/proc/PID/task/*/schedstat` of the
 server's processes, before and after the cell).
 
     python3 benches/real_servers.py [--quick] [--link-only]
         [--server NAME]... [--client NAME]... [--at-once N]...
 
-As root it installs what is missing from Debian's packages, PyPI and npm (nginx-light,
-haproxy, golang-go, nodejs, npm, chromium, curl, requests, playwright-core); otherwise what is missing is skipped with
-its name, and so is the link. Nothing here is asserted: the figures are for reading
+As root it installs what is missing from Debian's packages, PyPI and npm
+(nginx-light, haproxy, golang-go, nodejs, npm, chromium, curl, requests,
+playwright-core); otherwise what is missing is skipped with its name, and so is the
+link. Nothing here is asserted: the figures are for reading
 (the correctness of the crate's cells is tested in `tests/http_clients/`).
 """
 
@@ -33,6 +34,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "target", "real_servers")
 CLIENTS = os.path.join(ROOT, "tests", "http_clients", "clients")
+PLAYWRIGHT = os.path.join(CLIENTS, "node_modules", "playwright-core")
 QUICK = "--quick" in sys.argv
 LINK_ONLY = "--link-only" in sys.argv
 
@@ -72,7 +74,7 @@ def install_missing():
                        stdout=subprocess.DEVNULL)
     if subprocess.run(["python3", "-c", "import requests"], capture_output=True).returncode:
         subprocess.run(["python3", "-m", "pip", "install", "--quiet", "requests"])
-    if have("npm") and not os.path.isdir(os.path.join(CLIENTS, "node_modules", "playwright-core")):
+    if have("npm") and not os.path.isdir(PLAYWRIGHT):
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock",
                         "--silent"], cwd=CLIENTS)
     for cmd in wanted:
@@ -178,8 +180,7 @@ def clients():
         out.append("Go net/http")
     if have("node"):
         out.append("Node fetch")
-    if have("node") and have("chromium") and \
-            os.path.isdir(os.path.join(CLIENTS, "node_modules", "playwright-core")):
+    if have("node") and have("chromium") and os.path.isdir(PLAYWRIGHT):
         out.append("headless Chromium")
     only = picked("--client")
     return [c for c in out if not only or c in only]

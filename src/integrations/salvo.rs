@@ -14,11 +14,11 @@
 //! accepted while its `accept` future is cancelled is kept for the next call.
 //!
 //! A limit: hyper stops reading a body the handler dropped. An early answer larger than
-//! the kernel's buffers (over 16 KiB to be safe) to a client that sends its whole upload
-//! before it reads (Python's `requests`, browsers over HTTP/1.1) can then stall until
-//! the client gives up, seen with poem, which serves through hyper the same way. axum has
-//! `AnnounceCloseLayer` (feature `axum`), which reads the upload on while
-//! the answer goes out; salvo has no such layer here yet: keep early answers small, or read
+//! the kernel's buffers (over 16 KiB to be safe) to a client that sends its whole
+//! upload before it reads (Python's `requests`, browsers over HTTP/1.1) can then stall
+//! until the client gives up, seen with poem, which serves through hyper the same way.
+//! axum has `AnnounceCloseLayer` (feature `axum`), which reads the upload on while the
+//! answer goes out; salvo has no such layer here yet: keep early answers small, or read
 //! the body to its end in the handler before a large answer.
 
 use std::fmt;
