@@ -45,8 +45,11 @@ impl CloseReport {
         self.elapsed
     }
 
-    /// Bytes the close read and discarded: input still unread when it started (the
-    /// application never read it) plus what the peer sent until its EOF.
+    /// Bytes of the peer's input discarded unread: by the close (input still unread
+    /// when it started, plus what the peer sent until its EOF) and, on a connection
+    /// whose early answer had the upload discarded below hyper
+    /// (`AnnounceCloseLayer` served through `GracefulConnectInfo`), by the writes
+    /// of that answer.
     pub fn drained_bytes(&self) -> u64 {
         self.drained_bytes
     }

@@ -357,10 +357,11 @@ fn graceful_io_is_unpin_send_and_sync() {
     check::<GracefulIo<TcpStream>>();
     #[cfg(unix)]
     check::<GracefulIo<tokio::net::UnixStream>>();
-    // Nothing to pay until the close: the closer is boxed lazily. (The stream itself is
-    // larger in debug builds, hence a bound on the wrapper's own bytes.)
+    // Nothing to pay until the close: the closer is boxed lazily, and so is the watch
+    // of an abandoned input (16 bytes of it stay). (The stream itself is larger in
+    // debug builds, hence a bound on the wrapper's own bytes.)
     let own = std::mem::size_of::<GracefulIo<TcpStream>>() - std::mem::size_of::<TcpStream>();
-    assert!(own <= 160, "{own} bytes on top of the stream");
+    assert!(own <= 176, "{own} bytes on top of the stream");
     fn writer<W: AsyncWrite>() {}
     writer::<GracefulIo<TcpStream>>();
 }

@@ -6,8 +6,9 @@
 //! 401, 503) to a client still uploading is delivered whole instead of being destroyed
 //! by the RST of a close with unread data. [`AnnounceCloseLayer`](crate::AnnounceCloseLayer)
 //! on the application does the rest: hyper stops reading a body the handler dropped,
-//! and the layer reads it on while an answer too large for the kernel's buffers goes
-//! out.
+//! and the layer has the upload discarded while an answer too large for the kernel's
+//! buffers goes out; served through [`GracefulConnectInfo`], below hyper, in the
+//! connection's own writes.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -15,11 +16,11 @@ use std::future::{ready, Future, Ready};
 use std::task::{Context, Poll};
 
 use ::axum::extract::ConnectInfo;
-use ::axum::http::Request;
+use ::axum::http::{Request, Version};
 use ::axum::serve::{IncomingStream, Listener};
 use tower::Service;
 
-use crate::io::ConnSettings;
+use crate::io::{ConnSettings, InputHandle};
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
@@ -200,10 +201,36 @@ impl<L: fmt::Debug> fmt::Debug for GracefulListener<L> {
 // ===== impl GracefulConnectInfo =====
 
 /// Serves a router behind a [`GracefulListener`] with [`ConnectInfo`] for every request,
-/// as `Router::into_make_service_with_connect_info` does for axum's own listeners.
+/// as `Router::into_make_service_with_connect_info` does for axum's own listeners, and
+/// with the connection's handle that lets
+/// [`AnnounceCloseLayer`](crate::AnnounceCloseLayer) discard an abandoned upload below
+/// hyper.
 ///
 /// It is the "make service" given to `axum::serve`: per connection it returns an
-/// [`AddConnectInfo`] that inserts `ConnectInfo(remote_addr)` into each request.
+/// [`AddConnectInfo`] that inserts `ConnectInfo(remote_addr)` into each request, and
+/// into each HTTP/1 request with a body, a handle on the connection's input (crate
+/// private). When the layer answers such a request before its body was read, it marks
+/// the input abandoned through that handle, and the connection's writes discard the
+/// upload while the answer goes out (see the layer's docs): far cheaper than reading it
+/// through hyper, which the layer does without it.
+///
+/// Any listener whose `Io` is a [`GracefulIo`] will do, `tap_io` included:
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use axum::Router;
+/// use axum::serve::ListenerExt;
+/// use tokio_graceful_close::{CloseOptions, GracefulConnectInfo, GracefulListener};
+/// # async fn dox(app: Router) -> std::io::Result<()> {
+/// let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(30)))
+///     .tap_io(|io| {
+///         let _ = io.get_ref().set_nodelay(true);
+///     });
+/// axum::serve(listener, GracefulConnectInfo::new(app)).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 #[derive(Debug, Clone)]
 pub struct GracefulConnectInfo<S> {
@@ -217,10 +244,10 @@ impl<S> GracefulConnectInfo<S> {
     }
 }
 
-impl<'a, L, S> Service<IncomingStream<'a, GracefulListener<L>>> for GracefulConnectInfo<S>
+impl<'a, L, I, S> Service<IncomingStream<'a, L>> for GracefulConnectInfo<S>
 where
-    L: Listener,
-    L::Io: AsyncGracefulClose,
+    L: Listener<Io = GracefulIo<I>>,
+    I: AsyncGracefulClose + Send + 'static,
     L::Addr: Clone + Send + Sync + 'static,
     S: Clone,
 {
@@ -232,27 +259,32 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, stream: IncomingStream<'a, GracefulListener<L>>) -> Self::Future {
+    fn call(&mut self, stream: IncomingStream<'a, L>) -> Self::Future {
         ready(Ok(AddConnectInfo {
             inner: self.inner.clone(),
             addr: stream.remote_addr().clone(),
+            input: stream.io().input_handle(),
         }))
     }
 }
 
 /// The per-connection service of [`GracefulConnectInfo`]: inserts
-/// [`ConnectInfo`]`(addr)` into every request's extensions.
+/// [`ConnectInfo`]`(addr)` into every request's extensions, and the connection's input
+/// handle into those of HTTP/1 requests with a body.
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 #[derive(Debug, Clone)]
 pub struct AddConnectInfo<S, A> {
     inner: S,
     addr: A,
+    /// The connection's input handle, for `AnnounceCloseLayer`.
+    input: InputHandle,
 }
 
 impl<S, A, B> Service<Request<B>> for AddConnectInfo<S, A>
 where
     S: Service<Request<B>>,
     A: Clone + Send + Sync + 'static,
+    B: http_body::Body,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -265,6 +297,10 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.addr.clone()));
+        // Only an HTTP/1 request with a body may leave input behind.
+        if req.version() <= Version::HTTP_11 && !req.body().is_end_stream() {
+            req.extensions_mut().insert(self.input.clone());
+        }
         self.inner.call(req)
     }
 }

@@ -7,8 +7,16 @@
 //! [`GracefulIo`] turns both into a graceful close, and keeps the `AsyncWrite` contract
 //! on the way: `poll_shutdown` shuts down the write side only.
 
+mod abandon;
 mod background;
 mod outcome;
+#[cfg(any(
+    feature = "axum",
+    feature = "poem",
+    feature = "salvo",
+    feature = "rustls",
+    feature = "tower"
+))]
 mod settings;
 
 use std::fmt;
@@ -19,10 +27,21 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
+use self::abandon::Abandoned;
+#[cfg(feature = "axum")]
+pub(crate) use self::abandon::DiscardBounds;
+pub(crate) use self::abandon::InputHandle;
 use self::background::Background;
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, notify, Path};
+#[cfg(any(
+    feature = "axum",
+    feature = "poem",
+    feature = "salvo",
+    feature = "rustls",
+    feature = "tower"
+))]
 pub(crate) use self::settings::ConnSettings;
 use crate::machine::{Closer, Mode};
 use crate::options::Role;
@@ -75,7 +94,12 @@ enum State {
 /// reported then.
 ///
 /// Writes after the shutdown started fail at once with
-/// [`BrokenPipe`](io::ErrorKind::BrokenPipe).
+/// [`BrokenPipe`](io::ErrorKind::BrokenPipe). Before, writes never read, with one
+/// exception that only the HTTP layer can ask for: once `AnnounceCloseLayer` marked the
+/// connection's input abandoned (an early answer with `Connection: close` to a request
+/// whose body nobody will read, on a connection served through `GracefulConnectInfo`),
+/// a write that finds the socket full discards the peer's input, within the layer's
+/// bounds, and is also woken by the peer's next bytes.
 ///
 /// Every connection reports its outcome exactly once (unless
 /// [`into_inner`](Self::into_inner) took the stream back): as one `tracing` event of
@@ -131,6 +155,8 @@ where
     hold: Option<Hold>,
     /// Read when the stream is wrapped: after a reset the socket no longer knows it.
     peer_addr: Option<std::net::SocketAddr>,
+    /// Input the application abandoned, discarded by writes that find the socket full.
+    input: Abandoned,
 }
 
 // ===== impl GracefulIo =====
@@ -166,6 +192,7 @@ where
             on_close: on_close.map(OnClose::shared),
             hold: tracker.as_ref().map(CloseTracker::hold),
             peer_addr,
+            input: Abandoned::default(),
         }
     }
 
@@ -181,7 +208,18 @@ where
     /// peer's address.
     fn start_closer(&mut self) -> Box<Closer> {
         let token = self.hold.take().map(Hold::start);
-        Box::new(Closer::new(self.options, Mode::Close).tracked(token, self.peer_addr))
+        Box::new(
+            Closer::new(self.options, Mode::Close)
+                .tracked(token, self.peer_addr)
+                .discarded_before(self.input.discarded()),
+        )
+    }
+
+    /// The handle through which a request served on this connection marks its input
+    /// abandoned (see `AnnounceCloseLayer`).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn input_handle(&self) -> InputHandle {
+        self.input.handle()
     }
 
     /// The peer's address, read when the stream was wrapped (`None` for `AF_UNIX`
@@ -254,10 +292,9 @@ where
     pub fn into_inner(mut self) -> S {
         self.state = State::Closed(None);
         self.on_close = None;
-        match self.stream.take() {
-            Some(s) => s,
-            None => unreachable!("the stream is taken only by `into_inner` and `drop`"),
-        }
+        let stream = self.stream.take().expect(TAKEN);
+        self.input.end(&stream);
+        stream
     }
 
     /// Records the end of the close, then reports it (in that order, so that a
@@ -268,6 +305,9 @@ where
         notify(self.on_close.take(), &res, Path::Shutdown);
     }
 }
+
+/// Why `stream` cannot be `None` while the wrapper is in use.
+const TAKEN: &str = "the stream is taken only by `into_inner` and `drop`";
 
 fn write_after_shutdown<T>() -> Poll<io::Result<T>> {
     Poll::Ready(Err(io::Error::new(
@@ -304,7 +344,12 @@ where
         if !matches!(this.state, State::Open) {
             return write_after_shutdown();
         }
-        Pin::new(this.get_mut()).poll_write(cx, buf)
+        let res = Pin::new(this.stream.as_mut().expect(TAKEN)).poll_write(cx, buf);
+        if res.is_pending() {
+            this.input
+                .on_write_blocked(this.stream.as_ref().expect(TAKEN), cx);
+        }
+        res
     }
 
     #[inline]
@@ -317,7 +362,12 @@ where
         if !matches!(this.state, State::Open) {
             return write_after_shutdown();
         }
-        Pin::new(this.get_mut()).poll_write_vectored(cx, bufs)
+        let res = Pin::new(this.stream.as_mut().expect(TAKEN)).poll_write_vectored(cx, bufs);
+        if res.is_pending() {
+            this.input
+                .on_write_blocked(this.stream.as_ref().expect(TAKEN), cx);
+        }
+        res
     }
 
     #[inline]
@@ -340,6 +390,7 @@ where
             State::Open => {}
         }
         ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
+        this.input.end(this.stream.as_ref().expect(TAKEN));
         let mut closer = this.start_closer();
         match closer.begin(this.get_ref()) {
             Ok(()) => {
@@ -363,6 +414,7 @@ where
         let Some(stream) = self.stream.take() else {
             return;
         };
+        self.input.end(&stream);
         let closer = match std::mem::replace(&mut self.state, State::Closed(None)) {
             // Ended and reported: the drop releases the descriptor.
             State::Closed(_) => return,

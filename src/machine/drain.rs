@@ -21,14 +21,14 @@ use crate::error::CloseErrorKind;
 use crate::sys::{self, SocketKind};
 
 /// Reads per poll before the drain yields to the scheduler (on top of Tokio's budget).
-const MAX_READS_PER_POLL: usize = 64;
+pub(crate) const MAX_READS_PER_POLL: usize = 64;
 /// Largest single discard request.
-const MAX_DISCARD: u64 = 1 << 30;
+pub(crate) const MAX_DISCARD: u64 = 1 << 30;
 /// Discarded bytes after which the peer counts as streaming and the drain goes to
 /// batches. Smaller drains (a request body cut short) never pay the extra system call.
-const BATCH_AFTER: u64 = 256 << 10;
+pub(crate) const BATCH_AFTER: u64 = 256 << 10;
 /// The largest batch the drain waits for.
-const BATCH_MAX: u64 = 512 << 10;
+pub(crate) const BATCH_MAX: u64 = 512 << 10;
 
 impl Closer {
     /// Reads and discards until EOF, the drain limit, an error, or no more data

@@ -34,6 +34,7 @@ mod time;
 pub(crate) use self::abort::disarm_linger;
 use self::ack::Ack;
 use self::drain::DrainEnd;
+pub(crate) use self::drain::{BATCH_AFTER, BATCH_MAX, MAX_DISCARD, MAX_READS_PER_POLL};
 use self::phase::Phase;
 pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
@@ -141,6 +142,9 @@ struct Extra {
     peer_addr: Option<std::net::SocketAddr>,
     /// What [`CloseOptions::abort_when_safe`] found at the start.
     safe_abort: Option<SafeAbort>,
+    /// Input the connection discarded before the close (an abandoned upload), for the
+    /// report.
+    discarded_before: u64,
 }
 
 impl Closer {
@@ -185,6 +189,15 @@ impl Closer {
         let extra = self.extra.get_or_insert_with(Box::default);
         extra.token = token;
         extra.peer_addr = peer;
+        self
+    }
+
+    /// Counts `n` bytes of input discarded before the close in its report (not in
+    /// its drain limit: they were bounded on their own).
+    pub(crate) fn discarded_before(mut self, n: u64) -> Self {
+        if n > 0 {
+            self.extra.get_or_insert_with(Box::default).discarded_before = n;
+        }
         self
     }
 
@@ -240,7 +253,7 @@ impl Closer {
             } else {
                 self.start.elapsed()
             },
-            drained_bytes: self.drained,
+            drained_bytes: self.drained + self.extra.as_ref().map_or(0, |e| e.discarded_before),
             peer_eof: self.peer_eof(),
             acked,
             unacked_bytes: acked.then_some(0),
