@@ -214,12 +214,16 @@ pub(crate) fn set_cork(fd: Sock<'_>, on: bool) -> io::Result<()> {
     socket2::SockRef::from(&fd).set_tcp_cork(on)
 }
 
-/// Smaller batches are not worth the system call.
-const BATCH_MIN: usize = 64 << 10;
+/// Smaller batches are not worth the system call. 16 KiB is about eleven full segments:
+/// a client uploading over a slow link (whose receive buffer stays near `tcp_rmem`'s
+/// 128 KiB default, a quarter of which is 32 KiB) then wakes the discard once per
+/// batch instead of once per segment or two, which over a 20 Mbit/s link cut the
+/// server's CPU per discarded 2 MB upload about threefold (`benches/real_servers.py`).
+const BATCH_MIN: usize = 16 << 10;
 
 /// Asks the kernel to wake a reader of `fd` only once a batch of bytes is queued:
 /// `SO_RCVLOWAT` set to `batch`, at most a quarter of the receive buffer. A batch under
-/// 64 KiB turns batching off (`SO_RCVLOWAT` 1). Returns whether batching is on.
+/// 16 KiB turns batching off (`SO_RCVLOWAT` 1). Returns whether batching is on.
 ///
 /// The kernel's side (net/ipv4/tcp.c, net/ipv4/tcp_input.c): `tcp_poll` reports
 /// `EPOLLIN` only when `sk_rcvlowat` bytes are queued (`tcp_stream_is_readable`), but
