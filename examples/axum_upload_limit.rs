@@ -31,7 +31,9 @@ use axum::Router;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_graceful_close::{AnnounceCloseLayer, CloseOptions, GracefulListener};
+use tokio_graceful_close::{
+    AnnounceCloseLayer, CloseOptions, GracefulConnectInfo, GracefulListener,
+};
 
 /// Largest body accepted.
 pub const LIMIT: usize = 1024;
@@ -214,7 +216,7 @@ pub async fn serve_until(
             }
         });
         let closes = listener.tracker();
-        axum::serve(listener, graceful_app())
+        axum::serve(listener, GracefulConnectInfo::new(graceful_app()))
             .with_graceful_shutdown(shutdown)
             .await?;
         closes.close();

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_graceful_close::{GracefulListener, GracefulTlsListener};
+use tokio_graceful_close::{GracefulConnectInfo, GracefulListener, GracefulTlsListener};
 use tokio_rustls::TlsAcceptor;
 
 use crate::clients::{self, Ready, Target};
@@ -124,8 +124,11 @@ pub async fn cell(
             tokio::spawn(async move { axum::serve(listener, example::app()).await })
         }
     } else if graceful {
+        // Plain HTTP as the example serves it: the upload discarded below hyper. (Over
+        // TLS above, the layer reads it through hyper: both ways meet every client.)
         let listener = GracefulListener::new(tcp, example::close_options());
-        tokio::spawn(async move { axum::serve(listener, example::graceful_app()).await })
+        let app = GracefulConnectInfo::new(example::graceful_app());
+        tokio::spawn(async move { axum::serve(listener, app).await })
     } else {
         tokio::spawn(async move { axum::serve(tcp, example::app()).await })
     };
