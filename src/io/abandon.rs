@@ -21,10 +21,11 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::Interest;
 use tokio::time::Instant;
 
-use crate::machine::{Socket, BATCH_AFTER, BATCH_MAX, MAX_DISCARD, MAX_READS_PER_POLL};
+use crate::machine::{
+    discard_ready, Socket, BATCH_AFTER, BATCH_MAX, MAX_DISCARD, MAX_READS_PER_POLL,
+};
 use crate::sys::{self, SocketKind};
 
 /// How much of an abandoned input may be discarded, and for how long.
@@ -156,8 +157,7 @@ impl Progress {
                 Poll::Ready(Err(_)) => return Err("the connection failed"),
                 Poll::Ready(Ok(())) => {}
             }
-            let tcp = self.tcp;
-            match io.try_io(Interest::READABLE, || sys::discard(io.as_sock(), want, tcp)) {
+            match discard_ready(io, want, self.tcp) {
                 Ok(0) => return Err("the client's upload ended"),
                 Ok(n) => self.count(io, n, bounds.limit),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}

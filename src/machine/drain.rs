@@ -41,7 +41,7 @@ impl Closer {
         for _ in 0..MAX_READS_PER_POLL {
             ready!(io.poll_read_ready(cx))?;
             let (want, tcp) = (self.want(), self.flags.has(Flags::TCP));
-            match io.try_io(Interest::READABLE, || sys::discard(io.as_sock(), want, tcp)) {
+            match discard_ready(io, want, tcp) {
                 Ok(n) => {
                     if n > 0 && !tcp {
                         self.learn_protocol(io);
@@ -170,6 +170,29 @@ impl Closer {
             }
         }
         None
+    }
+}
+
+/// Discards up to `want` bytes from a stream whose read readiness was just seen;
+/// `Ok(0)` is the peer's EOF, `WouldBlock` an empty queue (the readiness cleared).
+///
+/// A TCP discard (`MSG_TRUNC`) takes everything queued: one that returns less than
+/// `want` found the receive queue empty at its end, so its readiness is cleared as well,
+/// as Tokio's own reads do after a short read, and the peer's next bytes wake the
+/// reader again (edge-triggered epoll; a newer edge is never cleared). That saves the
+/// call that would only find nothing, every wakeup.
+pub(crate) fn discard_ready<S: Socket>(io: &S, want: usize, tcp: bool) -> io::Result<usize> {
+    let mut got = 0;
+    let res = io.try_io(Interest::READABLE, || {
+        got = sys::discard(io.as_sock(), want, tcp)?;
+        if tcp && got > 0 && got < want {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(got)
+    });
+    match res {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
