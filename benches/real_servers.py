@@ -5,8 +5,8 @@ Each server answers POST /upload with a 413 and a 256 KiB page (the
 `axum_upload_limit` example's) without reading the upload: nginx
 (`client_max_body_size`, `error_page 413`, `lingering_close` on), HAProxy
 (`http-request deny`), Go's net/http, plain axum and axum with the crate
-(`GracefulListener` + `AnnounceCloseLayer`). Clients: curl, Python requests, Go
-net/http, Node fetch and headless Chromium (`tests/http_clients/clients/`; Chromium
+(`GracefulListener`, `AnnounceCloseLayer`, `GracefulConnectInfo`). Clients: curl,
+Python requests, Go net/http, Node fetch and headless Chromium (`tests/http_clients/clients/`; Chromium
 with one uploader only: a browser per uploader does not fit two cores), at 1, 20 and
 200 uploads at once on loopback (10 MB each) and over a 20 Mbit/s namespace link (1
 and 20 with 2 MB each, 200 with 256 KB each; root only). Per cell: whole 413s, time to

@@ -59,8 +59,9 @@ use crate::CloseOptions;
 ///   writes that find the socket full discard what the client sent without copying it
 ///   (`MSG_TRUNC` on Linux), in batches once the client streams, and are woken by its
 ///   next bytes as well as by room to write. No task, no copy through hyper's buffers:
-///   over a 20 Mbit/s link the server spends less CPU per discarded upload than nginx
-///   (`benches/real_servers.py`), through hyper about three times as much.
+///   for a client that sends all first, over a 20 Mbit/s link, the server spends less
+///   CPU per discarded upload than nginx (`benches/real_servers.py`); through hyper it
+///   spent about three times as much.
 /// - `axum::serve(listener, app)`, and TLS listeners (whose `Io` is the TLS stream):
 ///   through hyper. The body the handler dropped is kept
 ///   and read to its end in a task of its own (hyper reads the connection while it
