@@ -22,7 +22,7 @@ use ::poem::http::uri::Scheme;
 use ::poem::listener::{Acceptor, Listener};
 use ::poem::web::{LocalAddr, RemoteAddr};
 
-use crate::io::ConnSettings;
+use crate::io::settings::ConnSettings;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 

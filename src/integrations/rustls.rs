@@ -23,7 +23,7 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::io::ConnSettings;
+use crate::io::settings::ConnSettings;
 use crate::options::Role;
 use crate::TARGET;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};

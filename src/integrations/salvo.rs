@@ -35,7 +35,7 @@ use ::salvo_core::http::uri::Scheme;
 use ::salvo_core::http::Version;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::io::ConnSettings;
+use crate::io::settings::ConnSettings;
 use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 

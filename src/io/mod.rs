@@ -17,7 +17,7 @@ mod outcome;
     feature = "rustls",
     feature = "tower"
 ))]
-mod settings;
+pub(crate) mod settings;
 
 use std::fmt;
 use std::io;
@@ -35,14 +35,6 @@ use self::background::Background;
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, notify, Path};
-#[cfg(any(
-    feature = "axum",
-    feature = "poem",
-    feature = "salvo",
-    feature = "rustls",
-    feature = "tower"
-))]
-pub(crate) use self::settings::ConnSettings;
 use crate::machine::{Closer, Mode};
 use crate::options::Role;
 use crate::tracker::Hold;

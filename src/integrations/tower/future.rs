@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
-use crate::io::ConnSettings;
+use crate::io::settings::ConnSettings;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, GracefulIo};
 

@@ -3,7 +3,7 @@ use std::fmt;
 use tower::Layer;
 
 use super::GracefulCloseService;
-use crate::io::ConnSettings;
+use crate::io::settings::ConnSettings;
 use crate::{CloseError, CloseOptions, CloseReport, CloseTracker};
 
 /// Makes every connection of a connector, or of a connection service, a

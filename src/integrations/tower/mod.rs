@@ -17,7 +17,7 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
-use crate::io::ConnSettings;
+use crate::io::settings::ConnSettings;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseOptions, GracefulIo};
 
