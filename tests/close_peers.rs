@@ -439,6 +439,13 @@ async fn streaming_peer_just_over_the_limit_is_seen_at_once() {
 #[tokio::test]
 async fn a_peer_still_acknowledging_our_data_is_not_idle() {
     let (mut c, mut s) = peer::pair().await;
+    // The peer's receive buffer small and fixed: what it holds unread when our last
+    // byte is acknowledged (its kernel took it) is read within a few of its 20 ms
+    // steps, well inside the idle bound, however slow the machine. (Autotuned, it
+    // could hold more than the 200 ms of idle bound lets it read: a flaky test.)
+    socket2::SockRef::from(&s)
+        .set_recv_buffer_size(64 << 10)
+        .unwrap();
     // Whatever fits in the two buffers within a short while: megabytes on loopback.
     let data = vec![5u8; 16 << 20];
     let _ = tokio::time::timeout(Duration::from_millis(300), c.write_all(&data)).await;

@@ -233,7 +233,9 @@ async fn a_streaming_client_is_discarded_in_batches_below_hyper() {
         .expect("the client's upload or its read of the answer failed");
     assert_eq!(got, BIG_PAGE, "the answer was cut short");
     let report = timeout(T, reports.recv()).await.unwrap().unwrap();
-    assert!(report.peer_eof() && report.acked(), "{report:?}");
+    // Only Linux confirms the acknowledgement here (Wine, say, cannot tell).
+    let acked = report.acked() || !cfg!(target_os = "linux");
+    assert!(report.peer_eof() && acked, "{report:?}");
     assert!(
         report.drained_bytes() > (BIG_UPLOAD / 2) as u64,
         "the upload went through hyper: {report:?}"
