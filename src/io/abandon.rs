@@ -23,9 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::machine::{
-    discard_ready, Socket, BATCH_AFTER, BATCH_MAX, MAX_DISCARD, MAX_READS_PER_POLL,
-};
+use crate::machine::{discard_ready, rebatch, Socket, MAX_DISCARD, MAX_READS_PER_POLL};
 use crate::sys::{self, SocketKind};
 
 /// How much of an abandoned input may be discarded, and for how long.
@@ -43,9 +41,9 @@ pub(crate) struct DiscardBounds {
 pub(crate) struct InputHandle(Arc<OnceLock<DiscardBounds>>);
 
 impl InputHandle {
-    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     /// Marks the connection's input abandoned: nobody will read it, writes that find
     /// the socket full may discard it within `bounds`. The first mark counts.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn abandon(&self, bounds: DiscardBounds) {
         let _ = self.0.set(bounds);
     }
@@ -178,14 +176,10 @@ impl Progress {
             return;
         }
         let room = limit.saturating_sub(self.discarded);
-        let crossed = before < BATCH_AFTER && self.discarded >= BATCH_AFTER;
-        if crossed || (self.batched && room < BATCH_MAX) {
-            let batch = BATCH_MAX.min(room) as usize;
-            // On an error the mark stays as it was: the bytes below it still wake us
-            // when the client's window closes (see `sys::wake_in_batches`).
-            if let Ok(on) = sys::wake_in_batches(io.as_sock(), batch) {
-                self.batched = on;
-            }
+        // On `None` the mark stays as it was: the bytes below it still wake us when the
+        // client's window closes (see `sys::wake_in_batches`).
+        if let Some(on) = rebatch(io.as_sock(), before, self.discarded, room, self.batched) {
+            self.batched = on;
         }
     }
 

@@ -26,9 +26,9 @@ pub(crate) const MAX_READS_PER_POLL: usize = 64;
 pub(crate) const MAX_DISCARD: u64 = 1 << 30;
 /// Discarded bytes after which the peer counts as streaming and the drain goes to
 /// batches. Smaller drains (a request body cut short) never pay the extra system call.
-pub(crate) const BATCH_AFTER: u64 = 256 << 10;
+const BATCH_AFTER: u64 = 256 << 10;
 /// The largest batch the drain waits for.
-pub(crate) const BATCH_MAX: u64 = 512 << 10;
+const BATCH_MAX: u64 = 512 << 10;
 
 impl Closer {
     /// Reads and discards until EOF, the drain limit, an error, or no more data
@@ -154,19 +154,15 @@ impl Closer {
             // At most what the limit still allows, so that a batch never hides an excess:
             // near the limit the batch shrinks with the room left, then batching stops.
             let room = (self.drain_limit - self.drained).saturating_add(1);
-            let crossed = before < BATCH_AFTER && self.drained >= BATCH_AFTER;
-            let shrink = self.flags.has(Flags::BATCHED) && room < BATCH_MAX;
-            if crossed || shrink {
-                let batch = BATCH_MAX.min(room) as usize;
-                match sys::wake_in_batches(io.as_sock(), batch) {
-                    Ok(true) => self.flags.set(Flags::BATCHED),
-                    Ok(false) => {
-                        self.flags.take(Flags::BATCHED);
-                    }
-                    // The mark stays as it was; `recheck_idle` and the deadline still
-                    // bound the wait.
-                    Err(_) => {}
+            let batched = self.flags.has(Flags::BATCHED);
+            // On `None` the mark stays as it was; `recheck_idle` and the deadline still
+            // bound the wait.
+            match rebatch(io.as_sock(), before, self.drained, room, batched) {
+                Some(true) => self.flags.set(Flags::BATCHED),
+                Some(false) => {
+                    self.flags.take(Flags::BATCHED);
                 }
+                None => {}
             }
         }
         None
@@ -194,6 +190,25 @@ pub(crate) fn discard_ready<S: Socket>(io: &S, want: usize, tcp: bool) -> io::Re
         Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
         other => other,
     }
+}
+
+/// Batched wakeups for a discard that went from `before` to `after` bytes with `room`
+/// left under its limit: asked for once the peer counts as streaming, and for smaller
+/// batches near the limit. The new batching state, or `None` when nothing was asked or
+/// the kernel refused (the mark then stays as it was).
+pub(crate) fn rebatch(
+    sock: sys::Sock<'_>,
+    before: u64,
+    after: u64,
+    room: u64,
+    batched: bool,
+) -> Option<bool> {
+    let crossed = before < BATCH_AFTER && after >= BATCH_AFTER;
+    let shrink = batched && room < BATCH_MAX;
+    if !(crossed || shrink) {
+        return None;
+    }
+    sys::wake_in_batches(sock, BATCH_MAX.min(room) as usize).ok()
 }
 
 /// How a drain ended.

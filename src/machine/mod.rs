@@ -34,9 +34,7 @@ mod time;
 pub(crate) use self::abort::disarm_linger;
 use self::ack::Ack;
 use self::drain::DrainEnd;
-pub(crate) use self::drain::{
-    discard_ready, BATCH_AFTER, BATCH_MAX, MAX_DISCARD, MAX_READS_PER_POLL,
-};
+pub(crate) use self::drain::{discard_ready, rebatch, MAX_DISCARD, MAX_READS_PER_POLL};
 use self::phase::Phase;
 pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
