@@ -187,15 +187,24 @@ async fn idle_peer_hits_the_idle_timeout() {
     trickle.abort();
 }
 
-/// A peer that resets while a large transfer is still queued.
+/// A peer that resets while a large transfer is still queued: seen by a close that
+/// waits for the peer's EOF before it looks at the send queue (a bare stream's
+/// default), and by one that looks at both at once (a server's), whose drain meets the
+/// reset.
 // Windows: the peer resets (Wine sends no reset).
 #[cfg(not(windows))]
 #[tokio::test]
 async fn peer_reset_mid_transfer_is_reported_promptly() {
+    for eof in [PeerEof::Required, PeerEof::IfSending] {
+        peer_reset_mid_transfer(CloseOptions::new(Duration::from_secs(20)).peer_eof(eof)).await;
+    }
+}
+
+async fn peer_reset_mid_transfer(opts: CloseOptions) {
     let (c, s) = peer::pair().await;
     let queued = peer::fill(&c);
     assert!(queued > 100_000);
-    let closing = tokio::spawn(c.graceful_close(Duration::from_secs(20)));
+    let closing = tokio::spawn(c.graceful_close_with(opts));
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The peer reads a little, then resets.
     let mut s = s;

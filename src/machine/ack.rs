@@ -93,9 +93,15 @@ impl Closer {
     pub(super) fn queue_state<S: Socket>(&mut self, io: &S) -> io::Result<Option<Ack>> {
         let sock = io.as_sock();
         let closing = self.mode == Mode::Close;
-        // Right after our own shutdown succeeded the connection is known alive: no need
-        // to ask whether it died (a reset from now on wakes us and we ask then).
-        let alive = self.flags.take(Flags::FRESH);
+        // Whether the connection may have died unseen. Right after our own shutdown
+        // succeeded it is known alive (a reset from now on wakes us and we ask then).
+        // While the close drains, its reads meet a death themselves: a reset or a
+        // retransmission give-up (`tcp_reset`, `tcp_write_err`) sets the socket's
+        // error and makes it readable, and the next `recv` returns that error. Only a
+        // close that no longer reads (the peer's EOF came first) or the barrier (which
+        // never reads) must ask.
+        let fresh = self.flags.take(Flags::FRESH);
+        let alive = fresh || (closing && self.phase.drains());
         let state = sys::send_queue(sock, io.kind(), closing, alive)?;
         let state = match state {
             SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Some(Ack::Done)),
