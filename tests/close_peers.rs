@@ -412,6 +412,59 @@ async fn streaming_peer_gone_silent_hits_the_idle_timeout_on_time() {
     peer.abort();
 }
 
+/// A peer that sends 48 KiB after our FIN, then waits, counts as streaming: the drain
+/// asks the kernel for batches (`SO_RCVLOWAT` above 1). A client uploading over a slow
+/// link sends one segment per wakeup until then; waiting for 256 KiB, as the drain once
+/// did, cost some 180 wakeups per upload (`benches/real_servers.py`).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_peer_streaming_48_kib_is_drained_in_batches() {
+    use std::os::fd::AsRawFd;
+    let (c, mut s) = peer::pair().await;
+    let fd = c.as_raw_fd();
+    stream_bytes(&mut s, 48 << 10).await;
+    let close = tokio::spawn(c.graceful_close(Duration::from_secs(20)));
+    // The close owns the socket until the peer's EOF, which comes only after this look.
+    let mut lowat = 1;
+    let t = Instant::now();
+    while lowat <= 1 && t.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        lowat = rcvlowat(fd);
+    }
+    s.shutdown().await.unwrap();
+    let report = peer::within(10, close)
+        .await
+        .unwrap()
+        .expect("the peer closed");
+    assert!(
+        lowat > 1,
+        "no batches after {} bytes",
+        report.drained_bytes()
+    );
+    assert_eq!(report.drained_bytes(), 48 << 10);
+    assert!(report.peer_eof());
+}
+
+/// `getsockopt(SO_RCVLOWAT)`.
+#[cfg(target_os = "linux")]
+fn rcvlowat(fd: std::os::fd::RawFd) -> libc::c_int {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // Safety: `fd` is open (the close that owns it waits for the peer's EOF), and `v`
+    // and `len` are valid out-pointers of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    v
+}
+
 /// A streaming peer that passes the drain limit in a last burst smaller than a batch,
 /// then stays open: the excess is seen at once, not at the deadline.
 #[cfg(target_os = "linux")]
