@@ -4,16 +4,22 @@ axum server, plain and with `GracefulListener` + `AnnounceCloseLayer`.
 
     python3 benches/load.py [--rounds N] [--seconds S]
 
-`GET /` (a small page), 50 connections, on loopback: wrk over HTTP/1.1 with
-keep-alive and with `Connection: close` (every request opens and closes a
-connection), h2load over h2 (prior knowledge). The two servers alternate, N rounds
-each (default 9, of 4 s), in pairs; per setting: requests per second and latency (median,
-p99) of the median round, and the ratio graceful / plain as the median of the pairs'
-ratios (each pair ran back to back, so a slow moment of the machine moves both). With
-two or more CPUs and `taskset`, the servers run on the last CPU and the load
-generator on the others, so that they do not take turns on one core. As root it installs wrk and h2load
-(Debian's `wrk`, `nghttp2-client`) when missing; otherwise what is missing is skipped
-with its name. Nothing is asserted: the figures are for reading.
+`GET /` (a small page), 50 connections per server, on loopback: wrk over HTTP/1.1
+with keep-alive and with `Connection: close` (every request opens and closes a
+connection), h2load over h2 (prior knowledge). The two servers run side by side on
+the same CPU and each round loads both at once, one load generator per server on the
+other CPUs (with two or more CPUs and `taskset`): whatever slows the machine during a
+round (another guest, a frequency change) slows both, and the scheduler shares the
+servers' CPU between them, so that the one that costs more per request serves fewer.
+(Run one after the other, the same pair of servers moved by up to ±20 % between
+back-to-back runs on a 2-vCPU VM, more than the cost being measured.) N rounds
+(default 9) of S seconds (default 4) per setting; per setting: requests per second
+and latency (median, p99) of the median round, and two ratios graceful / plain, each
+the median over the rounds: requests per second, and the servers' CPU time per
+request (their threads' `schedstat`), which holds even where the load generators
+rather than the servers set the pace. As root it installs wrk and h2load (Debian's
+`wrk`, `nghttp2-client`) when missing; otherwise what is missing is skipped with its
+name. Nothing is asserted: the figures are for reading.
 """
 
 import os
@@ -68,7 +74,10 @@ def wrk(url, close):
     cmd = LOAD_CPUS + ["wrk", "-t1", "-c50", f"-d{SECONDS}s", "--latency", url]
     if close:
         cmd[len(LOAD_CPUS) + 1:len(LOAD_CPUS) + 1] = ["-H", "Connection: close"]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return cmd
+
+
+def wrk_result(out):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -76,12 +85,42 @@ def wrk(url, close):
 
 
 def h2load(url):
-    cmd = LOAD_CPUS + ["h2load", "-c50", "-m1", f"-D{SECONDS}", url]
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return LOAD_CPUS + ["h2load", "-c50", "-m1", f"-D{SECONDS}", url]
+
+
+def h2load_result(out):
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     # "time for request:  min  max  mean  sd  +/- sd"
     line = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
     return rps, ms(line.group(3)), ms(line.group(2))
+
+
+def cpu_seconds(pid):
+    """CPU time of the process's threads (`schedstat`, nanoseconds), in seconds."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except FileNotFoundError:
+            pass  # a thread that ended meanwhile
+    return total / 1e9
+
+
+def round_at_once(servers, pids, command, result):
+    """Loads every server at once; per server (requests/s, latency, latency, CPU s per
+    request)."""
+    before = {n: cpu_seconds(pids[n]) for n in servers}
+    loads = {n: subprocess.Popen(command(f"http://127.0.0.1:{p}/"), stdout=subprocess.PIPE,
+                                 text=True)
+             for n, p in servers.items()}
+    outs = {n: load.communicate()[0] for n, load in loads.items()}
+    got = {}
+    for n in servers:
+        rps, a, b = result(outs[n])
+        cpu = cpu_seconds(pids[n]) - before[n]
+        got[n] = (rps, a, b, cpu / max(rps * SECONDS, 1))
+    return got
 
 
 def main():
@@ -89,44 +128,42 @@ def main():
     subprocess.run(["cargo", "build", "-q", "--release", "--example", "axum_upload_limit",
                     "--features", "axum"], cwd=ROOT, check=True)
     servers = {"plain": 8301, "graceful": 8302}
-    procs = [subprocess.Popen(SERVER_CPUS + [EXAMPLE, "--port", str(p)] + (["--graceful"] if n == "graceful"
-                                                            else []),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for n, p in servers.items()]
+    procs = {n: subprocess.Popen(SERVER_CPUS + [EXAMPLE, "--port", str(p)]
+                                 + (["--graceful"] if n == "graceful" else []),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for n, p in servers.items()}
+    pids = {n: p.pid for n, p in procs.items()}
     time.sleep(1)
     settings = []
     if shutil.which("wrk"):
-        settings += [("HTTP/1.1 keep-alive (wrk)", lambda u: wrk(u, False)),
-                     ("HTTP/1.1 Connection: close (wrk)", lambda u: wrk(u, True))]
+        settings += [("HTTP/1.1 keep-alive (wrk)", lambda u: wrk(u, False), wrk_result),
+                     ("HTTP/1.1 Connection: close (wrk)", lambda u: wrk(u, True),
+                      wrk_result)]
     else:
         print("SKIP: wrk is not installed", file=sys.stderr)
     if shutil.which("h2load"):
-        settings.append(("h2 (h2load; latency: mean, max)", h2load))
+        settings.append(("h2 (h2load; latency: mean, max)", h2load, h2load_result))
     else:
         print("SKIP: h2load is not installed", file=sys.stderr)
     try:
-        pinned = (f"servers on CPU {SERVER_CPUS[-1]}, load on CPU {LOAD_CPUS[-1]}"
-                  if SERVER_CPUS else "not pinned")
-        print(f"{ROUNDS} rounds of {SECONDS} s per server and setting, alternating "
-              f"({pinned}); the median round by requests/s; the ratio: median of the "
-              "pairs' ratios\n")
-        print("| setting | plain req/s | graceful req/s | ratio | plain latency ms "
-              "(p50 / p99) | graceful latency ms (p50 / p99) |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, run in settings:
-            got = {n: [] for n in servers}
-            for r in range(ROUNDS):
-                order = list(servers) if r % 2 == 0 else list(reversed(servers))
-                for n in order:
-                    got[n].append(run(f"http://127.0.0.1:{servers[n]}/"))
-            med = {n: sorted(v)[len(v) // 2] for n, v in got.items()}
+        pinned = (f"servers side by side on CPU {SERVER_CPUS[-1]}, load on CPU "
+                  f"{LOAD_CPUS[-1]}" if SERVER_CPUS else "not pinned")
+        print(f"{ROUNDS} rounds of {SECONDS} s per setting, both servers loaded at once "
+              f"({pinned}); the median round by requests/s; the ratios: medians over "
+              "the rounds\n")
+        print("| setting | plain req/s | graceful req/s | req/s ratio | CPU per request "
+              "ratio | plain latency ms (p50 / p99) | graceful latency ms (p50 / p99) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name, command, result in settings:
+            rounds = [round_at_once(servers, pids, command, result) for _ in range(ROUNDS)]
+            med = {n: sorted(r[n] for r in rounds)[ROUNDS // 2] for n in servers}
             p, g = med["plain"], med["graceful"]
-            ratio = statistics.median(gr[0] / pr[0] for pr, gr in zip(got["plain"],
-                                                                      got["graceful"]))
-            print(f"| {name} | {p[0]:.0f} | {g[0]:.0f} | {ratio:.3f}× | "
+            ratio = statistics.median(r["graceful"][0] / r["plain"][0] for r in rounds)
+            cost = statistics.median(r["graceful"][3] / r["plain"][3] for r in rounds)
+            print(f"| {name} | {p[0]:.0f} | {g[0]:.0f} | {ratio:.3f}× | {cost:.3f}× | "
                   f"{p[1]:.2f} / {p[2]:.2f} | {g[1]:.2f} / {g[2]:.2f} |", flush=True)
     finally:
-        for p in procs:
+        for p in procs.values():
             p.terminate()
             p.wait()
 
