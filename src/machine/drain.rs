@@ -208,8 +208,8 @@ pub(crate) fn discard_ready<S: Socket>(io: &S, want: usize, tcp: bool) -> io::Re
 
 /// Batched wakeups for a discard that went from `before` to `after` bytes of the
 /// peer's input with `room` left under its limit: asked for once the peer counts as
-/// streaming, and for smaller batches near the limit. The new batching state, or `None` when nothing was asked or
-/// the kernel refused (the mark then stays as it was).
+/// streaming, and for smaller batches near the limit. The new batching state, or
+/// `None` when nothing was asked or the kernel refused (the mark then stays as it was).
 pub(crate) fn rebatch(
     sock: sys::Sock<'_>,
     before: u64,
