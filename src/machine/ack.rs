@@ -56,9 +56,10 @@ impl Closer {
     /// caller then yields instead).
     ///
     /// With our FIN in flight on TCP and an edge armed, the kernel's wakeup on the FIN's
-    /// acknowledgement (`sk_state_change`) is guaranteed: the look is only a rare safety
-    /// net, every poll interval. Without an armed edge (both directions shut), for the
-    /// barrier or on AF_UNIX, it comes soon, then twice as late each time
+    /// acknowledgement (`sk_state_change`) is guaranteed: the look is only a safety net,
+    /// after a poll interval, then twice as late each time up to 16 intervals
+    /// ([`safety_step`]). Without an armed edge (both directions shut), for the barrier
+    /// or on AF_UNIX, it comes soon, then twice as late each time up to one interval
     /// ([`recheck_step`]).
     pub(super) fn recheck_at<S: Socket>(
         &mut self,
@@ -76,12 +77,14 @@ impl Closer {
         let step = if fast {
             recheck_step(rtt, self.poll_shift, interval)
         } else {
-            interval
+            safety_step(self.safety_shift, interval)
         };
         if now >= self.next_poll || self.next_poll > now.saturating_add(step) {
             self.next_poll = now.saturating_add(step);
             if fast && step < interval {
                 self.poll_shift = self.poll_shift.saturating_add(1);
+            } else if !fast {
+                self.safety_shift = (self.safety_shift + 1).min(SAFETY_SHIFT_MAX);
             }
         }
         (self.next_poll, rtt.is_some())
@@ -153,6 +156,21 @@ fn recheck_step(rtt: Option<Duration>, shift: u8, interval: Nanos) -> Nanos {
         .min(interval)
 }
 
+/// The safety net doubles at most this many times: 16 poll intervals, 1.6 s by default.
+const SAFETY_SHIFT_MAX: u8 = 4;
+
+/// The safety-net re-check after `shift` doublings: `interval`, then twice as late each
+/// time, at most 16 intervals.
+///
+/// It only guards against a wakeup that the kernel guarantees (the FIN's
+/// acknowledgement, a reset) being lost on the way. At a fixed interval it was most of
+/// the cost of a long delivery: 200 uploads at once over a 20 Mbit/s link, each answer
+/// taking some 15 s, cost about 65 timer wakeups and `SIOCOUTQ` looks per connection
+/// (`benches/real_servers.py`, `strace -c`); doubling, about 12.
+fn safety_step(shift: u8, interval: Nanos) -> Nanos {
+    interval.saturating_mul(1 << shift.min(SAFETY_SHIFT_MAX))
+}
+
 /// Consumes up to two pending readiness edges and reports whether the task is now
 /// registered for the next one. Once both directions are shut (`EPOLLHUP`) Tokio keeps
 /// a stream write-ready for good; after two edges in a row the timer takes over, so
@@ -186,6 +204,18 @@ pub(super) enum Ack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_safety_net_doubles_up_to_sixteen_intervals() {
+        let ms = 1_000_000;
+        let steps: Vec<_> = (0..7).map(|k| safety_step(k, 100 * ms)).collect();
+        let want = [100, 200, 400, 800, 1600, 1600, 1600];
+        assert_eq!(steps, want.map(|t| t * ms));
+        // `Duration::MAX` (only the kernel's wakeups): never, whatever the shift.
+        for shift in [0, 4, u8::MAX] {
+            assert_eq!(safety_step(shift, NEVER), NEVER);
+        }
+    }
 
     #[test]
     fn rechecks_start_at_half_a_round_trip_and_double() {

@@ -124,6 +124,8 @@ pub(crate) struct Closer {
     user_timeout_ms: u32,
     /// How many times the fast re-check has doubled (`ack::recheck_step`).
     poll_shift: u8,
+    /// How many times the safety-net re-check has doubled (`ack::safety_step`).
+    safety_shift: u8,
     /// Re-checks taken by yielding, for those due sooner than Tokio's timer can wait.
     yields: u8,
     mode: Mode,
@@ -166,6 +168,7 @@ impl Closer {
             poll_interval_ms: millis_ceil(opts.poll_interval),
             user_timeout_ms: opts.user_timeout_ms().unwrap_or(0),
             poll_shift: 0,
+            safety_shift: 0,
             yields: 0,
             mode,
             phase: Phase::Start,
