@@ -248,8 +248,9 @@ impl CloseOptions {
     /// The close does not depend on it: the kernel wakes the socket when our FIN is
     /// acknowledged and the close reacts to that wakeup, re-checking meanwhile after
     /// `interval`, then twice as late each time, at most every 16 intervals (a long
-    /// delivery, seconds to a slow client, then costs a dozen looks, not hundreds). Where no such wakeup can be relied on (both directions
-    /// already shut, where Tokio keeps the stream write-ready for good; a data-only
+    /// delivery, seconds to a slow client, then costs a dozen looks, not hundreds).
+    /// Where no such wakeup can be relied on (both directions already shut, where Tokio
+    /// keeps the stream write-ready for good; a data-only
     /// [`wait_acked`](crate::AsyncGracefulClose::wait_acked); `AF_UNIX` sockets) the
     /// queue is re-checked soon, then twice as late each time, and then every
     /// `interval`: on Linux TCP from half the smoothed round-trip time (`TCP_INFO`, at
