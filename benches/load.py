@@ -30,6 +30,8 @@ import subprocess
 import sys
 import time
 
+from real_servers import cpu_seconds  # the servers' threads' CPU time (schedstat)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "target", "release", "examples", "axum_upload_limit")
 
@@ -95,22 +97,10 @@ def h2load_result(out):
     return rps, ms(line.group(3)), ms(line.group(2))
 
 
-def cpu_seconds(pid):
-    """CPU time of the process's threads (`schedstat`, nanoseconds), in seconds."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except FileNotFoundError:
-            pass  # a thread that ended meanwhile
-    return total / 1e9
-
-
 def round_at_once(servers, pids, command, result):
     """Loads every server at once; per server (requests/s, latency, latency, CPU s per
     request)."""
-    before = {n: cpu_seconds(pids[n]) for n in servers}
+    before = {n: cpu_seconds([pids[n]]) for n in servers}
     loads = {n: subprocess.Popen(command(f"http://127.0.0.1:{p}/"), stdout=subprocess.PIPE,
                                  text=True)
              for n, p in servers.items()}
@@ -118,7 +108,7 @@ def round_at_once(servers, pids, command, result):
     got = {}
     for n in servers:
         rps, a, b = result(outs[n])
-        cpu = cpu_seconds(pids[n]) - before[n]
+        cpu = cpu_seconds([pids[n]]) - before[n]
         got[n] = (rps, a, b, cpu / max(rps * SECONDS, 1))
     return got
 

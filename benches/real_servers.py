@@ -213,14 +213,19 @@ def pids_on(port, ns):
 
 
 def cpu_seconds(pids):
+    """CPU time of the processes' threads (`schedstat`, nanoseconds), in seconds."""
     total = 0
     for pid in pids:
         try:
-            for tid in os.listdir(f"/proc/{pid}/task"):
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue  # the process ended
+        for tid in tids:
+            try:
                 with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                     total += int(f.read().split()[0])
-        except FileNotFoundError:
-            pass
+            except FileNotFoundError:
+                pass  # a thread that ended meanwhile
     return total / 1e9
 
 
