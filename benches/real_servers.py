@@ -229,14 +229,16 @@ def cpu_seconds(pids):
     return total / 1e9
 
 
-def cell(client, addr, port, ns_client, pids, body, at_once, each):
+def cell(client, addr, port, ns_client, pids, body, at_once):
+    """`at_once` uploaders, one upload each: whole answers, uploads, the times of the
+    whole answers (ms) and the server's CPU time over the cell (ms)."""
     expected = page()
     procs = []
     for w in range(at_once):
         outdir = os.path.join(WORK, "out", f"{port}-{w}")
         shutil.rmtree(outdir, ignore_errors=True)
         os.makedirs(outdir)
-        cmd = client_cmd(client, f"http://{addr}:{port}/upload", body, outdir, each)
+        cmd = client_cmd(client, f"http://{addr}:{port}/upload", body, outdir, 1)
         if ns_client:
             cmd = ["ip", "netns", "exec", ns_client] + cmd
         procs.append((outdir, subprocess.Popen(cmd, stdout=subprocess.PIPE,
@@ -258,28 +260,52 @@ def cell(client, addr, port, ns_client, pids, body, at_once, each):
             if got == expected:
                 whole += 1
                 times.append(float(f[2]) * 1000)
-    cpu = (cpu_seconds(pids) - before) * 1000 / (at_once * each)
+    # The closes' last steps (the client's FIN, the last acknowledgement) come after the
+    # client has its answer: they are the server's cost too.
+    time.sleep(0.3)
+    cpu = (cpu_seconds(pids) - before) * 1000
     if failed:
         # What the clients said of the answers they did not get (the server's log names
         # the closes that failed).
-        print(f"  {len(failed)} failed, first: {failed[0][:300]}", file=sys.stderr)
-    return whole, at_once * each, times, cpu
+        print(f"  {port}: {len(failed)} failed, first: {failed[0][:300]}", file=sys.stderr)
+    return whole, at_once, times, cpu
+
+
+NAMESPACES = ("tgcbench-a", "tgcbench-r", "tgcbench-b")
 
 
 def lab(up):
-    for ns in ("tgcbench-a", "tgcbench-b"):
+    """Server (`tgcbench-a`, 10.79.0.1) and clients (`tgcbench-b`) joined through a
+    router namespace whose two egresses are shaped to 20 Mbit/s (tbf, 256 KB queue).
+
+    The bottleneck sits in the router, as on a real path: a full queue drops packets
+    where the sender cannot see it, and TCP recovers as it does on the Internet. A tbf
+    in the server's own namespace refuses packets locally instead (`TCPRetransFail`),
+    which TCP treats as local congestion, re-trying every 500 ms without backoff
+    (`TCP_RESOURCE_PROBE_INTERVAL`, `net/ipv4/tcp_timer.c`); with 200 uploads at once
+    that lab lost answers to the kernel's own aborts (`TCPAbortOnTimeout`) for every
+    server.
+    """
+    for ns in NAMESPACES:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     if not up:
         return
-    cmds = [
-        "ip netns add tgcbench-a", "ip netns add tgcbench-b",
-        "ip link add v0 netns tgcbench-a type veth peer name v0 netns tgcbench-b",
-        "ip -n tgcbench-a addr add 10.79.0.1/24 dev v0",
-        "ip -n tgcbench-b addr add 10.79.0.2/24 dev v0",
+    a, r, b = NAMESPACES
+    cmds = [f"ip netns add {ns}" for ns in NAMESPACES] + [
+        f"ip link add v0 netns {a} type veth peer name va netns {r}",
+        f"ip link add v0 netns {b} type veth peer name vb netns {r}",
+        f"ip -n {a} addr add 10.79.0.1/24 dev v0",
+        f"ip -n {r} addr add 10.79.0.254/24 dev va",
+        f"ip -n {r} addr add 10.79.1.254/24 dev vb",
+        f"ip -n {b} addr add 10.79.1.2/24 dev v0",
+        f"ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1",
     ]
-    for ns in ("tgcbench-a", "tgcbench-b"):
-        cmds += [f"ip -n {ns} link set lo up", f"ip -n {ns} link set v0 up",
-                 f"tc -n {ns} qdisc replace dev v0 root tbf rate 20mbit burst 10000 limit 262144"]
+    for ns, devs in ((a, ["v0"]), (r, ["va", "vb"]), (b, ["v0"])):
+        cmds += [f"ip -n {ns} link set lo up"] + [f"ip -n {ns} link set {d} up" for d in devs]
+    cmds += [f"ip -n {a} route add default via 10.79.0.254",
+             f"ip -n {b} route add default via 10.79.1.254"]
+    cmds += [f"tc -n {r} qdisc replace dev {d} root tbf rate 20mbit burst 10000 limit 262144"
+             for d in ("va", "vb")]
     for c in cmds:
         sh(*c.split())
 
@@ -311,35 +337,50 @@ def main():
         if not levels:
             continue
         lab(ns_srv is not None)
-        for name, port, argv in servers(addr):
-            cmd = (["ip", "netns", "exec", ns_srv] + argv) if ns_srv else argv
-            log = open(os.path.join(WORK, f"server-{port}-{'link' if ns_srv else 'loopback'}.log"), "w")
-            srv = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        # Every server runs for the whole transport; each cell gives them its uploads in
+        # rounds, one server after the other, the order rotating from round to round, so
+        # a passing disturbance (the shared link, the other core) falls on all of them.
+        running = []
+        try:
+            for name, port, argv in servers(addr):
+                cmd = (["ip", "netns", "exec", ns_srv] + argv) if ns_srv else argv
+                log = open(os.path.join(
+                    WORK, f"server-{port}-{'link' if ns_srv else 'loopback'}.log"), "w")
+                running.append((name, port, subprocess.Popen(
+                    cmd, stdout=subprocess.DEVNULL, stderr=log), log))
             time.sleep(1.0)
-            pids = pids_on(port, ns_srv)
-            try:
-                for at_once, size in levels:
-                    body = os.path.join(WORK, f"upload-{size}")
-                    each = max(1, (5 if QUICK else 10) // at_once) if at_once < 20 else \
-                        (1 if at_once >= 200 else 2)
-                    for client in found:
-                        if client == "headless Chromium" and at_once > 1:
-                            continue
-                        whole, n, times, cpu = cell(client, addr, port, ns_cli, pids, body,
-                                                    at_once, each)
-                        label = tname if size in (10_000_000, 2_000_000) else \
-                            f"{tname} ({size // 1000} KB)"
+            pids = {port: pids_on(port, ns_srv) for _, port, _, _ in running}
+            for at_once, size in levels:
+                body = os.path.join(WORK, f"upload-{size}")
+                rounds = max(1, (5 if QUICK else 10) // at_once) if at_once < 20 else \
+                    (1 if at_once >= 200 else 2)
+                label = tname if size in (10_000_000, 2_000_000) else \
+                    f"{tname} ({size // 1000} KB)"
+                for client in found:
+                    if client == "headless Chromium" and at_once > 1:
+                        continue
+                    got = {port: (0, 0, [], 0.0) for _, port, _, _ in running}
+                    for r in range(rounds):
+                        k = r % len(running)
+                        for _, port, _, _ in running[k:] + running[:k]:
+                            whole, n, times, cpu = cell(client, addr, port, ns_cli,
+                                                        pids[port], body, at_once)
+                            w0, n0, t0, c0 = got[port]
+                            got[port] = (w0 + whole, n0 + n, t0 + times, c0 + cpu)
+                    for name, port, _, _ in running:
+                        whole, n, times, cpu = got[port]
                         row = (label, at_once, client, name, whole, n,
                                statistics.median(times) if times else float("nan"),
-                               pct(times, 0.99), cpu)
+                               pct(times, 0.99), cpu / n)
                         rows.append(row)
                         print("| {} | {} | {} | {} | {} / {} | {:.1f} | {:.1f} | {:.2f} |"
                               .format(*row), flush=True)
-            finally:
+        finally:
+            for _, _, srv, log in running:
                 srv.terminate()
                 srv.wait()
                 log.close()
-                time.sleep(0.5)
+            time.sleep(0.5)
         lab(False)
     print("\n| transport | at once | client | server | whole 413s | median ms | p99 ms "
           "| server CPU ms / upload |")
