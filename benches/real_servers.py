@@ -8,13 +8,18 @@ Each server answers POST /upload with a 413 and a 256 KiB page (the
 (`GracefulListener`, `AnnounceCloseLayer`, `GracefulConnectInfo`). Clients: curl,
 Python requests, Go net/http, Node fetch and headless Chromium (`tests/http_clients/clients/`; Chromium
 with one uploader only: a browser per uploader does not fit two cores), at 1, 20 and
-200 uploads at once on loopback (10 MB each) and over a 20 Mbit/s namespace link (1
-and 20 with 2 MB each, 200 with 256 KB each; root only). Per cell: whole 413s, time to
-the whole answer (median, p99, as the client measures it) and server CPU per upload (`/proc/PID/task/*/schedstat` of the
-server's processes, before and after the cell).
+200 uploads at once on loopback (10 MB each) and over a 20 Mbit/s link through a
+router namespace (1 and 20 with 2 MB each, 200 with 256 KB each; root only). Per cell:
+whole 413s, time to the whole answer (median, p99, as the client measures it) and
+server CPU per upload (`/proc/PID/task/*/schedstat` of the server's processes, before
+and after each server's turn). All servers run at once; a cell gives them its uploads
+in rounds (one uploader: 2 rounds of 5 uploads; 20: 2 rounds; 200: 1), one server
+after the other, the order rotating from round to round.
 
-    python3 benches/real_servers.py [--quick] [--link-only]
+    python3 benches/real_servers.py [--quick] [--link-only] [--rounds N]
         [--server NAME]... [--client NAME]... [--at-once N]...
+
+`--rounds N` gives every picked cell N rounds (a closer look at a few cells).
 
 As root it installs what is missing from Debian's packages, PyPI and npm
 (nginx-light, haproxy, golang-go, nodejs, npm, chromium, curl, requests,
@@ -229,16 +234,16 @@ def cpu_seconds(pids):
     return total / 1e9
 
 
-def cell(client, addr, port, ns_client, pids, body, at_once):
-    """`at_once` uploaders, one upload each: whole answers, uploads, the times of the
-    whole answers (ms) and the server's CPU time over the cell (ms)."""
+def cell(client, addr, port, ns_client, pids, body, at_once, each):
+    """`at_once` uploaders, `each` uploads one after the other each: whole answers,
+    uploads, the times of the whole answers (ms) and the server's CPU time (ms)."""
     expected = page()
     procs = []
     for w in range(at_once):
         outdir = os.path.join(WORK, "out", f"{port}-{w}")
         shutil.rmtree(outdir, ignore_errors=True)
         os.makedirs(outdir)
-        cmd = client_cmd(client, f"http://{addr}:{port}/upload", body, outdir, 1)
+        cmd = client_cmd(client, f"http://{addr}:{port}/upload", body, outdir, each)
         if ns_client:
             cmd = ["ip", "netns", "exec", ns_client] + cmd
         procs.append((outdir, subprocess.Popen(cmd, stdout=subprocess.PIPE,
@@ -268,7 +273,7 @@ def cell(client, addr, port, ns_client, pids, body, at_once):
         # What the clients said of the answers they did not get (the server's log names
         # the closes that failed).
         print(f"  {port}: {len(failed)} failed, first: {failed[0][:300]}", file=sys.stderr)
-    return whole, at_once, times, cpu
+    return whole, at_once * each, times, cpu
 
 
 NAMESPACES = ("tgcbench-a", "tgcbench-r", "tgcbench-b")
@@ -352,8 +357,12 @@ def main():
             pids = {port: pids_on(port, ns_srv) for _, port, _, _ in running}
             for at_once, size in levels:
                 body = os.path.join(WORK, f"upload-{size}")
-                rounds = max(1, (5 if QUICK else 10) // at_once) if at_once < 20 else \
-                    (1 if at_once >= 200 else 2)
+                # One uploader: 2 rounds of 5 uploads (a client process's first upload
+                # carries its start-up: Node's fetch loads undici on first use); crowds:
+                # 2 rounds (20) or 1 (200) of one upload per uploader.
+                rounds, each = ((1 if QUICK else 2), 5) if at_once == 1 else \
+                    ((1 if at_once >= 200 else 2), 1)
+                rounds = int(picked("--rounds")[-1]) if picked("--rounds") else rounds
                 label = tname if size in (10_000_000, 2_000_000) else \
                     f"{tname} ({size // 1000} KB)"
                 for client in found:
@@ -364,7 +373,7 @@ def main():
                         k = r % len(running)
                         for _, port, _, _ in running[k:] + running[:k]:
                             whole, n, times, cpu = cell(client, addr, port, ns_cli,
-                                                        pids[port], body, at_once)
+                                                        pids[port], body, at_once, each)
                             w0, n0, t0, c0 = got[port]
                             got[port] = (w0 + whole, n0 + n, t0 + times, c0 + cpu)
                     for name, port, _, _ in running:
