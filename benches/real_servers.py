@@ -337,6 +337,7 @@ def main():
     if LINK_ONLY:
         transports = transports[1:]
     at_once_only = [int(n) for n in picked("--at-once")]
+    rounds_picked = [int(n) for n in picked("--rounds")]
     for tname, addr, ns_srv, ns_cli, levels in transports:
         levels = [lv for lv in levels if not at_once_only or lv[0] in at_once_only]
         if not levels:
@@ -362,7 +363,7 @@ def main():
                 # 2 rounds (20) or 1 (200) of one upload per uploader.
                 rounds, each = ((1 if QUICK else 2), 5) if at_once == 1 else \
                     ((1 if at_once >= 200 else 2), 1)
-                rounds = int(picked("--rounds")[-1]) if picked("--rounds") else rounds
+                rounds = rounds_picked[-1] if rounds_picked else rounds
                 label = tname if size in (10_000_000, 2_000_000) else \
                     f"{tname} ({size // 1000} KB)"
                 for client in found:
