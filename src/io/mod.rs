@@ -203,7 +203,8 @@ where
         Box::new(
             Closer::new(self.options, Mode::Close)
                 .tracked(token, self.peer_addr)
-                .discarded_before(self.input.discarded()),
+                .discarded_before(self.input.discarded())
+                .held(self.input.hold()),
         )
     }
 
