@@ -121,7 +121,7 @@ impl Abandoned {
             recheck: None,
         });
         if !progress.stopped && progress.tcp {
-            if let Some(step) = progress.hold.check_later(io.as_sock()) {
+            if let Some(step) = progress.hold.check(io.as_sock()) {
                 // The client takes the answer: its upload waits in its window.
                 progress.recheck_after(cx, step);
                 return;
@@ -165,7 +165,9 @@ impl Abandoned {
 impl Progress {
     /// Wakes the writer's task after `step` as well (it waits for room to write). A
     /// look already due keeps its time: the writer is woken by the client's
-    /// acknowledgements too, and looks again at each.
+    /// acknowledgements too, and looks again at each. (Not doubled as the close's
+    /// looks are: a client that sends everything first waits for the next look once
+    /// its window closed, and over the bench's link a 200 ms look cost Chromium 10 %.)
     fn recheck_after(&mut self, cx: &mut Context<'_>, step: Duration) {
         let timer = self
             .recheck
