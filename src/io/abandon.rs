@@ -16,16 +16,14 @@
 //! that says `Connection: close` to a request whose body was not read to its end, after
 //! which hyper reads nothing more on that connection.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
-use crate::machine::{discard_ready, rebatch, Hold, Socket, MAX_DISCARD, MAX_READS_PER_POLL};
+use crate::machine::{discard_ready, rebatch, Socket, MAX_DISCARD, MAX_READS_PER_POLL};
 use crate::sys::{self, SocketKind};
 
 /// How much of an abandoned input may be discarded, and for how long.
@@ -80,11 +78,6 @@ struct Progress {
     /// The kernel wakes us only once a batch is queued (`SO_RCVLOWAT`), as the close's
     /// drain does for a client that streams.
     batched: bool,
-    /// Whether the discard waits while the client takes the answer (TCP only).
-    hold: Hold,
-    /// When to look again while holding: the kernel wakes nobody when the client's
-    /// window closes. Made at the first hold.
-    recheck: Option<Pin<Box<Sleep>>>,
 }
 
 impl Abandoned {
@@ -117,16 +110,7 @@ impl Abandoned {
             tcp: io.kind() == SocketKind::Tcp && sys::is_tcp(io.as_sock()),
             stopped: false,
             batched: false,
-            hold: Hold::default(),
-            recheck: None,
         });
-        if !progress.stopped && progress.tcp {
-            if let Some(step) = progress.hold.check(io.as_sock()) {
-                // The client takes the answer: its upload waits in its window.
-                progress.recheck_after(cx, step);
-                return;
-            }
-        }
         if !progress.stopped {
             if let Err(why) = progress.discard(io, cx, bounds) {
                 progress.stopped = true;
@@ -137,19 +121,6 @@ impl Abandoned {
                 );
             }
         }
-    }
-
-    /// What the discard learnt of the client's window, for the close that takes over:
-    /// `None` when the input was not abandoned (the close never holds then).
-    pub(crate) fn hold(&self) -> Option<Hold> {
-        let watch = self.0.get()?;
-        watch.handle.bounds()?;
-        Some(
-            watch
-                .progress
-                .as_ref()
-                .map_or_else(Hold::default, |p| p.hold),
-        )
     }
 
     /// The discard is over (the close starts, or the stream is taken back): the kernel
@@ -163,23 +134,6 @@ impl Abandoned {
 }
 
 impl Progress {
-    /// Wakes the writer's task after `step` as well (it waits for room to write). A
-    /// look already due keeps its time: the writer is woken by the client's
-    /// acknowledgements too, and looks again at each. (Not doubled as the close's
-    /// looks are: a client that sends everything first waits for the next look once
-    /// its window closed, and over the bench's link a 200 ms look cost Chromium 10 %.)
-    fn recheck_after(&mut self, cx: &mut Context<'_>, step: Duration) {
-        let timer = self
-            .recheck
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(step)));
-        if timer.is_elapsed() {
-            timer.as_mut().reset(Instant::now() + step);
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            cx.waker().wake_by_ref();
-        }
-    }
-
     /// Discards what is queued; `Err`: the discard ended, and why.
     fn discard<S: Socket>(
         &mut self,

@@ -203,8 +203,7 @@ where
         Box::new(
             Closer::new(self.options, Mode::Close)
                 .tracked(token, self.peer_addr)
-                .discarded_before(self.input.discarded())
-                .held(self.input.hold()),
+                .discarded_before(self.input.discarded()),
         )
     }
 

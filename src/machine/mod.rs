@@ -27,7 +27,6 @@ mod abort;
 mod ack;
 mod barrier;
 mod drain;
-mod hold;
 mod phase;
 mod socket;
 mod time;
@@ -36,7 +35,6 @@ pub(crate) use self::abort::disarm_linger;
 use self::ack::Ack;
 use self::drain::DrainEnd;
 pub(crate) use self::drain::{discard_ready, rebatch, MAX_DISCARD, MAX_READS_PER_POLL};
-pub(crate) use self::hold::Hold;
 use self::phase::Phase;
 pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
@@ -149,11 +147,6 @@ struct Extra {
     /// Input the connection discarded before the close (an abandoned upload), for the
     /// report.
     discarded_before: u64,
-    /// An abandoned upload's discard waits while the client takes our answer
-    /// ([`hold`]); `None`: the drain never waits.
-    hold: Option<Hold>,
-    /// Until when the drain waits, from the hold's last look (0: not waiting).
-    held_until: Nanos,
 }
 
 impl Closer {
@@ -209,37 +202,6 @@ impl Closer {
             self.extra.get_or_insert_with(Box::default).discarded_before = n;
         }
         self
-    }
-
-    /// Lets the drain wait while the peer takes our bytes, as the discard of its
-    /// abandoned upload did so far (`hold`: what that discard learnt of the peer).
-    pub(crate) fn held(mut self, hold: Option<Hold>) -> Self {
-        if hold.is_some() {
-            self.extra.get_or_insert_with(Box::default).hold = hold;
-        }
-        self
-    }
-
-    /// While our bytes are delivered to a peer whose abandoned upload we hold
-    /// ([`hold`]): when to look again (the drain waits until then); `None`: drain.
-    fn holding<S: Socket>(&mut self, io: &S) -> Option<Nanos> {
-        let held = self.extra.as_ref().is_some_and(|e| e.hold.is_some());
-        if !held || self.phase != Phase::Delivering {
-            return None;
-        }
-        let now = self.now();
-        let extra = self.extra.as_mut()?;
-        let hold = extra.hold.as_mut()?;
-        // Woken before the next look (a safety-net re-check of the send queue): still
-        // holding, without asking the kernel again.
-        if now < extra.held_until {
-            return Some(extra.held_until);
-        }
-        extra.held_until = match hold.check_later(io.as_sock()) {
-            Some(step) => now.saturating_add(nanos(step)),
-            None => 0,
-        };
-        (extra.held_until > 0).then_some(extra.held_until)
     }
 
     /// Whether the close ended with a reset on purpose.
@@ -354,10 +316,8 @@ impl Closer {
                 return Poll::Ready(Err(self.fail(io, CloseErrorKind::Evicted, phase, None)));
             }
             let phase = self.phase;
-            // The peer's side: drain what it still sends, up to its EOF, unless it
-            // waits for our answer to be taken.
-            let held = self.holding(io);
-            if self.phase.drains() && held.is_none() {
+            // The peer's side: drain what it still sends, up to its EOF.
+            if self.phase.drains() {
                 match self.poll_drain(io, cx) {
                     Poll::Ready(Ok(DrainEnd::Eof)) => self.on_peer_eof(),
                     Poll::Ready(Ok(DrainEnd::OverLimit)) => {
@@ -424,7 +384,7 @@ impl Closer {
                     }
                 }
             }
-            let mut wake_at = self.deadline.min(idle).min(held.unwrap_or(NEVER));
+            let mut wake_at = self.deadline.min(idle);
             if let Phase::Lingering { until } = self.phase {
                 if now >= until {
                     // The peer had its chance to close its side; ours is delivered.

@@ -167,23 +167,13 @@ pub(crate) fn discard(fd: Sock<'_>, max: usize, tcp: bool) -> io::Result<usize> 
 }
 
 /// What the peer did lately, from `TCP_INFO`: `tcpi_last_data_recv` (milliseconds since
-/// its last data segment, kept by the kernel in `icsk_ack.lrcvtime`, jiffy resolution),
-/// `tcpi_rtt` (the smoothed round-trip time, microseconds), `tcpi_unacked` (our
-/// segments in flight, `tp->packets_out`) and `tcpi_snd_wnd` (the peer's last advertised
-/// window, `tp->snd_wnd`; at the struct's end, left 0 by kernels older than the field).
+/// its last data segment, kept by the kernel in `icsk_ack.lrcvtime`, jiffy resolution)
+/// and `tcpi_rtt` (the smoothed round-trip time, microseconds).
 pub(crate) fn activity(fd: Sock<'_>) -> io::Result<Option<super::Activity>> {
     let info = tcp_info(fd)?;
     Ok(Some(super::Activity {
         since_last_data: Duration::from_millis(info.tcpi_last_data_recv.into()),
         rtt: Duration::from_micros(info.tcpi_rtt.into()),
-        // A connection the kernel closed (a reset, a retransmission give-up) has
-        // nothing in flight, whatever its counters kept.
-        in_flight: if info.tcpi_state == TCP_CLOSE {
-            0
-        } else {
-            info.tcpi_unacked
-        },
-        peer_window: info.tcpi_snd_wnd,
     }))
 }
 

@@ -20,7 +20,7 @@
 //! | `send_queue(sock, kind, fin_sent, alive)` | the [`SendQueue`] state (`alive`: the caller knows the connection was alive a moment ago) |
 //! | `unacked(sock, kind)`, `unsent(sock, kind)` | byte counts for the public API, or `Unsupported` |
 //! | `discard(sock, kind, max)` | reads and throws away up to `max` bytes, never blocking |
-//! | `activity(sock)` | time since the peer's last data, the round-trip time, our segments in flight and the peer's window, where known |
+//! | `activity(sock)` | time since the peer's last data, and the round-trip time, where known |
 //! | `set_user_timeout(sock, t)` | the kernel's retransmission bound, or `Unsupported` |
 //! | `wake_in_batches(sock, batch)` | wake the drain only once `batch` bytes are queued (`true`: batching is on), or nothing (`false`) |
 //! | `set_cork(fd, on)` (Unix) | `TCP_CORK` / `TCP_NOPUSH`, or `Unsupported` |
@@ -156,13 +156,6 @@ pub(crate) struct Activity {
 
     /// The smoothed round-trip time.
     pub(crate) rtt: std::time::Duration,
-
-    /// Segments of ours sent and not yet acknowledged (`tcpi_unacked`).
-    pub(crate) in_flight: u32,
-
-    /// The receive window the peer last advertised, bytes (`tcpi_snd_wnd`; 0 where the
-    /// kernel does not report it).
-    pub(crate) peer_window: u32,
 }
 
 /// Where the bytes we wrote stand, as far as the platform can tell.

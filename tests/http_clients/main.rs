@@ -26,10 +26,7 @@ mod lab;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tls/support.rs"]
 mod support;
-#[path = "../support/tcp_info.rs"]
-mod tcp_info;
 
-mod answer_first;
 mod clients;
 mod servers;
 
