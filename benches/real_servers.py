@@ -305,6 +305,15 @@ def lab(up):
         f"ip -n {b} addr add 10.79.1.2/24 dev v0",
         f"ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1",
     ]
+    # The servers share the server namespace, and the kernel keeps what a connection
+    # learned about its peer's address (its RTT above all) when it ends, to start the
+    # next connection to that address from it (`tcp_update_metrics`, `tcp_init_metrics`
+    # in net/ipv4/tcp_metrics.c: a cached RTT above the handshake's sets the first
+    # retransmission timeout). All clients come from one address, so a cell would start
+    # from what the previous server's cell left (RTTs of 175 ms over the full link).
+    # Each server is measured from a clean start, as on a machine of its own.
+    cmds += [f"ip netns exec {ns} sysctl -qw net.ipv4.tcp_no_metrics_save=1"
+             for ns in NAMESPACES]
     for ns, devs in ((a, ["v0"]), (r, ["va", "vb"]), (b, ["v0"])):
         cmds += [f"ip -n {ns} link set lo up"] + [f"ip -n {ns} link set {d} up" for d in devs]
     cmds += [f"ip -n {a} route add default via 10.79.0.254",
