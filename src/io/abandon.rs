@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::machine::{discard_ready, rebatch, Socket, MAX_DISCARD, MAX_READS_PER_POLL};
+use crate::machine::{discard_ready, rebatch, Handover, Socket, MAX_DISCARD, MAX_READS_PER_POLL};
 use crate::sys::{self, SocketKind};
 
 /// How much of an abandoned input may be discarded, and for how long.
@@ -86,12 +86,6 @@ impl Abandoned {
         self.0.get_or_init(Box::default).handle.clone()
     }
 
-    /// Bytes discarded so far.
-    pub(crate) fn discarded(&self) -> u64 {
-        let progress = self.0.get().and_then(|w| w.progress.as_ref());
-        progress.map_or(0, |p| p.discarded)
-    }
-
     /// A write found the socket full (it returned `Pending`, its waker registered for
     /// room to write). If the input was abandoned, discards what the client sent and
     /// registers the same waker for its next bytes: the client can only read our answer
@@ -123,8 +117,28 @@ impl Abandoned {
         }
     }
 
-    /// The discard is over (the close starts, or the stream is taken back): the kernel
-    /// wakes readers for every byte again.
+    /// The close takes the discard over: the bytes discarded so far, whether the
+    /// kernel still wakes readers only for batches, and whether the socket is TCP. If
+    /// the close `takes_batches`, that mark is now the close's, which discards on with
+    /// it (instead of clearing it here and setting it again at its first discard: two
+    /// `setsockopt` and a `getsockopt` per handover); otherwise it is cleared.
+    pub(crate) fn hand_over<S: Socket>(&mut self, io: &S, takes_batches: bool) -> Handover {
+        let Some(progress) = self.0.get_mut().and_then(|w| w.progress.as_mut()) else {
+            return Handover::default();
+        };
+        progress.stopped = true;
+        if !takes_batches {
+            progress.unbatch(io);
+        }
+        Handover {
+            discarded: progress.discarded,
+            batched: std::mem::take(&mut progress.batched),
+            tcp: Some(progress.tcp),
+        }
+    }
+
+    /// The discard is over (the stream is taken back): the kernel wakes readers for
+    /// every byte again.
     pub(crate) fn end<S: Socket>(&mut self, io: &S) {
         if let Some(progress) = self.0.get_mut().and_then(|w| w.progress.as_mut()) {
             progress.stopped = true;
@@ -187,5 +201,96 @@ impl Progress {
         if self.batched && sys::wake_in_batches(io.as_sock(), 1).is_ok() {
             self.batched = false;
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::DiscardBounds;
+    use crate::{CloseOptions, GracefulIo};
+
+    /// The mark under which the kernel wakes a reader (`SO_RCVLOWAT`).
+    fn low_water(fd: &impl AsFd) -> i32 {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // Safety: `v` and `len` are live and sized for the option.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_fd().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        v
+    }
+
+    /// A connection whose writes discarded a streaming upload in batches, then shut
+    /// down: `SO_RCVLOWAT` after the shutdown, and after `into_inner`.
+    async fn low_water_after_shutdown(opts: CloseOptions) -> (i32, i32, i32) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&ours)
+            .set_send_buffer_size(16 << 10)
+            .unwrap();
+        socket2::SockRef::from(&peer)
+            .set_recv_buffer_size(16 << 10)
+            .unwrap();
+        let mut io = GracefulIo::new(ours, opts);
+        let bounds = DiscardBounds {
+            limit: 64 << 20,
+            timeout: Duration::from_secs(20),
+        };
+        io.input_handle().abandon(bounds);
+        // The client uploads and never reads; our answer's writes block and discard.
+        let upload = tokio::spawn(async move {
+            let _ = peer.write_all(&vec![1; 1 << 20]).await;
+            peer
+        });
+        let answer = vec![2; 4 << 20];
+        let blocked = tokio::time::timeout(Duration::from_millis(800), io.write_all(&answer));
+        assert!(blocked.await.is_err(), "the client reads nothing");
+        let _peer = upload.await.unwrap();
+        let discarding = low_water(&io);
+        io.shutdown().await.unwrap();
+        let shut = low_water(&io);
+        let given_back = low_water(&io.into_inner());
+        (discarding, shut, given_back)
+    }
+
+    /// The close takes over the batches of the writes' discard: the mark stays through
+    /// the shutdown (it was cleared there, and set again at the close's first discard),
+    /// and is cleared when the stream is given back.
+    #[tokio::test]
+    async fn the_close_takes_over_the_batches() {
+        let opts = CloseOptions::new(Duration::from_secs(20));
+        let (discarding, shut, given_back) = low_water_after_shutdown(opts).await;
+        assert!(discarding > 1, "the writes' discard batches: {discarding}");
+        assert_eq!(shut, discarding, "the shutdown kept the batch");
+        assert_eq!(
+            given_back, 1,
+            "a stream given back wakes its reader for every byte"
+        );
+    }
+
+    /// A close whose drain limit is below the largest batch does not take it over: a
+    /// batch must never hide an excess.
+    #[tokio::test]
+    async fn a_close_with_a_small_drain_limit_clears_the_batches() {
+        let opts = CloseOptions::new(Duration::from_secs(20)).drain_limit(64 << 10);
+        let (discarding, shut, given_back) = low_water_after_shutdown(opts).await;
+        assert!(discarding > 1, "the writes' discard batches: {discarding}");
+        assert_eq!((shut, given_back), (1, 1));
     }
 }

@@ -200,11 +200,10 @@ where
     /// peer's address.
     fn start_closer(&mut self) -> Box<Closer> {
         let token = self.hold.take().map(Hold::start);
-        Box::new(
-            Closer::new(self.options, Mode::Close)
-                .tracked(token, self.peer_addr)
-                .discarded_before(self.input.discarded()),
-        )
+        let closer = Closer::new(self.options, Mode::Close).tracked(token, self.peer_addr);
+        let stream = self.stream.as_ref().expect(TAKEN);
+        let before = self.input.hand_over(stream, closer.takes_batches());
+        Box::new(closer.taking_over(before))
     }
 
     /// The handle through which a request served on this connection marks its input
@@ -282,10 +281,13 @@ where
     ///
     /// If a shutdown had started, the stream is already half-closed (our FIN sent).
     pub fn into_inner(mut self) -> S {
-        self.state = State::Closed(None);
+        let state = std::mem::replace(&mut self.state, State::Closed(None));
         self.on_close = None;
         let stream = self.stream.take().expect(TAKEN);
         self.input.end(&stream);
+        if let State::Shut(mut closer) = state {
+            closer.unbatch(&stream);
+        }
         stream
     }
 
@@ -382,7 +384,6 @@ where
             State::Open => {}
         }
         ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
-        this.input.end(this.stream.as_ref().expect(TAKEN));
         let mut closer = this.start_closer();
         match closer.begin(this.get_ref()) {
             Ok(()) => {
@@ -403,16 +404,14 @@ where
     S: AsyncGracefulClose + Send + 'static,
 {
     fn drop(&mut self) {
-        let Some(stream) = self.stream.take() else {
-            return;
-        };
-        self.input.end(&stream);
         let closer = match std::mem::replace(&mut self.state, State::Closed(None)) {
-            // Ended and reported: the drop releases the descriptor.
+            // Ended and reported (or given back by `into_inner`): the drop releases the
+            // descriptor, if any.
             State::Closed(_) => return,
             State::Open => self.start_closer(),
             State::Shut(c) => c,
         };
+        let stream = self.stream.take().expect(TAKEN);
         let on_close = self.on_close.take();
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {

@@ -63,6 +63,20 @@ impl Closer {
         Poll::Pending
     }
 
+    /// Whether this close may take over a discard that wakes only for batches: its drain
+    /// limit leaves room for the largest (a batch must never hide an excess).
+    pub(crate) fn takes_batches(&self) -> bool {
+        self.drain_limit >= BATCH_MAX
+    }
+
+    /// The stream is given back before the close ran (`GracefulIo::into_inner` after a
+    /// shutdown): the kernel wakes readers for every byte again.
+    pub(crate) fn unbatch<S: Socket>(&mut self, io: &S) {
+        if self.flags.has(Flags::BATCHED) && sys::wake_in_batches(io.as_sock(), 1).is_ok() {
+            self.flags.take(Flags::BATCHED);
+        }
+    }
+
     /// The idle deadline passed (`now`). Was the peer really silent? `Ok(None)`: it was
     /// not (or it closed), the close goes on; otherwise how the close ends.
     ///
@@ -160,10 +174,11 @@ impl Closer {
             let room = (self.drain_limit - self.drained).saturating_add(1);
             let batched = self.flags.has(Flags::BATCHED);
             // Whether the peer streams is judged on its whole input: what the connection
-            // discarded before the close (an abandoned upload, whose batching ended when
-            // the close took over) counts from the close's first discard on.
+            // discarded before the close (an abandoned upload) counts from the close's
+            // first discard on, which batches at once unless that discard's batching
+            // was handed over.
             let prior = self.extra.as_ref().map_or(0, |e| e.discarded_before);
-            let seen = if before == 0 {
+            let seen = if before == 0 && !batched {
                 0
             } else {
                 prior.saturating_add(before)
@@ -225,6 +240,18 @@ pub(crate) fn rebatch(
     sys::wake_in_batches(sock, BATCH_MAX.min(room) as usize).ok()
 }
 
+/// What a close takes over from a discard of the connection's input that ran before it
+/// ([`Closer::taking_over`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Handover {
+    /// Bytes it discarded.
+    pub(crate) discarded: u64,
+    /// It left the kernel waking readers only for batches (`SO_RCVLOWAT`).
+    pub(crate) batched: bool,
+    /// Whether the socket is TCP (`MSG_TRUNC` works), if it found out.
+    pub(crate) tcp: Option<bool>,
+}
+
 /// How a drain ended.
 pub(super) enum DrainEnd {
     /// The peer closed its side.
@@ -240,7 +267,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::super::{Closer, Flags, Mode, Socket};
+    use super::super::{Closer, Flags, Handover, Mode, Socket};
     use crate::options::Role;
     use crate::CloseOptions;
 
@@ -250,7 +277,7 @@ mod tests {
     /// the close batches at once instead of after its own 32 KiB.
     #[tokio::test]
     async fn input_discarded_before_the_close_counts_as_streaming() {
-        for (before, batched) in [(0, false), (64 << 10, true)] {
+        for (before, batched) in [(0u64, false), (64 << 10, true)] {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let mut peer = TcpStream::connect(listener.local_addr().unwrap())
                 .await
@@ -258,13 +285,17 @@ mod tests {
             let (ours, _) = listener.accept().await.unwrap();
             peer.write_all(&[7; 4096]).await.unwrap();
             let opts = CloseOptions::new(Duration::from_secs(20)).resolve(Role::Stream);
-            let mut closer = Closer::new(opts, Mode::Close).discarded_before(before);
+            let before = Handover {
+                discarded: before,
+                ..Handover::default()
+            };
+            let mut closer = Closer::new(opts, Mode::Close).taking_over(before);
             let close = std::future::poll_fn(|cx| ours.poll_closer(&mut closer, cx));
             // The close waits for the peer's EOF, which never comes.
             let waited = tokio::time::timeout(Duration::from_millis(300), close).await;
             assert!(waited.is_err(), "{waited:?}");
             assert_eq!(closer.drained, 4096);
-            assert_eq!(closer.flags.has(Flags::BATCHED), batched, "{before}");
+            assert_eq!(closer.flags.has(Flags::BATCHED), batched, "{before:?}");
         }
     }
 }

@@ -34,7 +34,7 @@ mod time;
 pub(crate) use self::abort::disarm_linger;
 use self::ack::Ack;
 use self::drain::DrainEnd;
-pub(crate) use self::drain::{discard_ready, rebatch, MAX_DISCARD, MAX_READS_PER_POLL};
+pub(crate) use self::drain::{discard_ready, rebatch, Handover, MAX_DISCARD, MAX_READS_PER_POLL};
 use self::phase::Phase;
 pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
@@ -195,11 +195,21 @@ impl Closer {
         self
     }
 
-    /// Counts `n` bytes of input discarded before the close in its report (not in
-    /// its drain limit: they were bounded on their own).
-    pub(crate) fn discarded_before(mut self, n: u64) -> Self {
-        if n > 0 {
-            self.extra.get_or_insert_with(Box::default).discarded_before = n;
+    /// Takes over a discard of the connection's input that ran before the close (an
+    /// abandoned upload): its bytes count in the report (not in the drain limit: they
+    /// were bounded on their own), its batches and what it learnt of the socket stay.
+    pub(crate) fn taking_over(mut self, before: Handover) -> Self {
+        if before.discarded > 0 {
+            self.extra.get_or_insert_with(Box::default).discarded_before = before.discarded;
+        }
+        if before.batched {
+            self.flags.set(Flags::BATCHED);
+        }
+        if let Some(tcp) = before.tcp {
+            self.flags.set(Flags::PROTOCOL_KNOWN);
+            if tcp {
+                self.flags.set(Flags::TCP);
+            }
         }
         self
     }
