@@ -16,10 +16,14 @@ and after each server's turn). All servers run at once; a cell gives them its up
 in rounds (one uploader: 2 rounds of 5 uploads; 20: 2 rounds; 200: 1), one server
 after the other, the order rotating from round to round.
 
-    python3 benches/real_servers.py [--quick] [--link-only] [--rounds N]
-        [--server NAME]... [--client NAME]... [--at-once N]...
+    python3 benches/real_servers.py [--quick] [--link-only | --loopback-only]
+        [--rounds N] [--more-clients] [--server NAME]... [--client NAME]... [--at-once N]...
 
 `--rounds N` gives every picked cell N rounds (a closer look at a few cells).
+`--more-clients` adds clients the tests do not use, with 1 and 20 uploaders (`benches/real/`):
+wget, Python's urllib, httpx and aiohttp, Ruby's Net::HTTP, Perl's LWP, Java's
+HttpClient and HttpURLConnection. aiohttp and LWP read the answer while they send (over
+the link it comes in 0.1-0.3 s); the others send everything first (0.8 s for 2 MB).
 
 As root it installs what is missing from Debian's packages, PyPI and npm
 (nginx-light, haproxy, golang-go, nodejs, npm, chromium, curl, requests,
@@ -42,6 +46,20 @@ CLIENTS = os.path.join(ROOT, "tests", "http_clients", "clients")
 PLAYWRIGHT = os.path.join(CLIENTS, "node_modules", "playwright-core")
 QUICK = "--quick" in sys.argv
 LINK_ONLY = "--link-only" in sys.argv
+LOOPBACK_ONLY = "--loopback-only" in sys.argv
+MORE = "--more-clients" in sys.argv
+REAL = os.path.join(ROOT, "benches", "real")
+# The clients of `--more-clients`: name -> command line before URL BODY OUTDIR RUNS.
+MORE_CLIENTS = {
+    "wget": ["python3", os.path.join(REAL, "upload_py.py"), "wget"],
+    "Python urllib": ["python3", os.path.join(REAL, "upload_py.py"), "urllib"],
+    "Python httpx": ["python3", os.path.join(REAL, "upload_py.py"), "httpx"],
+    "Python aiohttp": ["python3", os.path.join(REAL, "upload_py.py"), "aiohttp"],
+    "Ruby Net::HTTP": ["ruby", os.path.join(REAL, "upload.rb")],
+    "Perl LWP": ["perl", os.path.join(REAL, "upload.pl")],
+    "Java HttpClient": ["java", os.path.join(REAL, "Upload.java"), "httpclient"],
+    "Java HttpURLConnection": ["java", os.path.join(REAL, "Upload.java"), "urlconnection"],
+}
 
 
 def picked(flag):
@@ -82,6 +100,20 @@ def install_missing():
     if have("npm") and not os.path.isdir(PLAYWRIGHT):
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock",
                         "--silent"], cwd=CLIENTS)
+    if MORE and os.geteuid() == 0 and have("apt-get"):
+        more = {"wget": "wget", "ruby": "ruby", "perl": "libwww-perl",
+                "java": "default-jdk-headless"}
+        missing = [pkg for cmd, pkg in more.items() if not have(cmd)]
+        if subprocess.run(["perl", "-MLWP::UserAgent", "-e", "1"],
+                          capture_output=True).returncode:
+            missing.append("libwww-perl")
+        if missing:
+            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+            subprocess.run(["apt-get", "install", "-y", "-qq"] + sorted(set(missing)),
+                           env=env, stdout=subprocess.DEVNULL)
+    if MORE and subprocess.run(["python3", "-c", "import httpx, aiohttp"],
+                               capture_output=True).returncode:
+        subprocess.run(["python3", "-m", "pip", "install", "--quiet", "httpx", "aiohttp"])
     for cmd in wanted:
         if not have(cmd):
             print(f"SKIP: {cmd} is not installed", file=sys.stderr)
@@ -187,6 +219,20 @@ def clients():
         out.append("Node fetch")
     if have("node") and have("chromium") and os.path.isdir(PLAYWRIGHT):
         out.append("headless Chromium")
+    if MORE:
+        # What each needs beyond its interpreter: a command, or a module that loads.
+        needs = {"wget": "wget", "Python httpx": ["python3", "-c", "import httpx"],
+                 "Python aiohttp": ["python3", "-c", "import aiohttp"],
+                 "Perl LWP": ["perl", "-MLWP::UserAgent", "-e", "1"]}
+        for name, argv in MORE_CLIENTS.items():
+            need = needs.get(name)
+            ok = have(argv[0]) and (
+                need is None or (have(need) if isinstance(need, str) else
+                                 subprocess.run(need, capture_output=True).returncode == 0))
+            if ok:
+                out.append(name)
+            else:
+                print(f"SKIP: {name} is not installed", file=sys.stderr)
     only = picked("--client")
     return [c for c in out if not only or c in only]
 
@@ -198,6 +244,8 @@ def client_cmd(client, url, body, outdir, runs):
                 f'-w "$i %{{http_code}} %{{time_total}} %{{errormsg}}\\n" --max-time 30 '
                 f'--data-binary @{body} {url}; done')
         return ["bash", "-c", loop]
+    if client in MORE_CLIENTS:
+        return MORE_CLIENTS[client] + [url, body, outdir, str(runs)]
     if client == "Python requests":
         return ["python3", os.path.join(CLIENTS, "upload.py"), url, body, outdir, str(runs)]
     if client == "Go net/http":
@@ -345,6 +393,8 @@ def main():
     print(f"clients: {', '.join(found)}", file=sys.stderr)
     if LINK_ONLY:
         transports = transports[1:]
+    if LOOPBACK_ONLY:
+        transports = transports[:1]
     at_once_only = [int(n) for n in picked("--at-once")]
     rounds_picked = [int(n) for n in picked("--rounds")]
     for tname, addr, ns_srv, ns_cli, levels in transports:
@@ -377,6 +427,9 @@ def main():
                     f"{tname} ({size // 1000} KB)"
                 for client in found:
                     if client == "headless Chromium" and at_once > 1:
+                        continue
+                    # A process per uploader: 200 runtimes (a JVM each) do not fit.
+                    if client in MORE_CLIENTS and at_once > 20:
                         continue
                     got = {port: (0, 0, [], 0.0) for _, port, _, _ in running}
                     for r in range(rounds):
