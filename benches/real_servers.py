@@ -17,9 +17,12 @@ in rounds (one uploader: 2 rounds of 5 uploads; 20: 2 rounds; 200: 1), one serve
 after the other, the order rotating from round to round.
 
     python3 benches/real_servers.py [--quick] [--link-only | --loopback-only]
-        [--rounds N] [--more-clients] [--server NAME]... [--client NAME]... [--at-once N]...
+        [--rounds N] [--link-queue BYTES] [--more-clients] [--server NAME]... [--client NAME]... [--at-once N]...
 
 `--rounds N` gives every picked cell N rounds (a closer look at a few cells).
+`--link-queue BYTES` sets the router's queue (256 KB by default): 200 flows share a
+20 Mbit/s link with less than one segment each per round trip through a 256 KB queue,
+the regime where TCP's losses become retransmission timeouts.
 `--more-clients` adds clients the tests do not use, with 1 and 20 uploaders (`benches/real/`):
 wget, Python's urllib, httpx and aiohttp, Ruby's Net::HTTP, Perl's LWP, Java's
 HttpClient and HttpURLConnection. aiohttp and LWP read the answer while they send (over
@@ -49,17 +52,34 @@ LINK_ONLY = "--link-only" in sys.argv
 LOOPBACK_ONLY = "--loopback-only" in sys.argv
 MORE = "--more-clients" in sys.argv
 REAL = os.path.join(ROOT, "benches", "real")
-# The clients of `--more-clients`: name -> command line before URL BODY OUTDIR RUNS.
+# The clients of `--more-clients`: name -> (command line before URL BODY OUTDIR RUNS,
+# a command that succeeds when the client can run, where it comes from: (apt | pip,
+# package)).
+PY = os.path.join(REAL, "upload_py.py")
+JDK = (["javac", "-version"], ("apt", "default-jdk-headless"))
 MORE_CLIENTS = {
-    "wget": ["python3", os.path.join(REAL, "upload_py.py"), "wget"],
-    "Python urllib": ["python3", os.path.join(REAL, "upload_py.py"), "urllib"],
-    "Python httpx": ["python3", os.path.join(REAL, "upload_py.py"), "httpx"],
-    "Python aiohttp": ["python3", os.path.join(REAL, "upload_py.py"), "aiohttp"],
-    "Ruby Net::HTTP": ["ruby", os.path.join(REAL, "upload.rb")],
-    "Perl LWP": ["perl", os.path.join(REAL, "upload.pl")],
-    "Java HttpClient": ["java", os.path.join(REAL, "Upload.java"), "httpclient"],
-    "Java HttpURLConnection": ["java", os.path.join(REAL, "Upload.java"), "urlconnection"],
+    "wget": (["python3", PY, "wget"], ["wget", "--version"], ("apt", "wget")),
+    "Python urllib": (["python3", PY, "urllib"], ["python3", "-c", "import urllib"], None),
+    "Python httpx": (["python3", PY, "httpx"], ["python3", "-c", "import httpx"],
+                     ("pip", "httpx")),
+    "Python aiohttp": (["python3", PY, "aiohttp"], ["python3", "-c", "import aiohttp"],
+                       ("pip", "aiohttp")),
+    "Ruby Net::HTTP": (["ruby", os.path.join(REAL, "upload.rb")],
+                       ["ruby", "-rnet/http", "-e", "1"], ("apt", "ruby")),
+    "Perl LWP": (["perl", os.path.join(REAL, "upload.pl")],
+                 ["perl", "-MLWP::UserAgent", "-e", "1"], ("apt", "libwww-perl")),
+    "Java HttpClient": (["java", os.path.join(REAL, "Upload.java"), "httpclient"], *JDK),
+    "Java HttpURLConnection": (["java", os.path.join(REAL, "Upload.java"),
+                                "urlconnection"], *JDK),
 }
+
+
+def succeeds(argv):
+    """Whether `argv` runs and succeeds."""
+    try:
+        return subprocess.run(argv, capture_output=True).returncode == 0
+    except OSError:
+        return False
 
 
 def picked(flag):
@@ -69,6 +89,8 @@ PAGE_LEN = 256 * 1024
 # 200 uploads at once over the 20 Mbit/s link: 256 KB each (200 x 2 MB would keep the
 # link busy for 160 s per cell).
 LINK_CROWD_SIZE = 256_000
+# The router's queue toward each side, bytes (`--link-queue`).
+LINK_QUEUE = int((picked("--link-queue") or ["262144"])[-1])
 
 
 def page():
@@ -100,20 +122,17 @@ def install_missing():
     if have("npm") and not os.path.isdir(PLAYWRIGHT):
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock",
                         "--silent"], cwd=CLIENTS)
-    if MORE and os.geteuid() == 0 and have("apt-get"):
-        more = {"wget": "wget", "ruby": "ruby", "perl": "libwww-perl",
-                "java": "default-jdk-headless"}
-        missing = [pkg for cmd, pkg in more.items() if not have(cmd)]
-        if subprocess.run(["perl", "-MLWP::UserAgent", "-e", "1"],
-                          capture_output=True).returncode:
-            missing.append("libwww-perl")
-        if missing:
+    if MORE:
+        missing = {(how, pkg) for _, check, src in MORE_CLIENTS.values()
+                   if src and not succeeds(check) for how, pkg in [src]}
+        apt = sorted(pkg for how, pkg in missing if how == "apt")
+        pip = sorted(pkg for how, pkg in missing if how == "pip")
+        if apt and os.geteuid() == 0 and have("apt-get"):
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            subprocess.run(["apt-get", "install", "-y", "-qq"] + sorted(set(missing)),
-                           env=env, stdout=subprocess.DEVNULL)
-    if MORE and subprocess.run(["python3", "-c", "import httpx, aiohttp"],
-                               capture_output=True).returncode:
-        subprocess.run(["python3", "-m", "pip", "install", "--quiet", "httpx", "aiohttp"])
+            subprocess.run(["apt-get", "install", "-y", "-qq"] + apt, env=env,
+                           stdout=subprocess.DEVNULL)
+        if pip:
+            subprocess.run(["python3", "-m", "pip", "install", "--quiet"] + pip)
     for cmd in wanted:
         if not have(cmd):
             print(f"SKIP: {cmd} is not installed", file=sys.stderr)
@@ -220,16 +239,8 @@ def clients():
     if have("node") and have("chromium") and os.path.isdir(PLAYWRIGHT):
         out.append("headless Chromium")
     if MORE:
-        # What each needs beyond its interpreter: a command, or a module that loads.
-        needs = {"wget": "wget", "Python httpx": ["python3", "-c", "import httpx"],
-                 "Python aiohttp": ["python3", "-c", "import aiohttp"],
-                 "Perl LWP": ["perl", "-MLWP::UserAgent", "-e", "1"]}
-        for name, argv in MORE_CLIENTS.items():
-            need = needs.get(name)
-            ok = have(argv[0]) and (
-                need is None or (have(need) if isinstance(need, str) else
-                                 subprocess.run(need, capture_output=True).returncode == 0))
-            if ok:
+        for name, (_, check, _) in MORE_CLIENTS.items():
+            if succeeds(check):
                 out.append(name)
             else:
                 print(f"SKIP: {name} is not installed", file=sys.stderr)
@@ -245,7 +256,7 @@ def client_cmd(client, url, body, outdir, runs):
                 f'--data-binary @{body} {url}; done')
         return ["bash", "-c", loop]
     if client in MORE_CLIENTS:
-        return MORE_CLIENTS[client] + [url, body, outdir, str(runs)]
+        return MORE_CLIENTS[client][0] + [url, body, outdir, str(runs)]
     if client == "Python requests":
         return ["python3", os.path.join(CLIENTS, "upload.py"), url, body, outdir, str(runs)]
     if client == "Go net/http":
@@ -329,7 +340,8 @@ NAMESPACES = ("tgcbench-a", "tgcbench-r", "tgcbench-b")
 
 def lab(up):
     """Server (`tgcbench-a`, 10.79.0.1) and clients (`tgcbench-b`) joined through a
-    router namespace whose two egresses are shaped to 20 Mbit/s (tbf, 256 KB queue).
+    router namespace whose two egresses are shaped to 20 Mbit/s (tbf, a 256 KB queue
+    unless `--link-queue` says otherwise).
 
     The bottleneck sits in the router, as on a real path: a full queue drops packets
     where the sender cannot see it, and TCP recovers as it does on the Internet. A tbf
@@ -366,7 +378,8 @@ def lab(up):
         cmds += [f"ip -n {ns} link set lo up"] + [f"ip -n {ns} link set {d} up" for d in devs]
     cmds += [f"ip -n {a} route add default via 10.79.0.254",
              f"ip -n {b} route add default via 10.79.1.254"]
-    cmds += [f"tc -n {r} qdisc replace dev {d} root tbf rate 20mbit burst 10000 limit 262144"
+    cmds += [f"tc -n {r} qdisc replace dev {d} root tbf rate 20mbit burst 10000 "
+             f"limit {LINK_QUEUE}"
              for d in ("va", "vb")]
     for c in cmds:
         sh(*c.split())

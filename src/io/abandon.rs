@@ -137,14 +137,6 @@ impl Abandoned {
         }
     }
 
-    /// The discard is over (the stream is taken back): the kernel wakes readers for
-    /// every byte again.
-    pub(crate) fn end<S: Socket>(&mut self, io: &S) {
-        if let Some(progress) = self.0.get_mut().and_then(|w| w.progress.as_mut()) {
-            progress.stopped = true;
-            progress.unbatch(io);
-        }
-    }
 }
 
 impl Progress {

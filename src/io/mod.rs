@@ -284,7 +284,8 @@ where
         let state = std::mem::replace(&mut self.state, State::Closed(None));
         self.on_close = None;
         let stream = self.stream.take().expect(TAKEN);
-        self.input.end(&stream);
+        // The discard is over: the kernel wakes readers for every byte again.
+        let _ = self.input.hand_over(&stream, false);
         if let State::Shut(mut closer) = state {
             closer.unbatch(&stream);
         }
