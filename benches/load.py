@@ -2,7 +2,7 @@
 """The crate's cost on ordinary traffic: a real load generator against the example's
 axum server, plain and with `GracefulListener` + `AnnounceCloseLayer`.
 
-    python3 benches/load.py [--rounds N] [--seconds S]
+    python3 benches/load.py [--rounds N] [--seconds S] [--only TEXT] [--a-a]
 
 `GET /` (a small page), 50 connections per server, on loopback: wrk over HTTP/1.1
 with keep-alive and with `Connection: close` (every request opens and closes a
@@ -19,7 +19,9 @@ the median over the rounds: requests per second, and the servers' CPU time per
 request (their threads' `schedstat`), which holds even where the load generators
 rather than the servers set the pace. As root it installs wrk and h2load (Debian's
 `wrk`, `nghttp2-client`) when missing; otherwise what is missing is skipped with its
-name. Nothing is asserted: the figures are for reading.
+name. `--only TEXT` runs only the settings whose name contains TEXT (`--only h2`);
+`--a-a` serves the plain server in both places (an A/A test: what the ratios read
+when nothing differs). Nothing is asserted: the figures are for reading.
 """
 
 import os
@@ -41,6 +43,8 @@ def arg(flag, default):
 
 
 ROUNDS = arg("--rounds", 9)
+# `--a-a`: both servers plain, to read the method's own bias and noise (an A/A test).
+A_A = "--a-a" in sys.argv
 SECONDS = arg("--seconds", 4)
 
 
@@ -97,13 +101,16 @@ def h2load_result(out):
     return rps, ms(line.group(3)), ms(line.group(2))
 
 
-def round_at_once(servers, pids, command, result):
-    """Loads every server at once; per server (requests/s, latency, latency, CPU s per
+def round_at_once(servers, pids, command, result, k):
+    """Loads every server at once, the load generators started in an order that
+    rotates with the round `k`; per server (requests/s, latency, latency, CPU s per
     request)."""
     before = {n: cpu_seconds([pids[n]]) for n in servers}
-    loads = {n: subprocess.Popen(command(f"http://127.0.0.1:{p}/"), stdout=subprocess.PIPE,
-                                 text=True)
-             for n, p in servers.items()}
+    names = list(servers)
+    names = names[k % len(names):] + names[:k % len(names)]
+    loads = {n: subprocess.Popen(command(f"http://127.0.0.1:{servers[n]}/"),
+                                 stdout=subprocess.PIPE, text=True)
+             for n in names}
     outs = {n: load.communicate()[0] for n, load in loads.items()}
     got = {}
     for n in servers:
@@ -113,17 +120,34 @@ def round_at_once(servers, pids, command, result):
     return got
 
 
+# Rounds per pair of server processes: each pair is fresh, and pairs alternate which
+# server takes which port and starts first (an A/A test read 0.99x and 1.02x over 45
+# rounds of one pair each: a process's own placement outweighed a 2 % difference).
+ROUNDS_PER_PAIR = 3
+
+
+def start_pair(j):
+    """The `j`th pair of servers: (ports, processes, pids), by name."""
+    names = ["plain", "graceful"] if j % 2 == 0 else ["graceful", "plain"]
+    servers = {n: port for n, port in zip(names, (8301, 8302))}
+    procs = {n: subprocess.Popen(SERVER_CPUS + [EXAMPLE, "--port", str(servers[n])]
+                                 + (["--graceful"] if n == "graceful" and not A_A else []),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for n in names}
+    time.sleep(1)
+    return servers, procs, {n: p.pid for n, p in procs.items()}
+
+
+def stop(procs):
+    for p in procs.values():
+        p.terminate()
+        p.wait()
+
+
 def main():
     install_missing()
     subprocess.run(["cargo", "build", "-q", "--release", "--example", "axum_upload_limit",
                     "--features", "axum"], cwd=ROOT, check=True)
-    servers = {"plain": 8301, "graceful": 8302}
-    procs = {n: subprocess.Popen(SERVER_CPUS + [EXAMPLE, "--port", str(p)]
-                                 + (["--graceful"] if n == "graceful" else []),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for n, p in servers.items()}
-    pids = {n: p.pid for n, p in procs.items()}
-    time.sleep(1)
     settings = []
     if shutil.which("wrk"):
         settings += [("HTTP/1.1 keep-alive (wrk)", lambda u: wrk(u, False), wrk_result),
@@ -135,27 +159,33 @@ def main():
         settings.append(("h2 (h2load; latency: mean, max)", h2load, h2load_result))
     else:
         print("SKIP: h2load is not installed", file=sys.stderr)
-    try:
-        pinned = (f"servers side by side on CPU {SERVER_CPUS[-1]}, load on CPU "
-                  f"{LOAD_CPUS[-1]}" if SERVER_CPUS else "not pinned")
-        print(f"{ROUNDS} rounds of {SECONDS} s per setting, both servers loaded at once "
-              f"({pinned}); the median round by requests/s; the ratios: medians over "
-              "the rounds\n")
-        print("| setting | plain req/s | graceful req/s | req/s ratio | CPU per request "
-              "ratio | plain latency ms (p50 / p99) | graceful latency ms (p50 / p99) |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        for name, command, result in settings:
-            rounds = [round_at_once(servers, pids, command, result) for _ in range(ROUNDS)]
-            med = {n: sorted(r[n] for r in rounds)[ROUNDS // 2] for n in servers}
-            p, g = med["plain"], med["graceful"]
-            ratio = statistics.median(r["graceful"][0] / r["plain"][0] for r in rounds)
-            cost = statistics.median(r["graceful"][3] / r["plain"][3] for r in rounds)
-            print(f"| {name} | {p[0]:.0f} | {g[0]:.0f} | {ratio:.3f}× | {cost:.3f}× | "
-                  f"{p[1]:.2f} / {p[2]:.2f} | {g[1]:.2f} / {g[2]:.2f} |", flush=True)
-    finally:
-        for p in procs.values():
-            p.terminate()
-            p.wait()
+    pinned = (f"servers side by side on CPU {SERVER_CPUS[-1]}, load on CPU "
+              f"{LOAD_CPUS[-1]}" if SERVER_CPUS else "not pinned")
+    print(f"{ROUNDS} rounds of {SECONDS} s per setting, both servers loaded at once "
+          f"({pinned}), a fresh pair of servers every {ROUNDS_PER_PAIR} rounds; the "
+          "median round by requests/s; the ratios: medians over the rounds"
+          + (" (A/A: both servers plain)" if A_A else "") + "\n")
+    print("| setting | plain req/s | graceful req/s | req/s ratio | CPU per request "
+          "ratio | plain latency ms (p50 / p99) | graceful latency ms (p50 / p99) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else ""
+    for name, command, result in settings:
+        if only not in name:
+            continue
+        rounds = []
+        for j in range(-(-ROUNDS // ROUNDS_PER_PAIR)):
+            servers, procs, pids = start_pair(j)
+            try:
+                for k in range(min(ROUNDS_PER_PAIR, ROUNDS - len(rounds))):
+                    rounds.append(round_at_once(servers, pids, command, result, k))
+            finally:
+                stop(procs)
+        med = {n: sorted(r[n] for r in rounds)[ROUNDS // 2] for n in ("plain", "graceful")}
+        p, g = med["plain"], med["graceful"]
+        ratio = statistics.median(r["graceful"][0] / r["plain"][0] for r in rounds)
+        cost = statistics.median(r["graceful"][3] / r["plain"][3] for r in rounds)
+        print(f"| {name} | {p[0]:.0f} | {g[0]:.0f} | {ratio:.3f}× | {cost:.3f}× | "
+              f"{p[1]:.2f} / {p[2]:.2f} | {g[1]:.2f} / {g[2]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
