@@ -136,7 +136,6 @@ impl Abandoned {
             tcp: Some(progress.tcp),
         }
     }
-
 }
 
 impl Progress {
