@@ -83,22 +83,29 @@ def wrk(url, close):
     return cmd
 
 
-def wrk_result(out):
+def wrk_result(out, _url):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = ms(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = ms(re.search(r"\s99%\s+(\S+)", out).group(1))
     return rps, p50, p99
 
 
+def h2log(url):
+    """Where h2load logs each request's time for the server at `url`."""
+    return os.path.join(ROOT, "target", f"h2load-{url.rstrip('/').rsplit(':', 1)[1]}.log")
+
+
 def h2load(url):
-    return LOAD_CPUS + ["h2load", "-c50", "-m1", f"-D{SECONDS}", url]
+    return LOAD_CPUS + ["h2load", "-c50", "-m1", f"-D{SECONDS}", f"--log-file={h2log(url)}",
+                        url]
 
 
-def h2load_result(out):
+def h2load_result(out, url):
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
-    # "time for request:  min  max  mean  sd  +/- sd"
-    line = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
-    return rps, ms(line.group(3)), ms(line.group(2))
+    # Per request: start (us since the epoch), status, microseconds to the response's end.
+    with open(h2log(url)) as f:
+        times = sorted(int(line.split("\t")[2]) / 1000 for line in f if line.strip())
+    return rps, times[len(times) // 2], times[min(len(times) - 1, len(times) * 99 // 100)]
 
 
 def round_at_once(servers, pids, command, result, k):
@@ -114,7 +121,7 @@ def round_at_once(servers, pids, command, result, k):
     outs = {n: load.communicate()[0] for n, load in loads.items()}
     got = {}
     for n in servers:
-        rps, a, b = result(outs[n])
+        rps, a, b = result(outs[n], f"http://127.0.0.1:{servers[n]}/")
         cpu = cpu_seconds([pids[n]]) - before[n]
         got[n] = (rps, a, b, cpu / max(rps * SECONDS, 1))
     return got
@@ -156,7 +163,7 @@ def main():
     else:
         print("SKIP: wrk is not installed", file=sys.stderr)
     if shutil.which("h2load"):
-        settings.append(("h2 (h2load; latency: mean, max)", h2load, h2load_result))
+        settings.append(("h2 (h2load)", h2load, h2load_result))
     else:
         print("SKIP: h2load is not installed", file=sys.stderr)
     pinned = (f"servers side by side on CPU {SERVER_CPUS[-1]}, load on CPU "
