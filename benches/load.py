@@ -113,15 +113,15 @@ def round_at_once(servers, pids, command, result, k):
     rotates with the round `k`; per server (requests/s, latency, latency, CPU s per
     request)."""
     before = {n: cpu_seconds([pids[n]]) for n in servers}
+    urls = {n: f"http://127.0.0.1:{port}/" for n, port in servers.items()}
     names = list(servers)
     names = names[k % len(names):] + names[:k % len(names)]
-    loads = {n: subprocess.Popen(command(f"http://127.0.0.1:{servers[n]}/"),
-                                 stdout=subprocess.PIPE, text=True)
+    loads = {n: subprocess.Popen(command(urls[n]), stdout=subprocess.PIPE, text=True)
              for n in names}
     outs = {n: load.communicate()[0] for n, load in loads.items()}
     got = {}
     for n in servers:
-        rps, a, b = result(outs[n], f"http://127.0.0.1:{servers[n]}/")
+        rps, a, b = result(outs[n], urls[n])
         cpu = cpu_seconds([pids[n]]) - before[n]
         got[n] = (rps, a, b, cpu / max(rps * SECONDS, 1))
     return got

@@ -123,8 +123,8 @@ def install_missing():
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--no-package-lock",
                         "--silent"], cwd=CLIENTS)
     if MORE:
-        missing = {(how, pkg) for _, check, src in MORE_CLIENTS.values()
-                   if src and not succeeds(check) for how, pkg in [src]}
+        missing = {src for _, check, src in MORE_CLIENTS.values()
+                   if src and not succeeds(check)}
         apt = sorted(pkg for how, pkg in missing if how == "apt")
         pip = sorted(pkg for how, pkg in missing if how == "pip")
         if apt and os.geteuid() == 0 and have("apt-get"):
