@@ -113,6 +113,12 @@ impl CloseError {
         }
     }
 
+    /// The report, for the connection to add what it owns (the peer's address, input
+    /// discarded before the close).
+    pub(crate) fn report_mut(&mut self) -> &mut CloseReport {
+        &mut self.report
+    }
+
     /// The same error again: kind, phase and report, with the source rebuilt from its
     /// OS error code (or its kind and message), for adapters that must return the same
     /// outcome on every call.

@@ -83,12 +83,16 @@ pub trait AsyncGracefulClose: Socket + Sized {
     ///
     /// # Runtime
     ///
+    /// Polled outside any Tokio runtime, the close fails with an
+    /// [`Io`](crate::CloseErrorKind::Io) error saying so, and the socket is closed
+    /// without blocking.
+    ///
+    /// # Panics
+    ///
     /// Like [`tokio::time::timeout`], a close that has to wait needs the runtime's time
-    /// driver. On a runtime built without `enable_time` (or `enable_all`) it fails with
-    /// an [`Io`](crate::CloseErrorKind::Io) error saying so (Tokio's panic message for the
-    /// missing driver is still printed by the panic hook; the close catches it). Polled
-    /// outside any Tokio runtime, it fails with an `Io` error too. Either way the socket
-    /// is closed without blocking.
+    /// driver: on a runtime built without `enable_time` (or `enable_all`) it panics as
+    /// `tokio::time::sleep` does, when it first has to wait. Dropping the future on the
+    /// unwind closes the socket without blocking.
     ///
     /// # Cancellation safety
     ///

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use crate::machine::Socket;
-use crate::machine::{disarm_linger, Closer, Mode};
+use crate::machine::{Closer, Mode};
 use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport};
 
@@ -17,6 +17,8 @@ use crate::{CloseError, CloseOptions, CloseReport};
 ///
 /// Owns the stream and closes it when it completes. Dropping it, polled or not, closes
 /// the stream at once without blocking (a non-zero `SO_LINGER` is disarmed first).
+/// Polled again after it completed, it returns an [`Io`](crate::CloseErrorKind::Io)
+/// error saying so (as [`WaitAcked`] does).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct GracefulClose<S: Socket> {
     stream: Option<S>,
@@ -42,7 +44,7 @@ impl<S: Socket> Future for GracefulClose<S> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let Some(stream) = this.stream.as_ref() else {
-            panic!("`GracefulClose` polled after completion");
+            return Poll::Ready(Err(this.closer.polled_after_done()));
         };
         let res = ready!(stream.poll_closer(&mut this.closer, cx));
         // Release the descriptor before handing back the result. A failed close has
@@ -57,7 +59,7 @@ impl<S: Socket> Drop for GracefulClose<S> {
         if let Some(stream) = self.stream.take() {
             // Dropped before the end, maybe before the first poll: close() must not linger.
             if !self.closer.aborted() {
-                disarm_linger(stream.as_sock());
+                stream.disarm_linger();
             }
             drop(stream);
         }
@@ -74,6 +76,9 @@ impl<S: Socket + fmt::Debug> fmt::Debug for GracefulClose<S> {
 }
 
 /// Future of [`AsyncGracefulClose::wait_acked`](crate::AsyncGracefulClose::wait_acked).
+///
+/// Polled again after it completed, it returns an error of kind
+/// [`Other`](io::ErrorKind::Other) saying so (as [`GracefulClose`] does).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct WaitAcked<'a, S> {
     stream: &'a mut S,

@@ -24,7 +24,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::machine::{discard_ready, rebatch, Handover, Socket, MAX_DISCARD, MAX_READS_PER_POLL};
-use crate::sys::{self, SocketKind};
 
 /// How much of an abandoned input may be discarded, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +100,7 @@ impl Abandoned {
         let progress = watch.progress.get_or_insert_with(|| Progress {
             started: Instant::now(),
             discarded: 0,
-            tcp: io.kind() == SocketKind::Tcp && sys::is_tcp(io.as_sock()),
+            tcp: io.is_tcp(),
             stopped: false,
             batched: false,
         });
@@ -115,6 +114,14 @@ impl Abandoned {
                 );
             }
         }
+    }
+
+    /// The bytes discarded so far.
+    pub(crate) fn discarded(&self) -> u64 {
+        self.0
+            .get()
+            .and_then(|w| w.progress.as_ref())
+            .map_or(0, |p| p.discarded)
     }
 
     /// The close takes the discard over: the bytes discarded so far, whether the
@@ -183,13 +190,13 @@ impl Progress {
         let room = limit.saturating_sub(self.discarded);
         // On `None` the mark stays as it was: the bytes below it still wake us when the
         // client's window closes (see `sys::wake_in_batches`).
-        if let Some(on) = rebatch(io.as_sock(), before, self.discarded, room, self.batched) {
+        if let Some(on) = rebatch(io, before, self.discarded, room, self.batched) {
             self.batched = on;
         }
     }
 
     fn unbatch<S: Socket>(&mut self, io: &S) {
-        if self.batched && sys::wake_in_batches(io.as_sock(), 1).is_ok() {
+        if self.batched && io.wake_in_batches(1).is_ok() {
             self.batched = false;
         }
     }

@@ -2,23 +2,48 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
-use super::outcome::{close_plainly, notify, OnClose, Path};
+use super::outcome::{self, close_plainly, OnClose, Path};
 use crate::machine::Closer;
 use crate::AsyncGracefulClose;
 
 // ===== impl Background =====
 
-/// The close of a dropped [`GracefulIo`], run as its own task.
+/// The close of a dropped [`GracefulIo`](super::GracefulIo), run as its own task. It
+/// owns what the connection kept around the close: the tracker's registration joins
+/// the tracker's lingering closes when the close starts lingering, and a close the
+/// tracker's cap evicts ends here.
 pub(super) struct Background<S: AsyncGracefulClose> {
     pub(super) stream: Option<S>,
     pub(super) closer: Box<Closer>,
+    pub(super) context: Option<outcome::Conn>,
     pub(super) on_close: Option<OnClose>,
 }
 
 // The stream is never pinned: it is only borrowed, and moved out to be dropped.
 impl<S: AsyncGracefulClose> Unpin for Background<S> {}
+
+/// The close's error if the tracker's cap ended it early. Asked only of a lingering
+/// close (the only kind the cap ends): it joins the tracker's lingering closes once
+/// (which may end the longest lingering others), and the task is registered to be woken
+/// by a later eviction.
+fn evicted<S: AsyncGracefulClose>(
+    closer: &mut Closer,
+    conn: Option<&outcome::Conn>,
+    stream: &S,
+    cx: &mut Context<'_>,
+) -> Option<crate::CloseError> {
+    let token = conn?.token.as_ref()?;
+    if !closer.lingering() {
+        return None;
+    }
+    token.lingering();
+    if token.evicted(cx.waker()) {
+        return closer.evict(stream);
+    }
+    None
+}
 
 impl<S: AsyncGracefulClose> Future for Background<S> {
     type Output = ();
@@ -28,11 +53,23 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
         let Some(stream) = this.stream.as_ref() else {
             return Poll::Ready(());
         };
-        let res = ready!(stream.poll_closer(&mut this.closer, cx));
+        let context = this.context.as_ref();
+        let res = match evicted(&mut this.closer, context, stream, cx) {
+            Some(e) => Err(e),
+            None => match stream.poll_closer(&mut this.closer, cx) {
+                Poll::Ready(res) => res,
+                // A close that starts lingering now joins the tracker's lingering closes.
+                Poll::Pending => match evicted(&mut this.closer, context, stream, cx) {
+                    Some(e) => Err(e),
+                    None => return Poll::Pending,
+                },
+            },
+        };
         drop(this.stream.take());
         // A panic in the callback ends this task only: Tokio contains it, and the
         // callback was taken first, so it cannot run twice.
-        notify(this.on_close.take(), &res, Path::Background);
+        let context = this.context.take().unwrap_or_default();
+        context.report(res, this.on_close.take(), Path::Background);
         Poll::Ready(())
     }
 }
@@ -50,6 +87,7 @@ impl<S: AsyncGracefulClose> Drop for Background<S> {
             close_plainly(
                 stream,
                 &self.closer,
+                self.context.take().unwrap_or_default(),
                 self.on_close.take(),
                 why,
                 Path::Background,

@@ -34,7 +34,7 @@ pub(crate) use self::abandon::InputHandle;
 use self::background::Background;
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
-use self::outcome::{close_plainly, notify, Path};
+use self::outcome::{close_plainly, Conn, Path};
 use crate::machine::{Closer, Mode};
 use crate::options::Role;
 use crate::tracker::Hold;
@@ -196,14 +196,23 @@ where
         self
     }
 
-    /// The closer of a close that starts now: registered with the tracker, knowing the
-    /// peer's address.
+    /// The closer of a close that starts now, taking over the discard of abandoned
+    /// input if one ran.
     fn start_closer(&mut self) -> Box<Closer> {
-        let token = self.hold.take().map(Hold::start);
-        let closer = Closer::new(self.options, Mode::Close).tracked(token, self.peer_addr);
+        let closer = Closer::new(self.options, Mode::Close);
         let stream = self.stream.as_ref().expect(TAKEN);
         let before = self.input.hand_over(stream, closer.takes_batches());
         Box::new(closer.taking_over(before))
+    }
+
+    /// What the connection keeps around its close, for the close's task and report:
+    /// the tracker's count becomes the close's registration.
+    fn close_context(&mut self) -> Conn {
+        Conn {
+            token: self.hold.take().map(Hold::start),
+            peer_addr: self.peer_addr,
+            discarded_before: self.input.discarded(),
+        }
     }
 
     /// The handle through which a request served on this connection marks its input
@@ -294,10 +303,12 @@ where
 
     /// Records the end of the close, then reports it (in that order, so that a
     /// panicking callback cannot report twice).
-    fn finish(&mut self, res: Result<CloseReport, CloseError>) {
+    fn finish(&mut self, mut res: Result<CloseReport, CloseError>) {
+        let context = self.close_context();
+        context.annotate(&mut res);
         let kept = res.as_ref().err().map(|e| Box::new(e.duplicate()));
         self.state = State::Closed(kept);
-        notify(self.on_close.take(), &res, Path::Shutdown);
+        context.report(res, self.on_close.take(), Path::Shutdown);
     }
 }
 
@@ -392,9 +403,11 @@ where
                 Poll::Ready(Ok(()))
             }
             Err(e) => {
-                let ret = e.duplicate();
                 this.finish(Err(e));
-                Poll::Ready(Err(ret.into()))
+                match &this.state {
+                    State::Closed(Some(e)) => Poll::Ready(Err(e.duplicate().into())),
+                    _ => unreachable!("a failed shutdown keeps its error"),
+                }
             }
         }
     }
@@ -412,6 +425,7 @@ where
             State::Open => self.start_closer(),
             State::Shut(c) => c,
         };
+        let context = self.close_context();
         let stream = self.stream.take().expect(TAKEN);
         let on_close = self.on_close.take();
         match tokio::runtime::Handle::try_current() {
@@ -421,6 +435,7 @@ where
                 let task = Background {
                     stream: Some(stream),
                     closer,
+                    context: Some(context),
                     on_close,
                 };
                 drop(handle.spawn(task.instrument(tracing::Span::current())));
@@ -428,6 +443,7 @@ where
             Err(_) => close_plainly(
                 stream,
                 &closer,
+                context,
                 on_close,
                 "dropped outside a Tokio runtime: closed at once without a graceful close",
                 Path::NoRuntime,

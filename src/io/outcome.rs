@@ -6,7 +6,8 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::CloseErrorKind;
-use crate::machine::{disarm_linger, Closer};
+use crate::machine::Closer;
+use crate::tracker::Token;
 use crate::{AsyncGracefulClose, CloseError, CloseReport, TARGET};
 
 /// An outcome callback shared by every connection of a listener or layer.
@@ -92,13 +93,20 @@ pub(super) fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseE
         Err(e) => e.report().peer_addr(),
     });
     match res {
-        Ok(r) if r.peer_eof() || !r.acked() => tracing::debug!(
+        Ok(r) if !r.acked() => tracing::debug!(
             target: TARGET,
             %peer,
             path,
             elapsed = ?r.elapsed(),
             drained = r.drained_bytes(),
-            acked = r.acked(),
+            "connection closed: the peer closed too; this platform cannot confirm delivery"
+        ),
+        Ok(r) if r.peer_eof() => tracing::debug!(
+            target: TARGET,
+            %peer,
+            path,
+            elapsed = ?r.elapsed(),
+            drained = r.drained_bytes(),
             "connection closed: everything delivered, the peer closed too"
         ),
         Ok(r) => tracing::debug!(
@@ -148,26 +156,64 @@ impl fmt::Display for Peer {
     }
 }
 
+/// What a connection keeps around its close, apart from the close itself: its
+/// registration with a tracker, the peer's address and the input it discarded before
+/// the close. The close's outcome is reported with them.
+#[derive(Debug, Default)]
+pub(super) struct Conn {
+    /// The tracker's count and lingering cap; dropped once the close is reported.
+    pub(super) token: Option<Token>,
+    /// Read when the stream was wrapped: after a reset the socket no longer knows it.
+    pub(super) peer_addr: Option<std::net::SocketAddr>,
+    /// Input discarded before the close (an abandoned upload).
+    pub(super) discarded_before: u64,
+}
+
+impl Conn {
+    /// Adds what the connection knows to the close's report.
+    pub(super) fn annotate(&self, res: &mut Result<CloseReport, CloseError>) {
+        let report = match res {
+            Ok(r) => r,
+            Err(e) => e.report_mut(),
+        };
+        report.peer_addr = self.peer_addr;
+        report.drained_bytes = report.drained_bytes.saturating_add(self.discarded_before);
+    }
+
+    /// Reports the outcome, then ends the tracker's count: a server that waits for its
+    /// closes sees every callback done.
+    pub(super) fn report(
+        self,
+        mut res: Result<CloseReport, CloseError>,
+        on_close: Option<OnClose>,
+        path: Path,
+    ) {
+        self.annotate(&mut res);
+        notify(on_close, &res, path);
+        drop(self.token);
+    }
+}
+
 /// Closes `stream` at once, never blocking (a non-zero `SO_LINGER` is disarmed first),
 /// and reports why the graceful close could not run to its end.
 pub(super) fn close_plainly<S: AsyncGracefulClose>(
     stream: S,
     closer: &Closer,
+    conn: Conn,
     on_close: Option<OnClose>,
     why: &str,
     path: Path,
 ) {
     if !closer.aborted() {
-        disarm_linger(stream.as_sock());
+        stream.disarm_linger();
     }
     drop(stream);
     let (phase, report) = (closer.phase(), closer.report());
-    // The closer, and with it the tracker's count, goes only once the socket is closed.
     let res = Err(CloseError::new(
         CloseErrorKind::Io,
         phase,
         report,
         Some(io::Error::other(why)),
     ));
-    notify(on_close, &res, path);
+    conn.report(res, on_close, path);
 }

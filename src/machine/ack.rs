@@ -9,25 +9,21 @@ use std::time::Duration;
 use tokio::io::Interest;
 
 use super::time::{Nanos, NEVER};
-use super::Socket;
-use super::{nanos, Closer, Flags, Mode};
+use super::{nanos, Closer, Look, Mode, Socket};
 use crate::sys::{self, SendQueue, SocketKind};
 
 impl Closer {
     /// The close's check: the send queue, after consuming any pending wakeup of the
     /// stream it owns, so that the kernel's next one (our FIN acknowledged, a reset)
     /// wakes this task. (The barrier, which borrows the stream, only looks.)
-    pub(super) fn poll_ack<S: Socket>(&mut self, io: &S, cx: &mut Context<'_>) -> io::Result<Ack> {
+    pub(super) fn poll_ack<S: Socket>(
+        &mut self,
+        io: &S,
+        cx: &mut Context<'_>,
+        look: &mut Look,
+    ) -> io::Result<Ack> {
         if !sys::ACK_CHECK {
             return Ok(Ack::Unknown);
-        }
-        if self.peer_eof() {
-            // A peer acknowledges what it received before it sends its own FIN: with its
-            // EOF read, our FIN is almost surely acknowledged. Look before arming a
-            // wakeup, which is then almost never needed.
-            if let Some(ack) = self.queue_state(io)? {
-                return Ok(ack);
-            }
         }
         let mut edge_armed = false;
         if sys::WRITE_EDGES {
@@ -45,7 +41,7 @@ impl Closer {
         }
         // The wakeup is armed: an acknowledgement from now on wakes us, one before is
         // seen here.
-        if let Some(ack) = self.queue_state(io)? {
+        if let Some(ack) = self.queue_state(io, look)? {
             return Ok(ack);
         }
         Ok(Ack::Pending { edge_armed })
@@ -66,12 +62,14 @@ impl Closer {
         io: &S,
         now: Nanos,
         edge_armed: bool,
+        look: &mut Look,
     ) -> (Nanos, bool) {
         let closing = self.mode == Mode::Close;
         let fast = !(closing && io.kind() == SocketKind::Tcp && edge_armed);
-        let rtt = match io.kind() {
-            SocketKind::Tcp if fast => sys::activity(io.as_sock()).ok().flatten().map(|a| a.rtt),
-            _ => None,
+        let rtt = if fast {
+            look.activity(io).map(|a| a.rtt)
+        } else {
+            None
         };
         let interval = u64::from(self.poll_interval_ms) * 1_000_000;
         let step = if fast {
@@ -93,24 +91,24 @@ impl Closer {
     /// Asks the kernel where our bytes stand: `Some` ends the wait (all acknowledged,
     /// or the platform cannot tell), `None` while bytes are outstanding on a live
     /// connection; the error of a dead one.
-    pub(super) fn queue_state<S: Socket>(&mut self, io: &S) -> io::Result<Option<Ack>> {
-        let sock = io.as_sock();
-        let closing = self.mode == Mode::Close;
-        // Whether the connection may have died unseen. Right after our own shutdown
-        // succeeded it is known alive (a reset from now on wakes us and we ask then).
-        // While the close drains, its reads meet a death themselves: a reset or a
-        // retransmission give-up (`tcp_reset`, `tcp_write_err`) sets the socket's
-        // error and makes it readable, and the next `recv` returns that error. Only a
-        // close that no longer reads (the peer's EOF came first) or the barrier (which
-        // never reads) must ask.
-        let fresh = self.flags.take(Flags::FRESH);
-        let alive = fresh || (closing && self.phase.drains());
-        let state = sys::send_queue(sock, io.kind(), closing, alive)?;
+    pub(super) fn queue_state<S: Socket>(
+        &mut self,
+        io: &S,
+        look: &mut Look,
+    ) -> io::Result<Option<Ack>> {
+        // Whether the connection may have died unseen. While the close drains, its reads
+        // meet a death themselves, in the same pass: a reset or a retransmission give-up
+        // (`tcp_reset`, `tcp_write_err`) sets the socket's error and makes it readable,
+        // and the next `recv` returns that error. Only a close that no longer reads (the
+        // peer's EOF came first) or the barrier (which never reads) must ask.
+        let alive = self.mode == Mode::Close && self.phase.drains();
+        let closed = || Ok(!alive && look.activity(io).is_some_and(|a| a.closed));
+        let state = io.send_queue(self.fin_sent, closed)?;
         let state = match state {
             SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Some(Ack::Done)),
             // AF_UNIX: our queue is empty because the peer read it all, or because it
             // closed without reading and purged it, which leaves ECONNRESET on our side.
-            SendQueue::Empty => match socket2::SockRef::from(&sock).take_error()? {
+            SendQueue::Empty => match io.take_error()? {
                 Some(e) => return Err(e),
                 None => return Ok(Some(Ack::Done)),
             },
@@ -120,7 +118,7 @@ impl Closer {
         // Bytes outstanding. A dead connection never drains: its cause is in SO_ERROR.
         // AF_UNIX: a peer that closed without reading sets ECONNRESET on us.
         if state == SendQueue::Gone || io.kind() != SocketKind::Tcp {
-            match socket2::SockRef::from(&sock).take_error()? {
+            match io.take_error()? {
                 Some(e) => return Err(e),
                 None if state == SendQueue::Gone => {
                     return Err(io::Error::new(

@@ -8,14 +8,18 @@
 use std::io;
 use std::task::{Context, Poll};
 
+use tokio::time::Instant;
+
 use super::ack::Ack;
-use super::{Closer, Flags, Mode, Phase, Socket};
+use super::phase::{End, Phase};
+use super::{Closer, Look, Mode, Socket};
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
 use crate::sys;
 use crate::CloseReport;
 
 impl Closer {
-    /// Drives the barrier ([`Mode::Barrier`]).
+    /// Drives the barrier ([`Mode::Barrier`]): [`Phase::Start`], then
+    /// [`Phase::Delivering`] until every byte is acknowledged.
     pub(super) fn poll_barrier<S: Socket>(
         &mut self,
         io: &S,
@@ -23,24 +27,28 @@ impl Closer {
     ) -> Poll<Result<CloseReport, CloseError>> {
         debug_assert_eq!(self.mode, Mode::Barrier);
         match self.phase {
-            Phase::Done => return Poll::Ready(Err(self.polled_after_done())),
+            Phase::Done(_) => return Poll::Ready(Err(self.polled_after_done())),
             Phase::Start => {
-                if let Err((kind, e)) = self.start(io) {
-                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
-                }
+                self.start = Instant::now();
+                self.phase = Phase::Delivering;
             }
             _ => {}
         }
         loop {
+            let mut look = Look::default();
             let state = if sys::ACK_CHECK {
-                self.queue_state(io)
+                self.queue_state(io, &mut look)
             } else {
                 Ok(Some(Ack::Unknown))
             };
             match state {
                 Ok(Some(Ack::Done)) => {
-                    self.flags.set(Flags::ACKED);
-                    self.end();
+                    self.end(End {
+                        acked: true,
+                        peer_eof: false,
+                        aborted: false,
+                        step: ClosePhase::AckWait,
+                    });
                     return Poll::Ready(Ok(self.report()));
                 }
                 Ok(Some(Ack::Unknown)) => {
@@ -62,7 +70,7 @@ impl Closer {
                 let kind = CloseErrorKind::TimedOut;
                 return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, None)));
             }
-            let (at, fine) = self.recheck_at(io, now, false);
+            let (at, fine) = self.recheck_at(io, now, false, &mut look);
             if self
                 .poll_wait(cx, now, at.min(self.deadline), fine)
                 .is_pending()

@@ -15,10 +15,8 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::Interest;
 
-use super::Socket;
-use super::{nanos, Closer, Flags, Nanos};
-use crate::error::CloseErrorKind;
-use crate::sys::{self, SocketKind};
+use super::phase::{Event, PeerNow};
+use super::{classify, CloseErrorKind, ClosePhase, Closer, Look, Nanos, Socket, Step};
 
 /// Reads per poll before the drain yields to the scheduler (on top of Tokio's budget).
 pub(crate) const MAX_READS_PER_POLL: usize = 64;
@@ -34,166 +32,247 @@ const BATCH_AFTER: u64 = 32 << 10;
 /// The largest batch the drain waits for.
 const BATCH_MAX: u64 = 512 << 10;
 
+/// What the drain knows: its bytes and its limit, and what it learnt of the socket.
+#[derive(Debug)]
+pub(super) struct Drain {
+    /// The most bytes the close discards.
+    pub(super) limit: u64,
+    /// Bytes the close discarded.
+    pub(super) drained: u64,
+    /// Bytes a discard before the close took (an abandoned upload): they count toward
+    /// whether the peer streams, not toward the limit (they were bounded on their own).
+    prior: u64,
+    /// The kernel wakes the drain only once a batch is queued (`SO_RCVLOWAT`).
+    pub(super) batched: bool,
+    /// Whether the socket is TCP by its protocol (`MSG_TRUNC` works), once asked: when
+    /// the drain first has bytes to discard (most closes read the peer's EOF at once and
+    /// never need to ask).
+    tcp: Option<bool>,
+}
+
+impl Drain {
+    pub(super) fn new(limit: u64) -> Self {
+        Drain {
+            limit,
+            drained: 0,
+            prior: 0,
+            batched: false,
+            tcp: None,
+        }
+    }
+
+    /// Whether discards may skip the copy.
+    fn tcp(&self) -> bool {
+        self.tcp == Some(true)
+    }
+
+    /// How much one discard asks for: one byte more than the limit allows, to see a
+    /// peer that exceeds it.
+    fn want(&self) -> usize {
+        self.limit
+            .saturating_sub(self.drained)
+            .saturating_add(1)
+            .min(MAX_DISCARD) as usize
+    }
+}
+
 impl Closer {
-    /// Reads and discards until EOF, the drain limit, an error, or no more data
-    /// (`Pending`).
-    pub(super) fn poll_drain<S: Socket>(
+    /// Takes over a discard of the connection's input that ran before the close (an
+    /// abandoned upload): its batches and what it learnt of the socket stay, and its
+    /// bytes count toward whether the peer streams.
+    pub(crate) fn taking_over(mut self, before: Handover) -> Self {
+        self.drain.prior = before.discarded;
+        self.drain.batched = before.batched;
+        if before.tcp.is_some() {
+            self.drain.tcp = before.tcp;
+        }
+        self
+    }
+
+    /// Whether this close may take over a discard that wakes only for batches: its drain
+    /// limit leaves room for the largest (a batch must never hide an excess).
+    pub(crate) fn takes_batches(&self) -> bool {
+        self.drain.limit >= BATCH_MAX
+    }
+
+    /// The stream is given back before the close ran (`GracefulIo::into_inner` after a
+    /// shutdown): the kernel wakes readers for every byte again.
+    pub(crate) fn unbatch<S: Socket>(&mut self, io: &S) {
+        if self.drain.batched && io.wake_in_batches(1).is_ok() {
+            self.drain.batched = false;
+        }
+    }
+
+    /// The drain's part of a pass: reads and discards until the peer's EOF, the drain
+    /// limit, an error, or no more data (`None`: the pass goes on).
+    pub(super) fn drain_step<S: Socket>(
         &mut self,
         io: &S,
         cx: &mut Context<'_>,
-    ) -> Poll<io::Result<DrainEnd>> {
+        now: Nanos,
+    ) -> Option<Step> {
+        match self.poll_drain(io, cx, now) {
+            Poll::Ready(Ok(Some(DrainEnd::Eof))) => Some(Step::Next(Event::PeerEof)),
+            Poll::Ready(Ok(Some(DrainEnd::OverLimit))) => Some(Step::Fail(
+                CloseErrorKind::DrainLimit,
+                ClosePhase::Drain,
+                None,
+            )),
+            // A peer that keeps the socket full: other tasks get a turn first.
+            Poll::Ready(Ok(None)) => Some(Step::Yield),
+            Poll::Ready(Err(e)) => Some(Step::Fail(classify(&e), ClosePhase::Drain, Some(e))),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Reads and discards until EOF, the drain limit, an error, or no more data
+    /// (`Pending`); `Ready(Ok(None))` after [`MAX_READS_PER_POLL`] reads.
+    fn poll_drain<S: Socket>(
+        &mut self,
+        io: &S,
+        cx: &mut Context<'_>,
+        now: Nanos,
+    ) -> Poll<io::Result<Option<DrainEnd>>> {
         for _ in 0..MAX_READS_PER_POLL {
             ready!(io.poll_read_ready(cx))?;
-            let (want, tcp) = (self.want(), self.flags.has(Flags::TCP));
-            match discard_ready(io, want, tcp) {
+            match discard_ready(io, self.drain.want(), self.drain.tcp()) {
                 Ok(n) => {
-                    if n > 0 && !tcp {
-                        self.learn_protocol(io);
+                    if n > 0 && self.drain.tcp.is_none() {
+                        self.drain.tcp = Some(io.is_tcp());
                     }
-                    if let Some(end) = self.count(io, n) {
-                        return Poll::Ready(Ok(end));
+                    if let Some(end) = self.count(io, n, now) {
+                        return Poll::Ready(Ok(Some(end)));
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        // A peer that keeps the socket full: give other tasks a turn.
-        cx.waker().wake_by_ref();
-        Poll::Pending
+        Poll::Ready(Ok(None))
     }
 
-    /// Whether this close may take over a discard that wakes only for batches: its drain
-    /// limit leaves room for the largest (a batch must never hide an excess).
-    pub(crate) fn takes_batches(&self) -> bool {
-        self.drain_limit >= BATCH_MAX
-    }
-
-    /// The stream is given back before the close ran (`GracefulIo::into_inner` after a
-    /// shutdown): the kernel wakes readers for every byte again.
-    pub(crate) fn unbatch<S: Socket>(&mut self, io: &S) {
-        if self.flags.has(Flags::BATCHED) && sys::wake_in_batches(io.as_sock(), 1).is_ok() {
-            self.flags.take(Flags::BATCHED);
-        }
-    }
-
-    /// The idle deadline passed (`now`). Was the peer really silent? `Ok(None)`: it was
-    /// not (or it closed), the close goes on; otherwise how the close ends.
+    /// The idle bound of a phase that watches the peer's silence since `quiet_since`:
+    /// `Ok` with when it is due while it holds, the step that ends the pass otherwise.
     ///
-    /// The idle bound measures the peer's silence once our bytes are delivered. While
-    /// some are still in flight, the peer may be silent because it is taking them over
-    /// a slow or crowded path (its acknowledgements are all it sends, and a segment
-    /// lost to congestion silences even those for a retransmission timeout or more):
-    /// cutting the close there would let the tail of its upload reset our response.
-    /// Only the deadline bounds that part ([`CloseOptions::user_timeout`] bounds a
-    /// peer that takes nothing).
-    ///
-    /// [`CloseOptions::user_timeout`]: crate::CloseOptions::user_timeout
-    pub(super) fn recheck_idle<S: Socket>(
+    /// Bytes below a batch wait in the queue without a wakeup, so when the bound is due
+    /// a batched drain looks at the queue before it calls the peer silent; bytes found
+    /// there count from the peer's last segment (`TCP_INFO`), not from this read.
+    pub(super) fn idle_check<S: Socket>(
         &mut self,
         io: &S,
         now: Nanos,
-    ) -> io::Result<Option<CloseErrorKind>> {
-        // Asked of the kernel: a close that does not watch the acknowledgement yet
-        // (`Phase::Draining`) may well be delivered.
-        if !self.acked() && sys::unacked(io.as_sock(), io.kind()).is_ok_and(|n| n > 0) {
-            self.idle_deadline = now.saturating_add(self.idle_timeout);
-            return Ok(None);
+        quiet_since: Nanos,
+        look: &mut Look,
+    ) -> Result<Nanos, Step> {
+        let due = quiet_since.saturating_add(self.idle_timeout);
+        if now < due {
+            return Ok(due);
         }
-        if !self.flags.has(Flags::BATCHED) {
+        let idle = Step::Fail(CloseErrorKind::IdleTimeout, ClosePhase::Drain, None);
+        if !self.drain.batched {
             // Every byte woke the drain: the silence is real.
-            return Ok(Some(CloseErrorKind::IdleTimeout));
+            return Err(idle);
         }
-        // Bytes below a batch may be waiting without a wakeup.
-        let n = match sys::discard(io.as_sock(), self.want(), self.flags.has(Flags::TCP)) {
+        let n = match io.discard(self.drain.want(), self.drain.tcp()) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                return Ok(Some(CloseErrorKind::IdleTimeout))
-            }
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(idle),
+            Err(e) => return Err(Step::Fail(classify(&e), ClosePhase::Drain, Some(e))),
         };
-        match self.count(io, n) {
-            Some(DrainEnd::Eof) => {
-                self.on_peer_eof();
-                return Ok(None);
-            }
-            Some(DrainEnd::OverLimit) => return Ok(Some(CloseErrorKind::DrainLimit)),
-            None => {}
-        }
-        // The silence began with the peer's last segment, not with this read.
-        if let Ok(Some(a)) = sys::activity(io.as_sock()) {
-            self.idle_deadline = now
-                .saturating_sub(nanos(a.since_last_data))
-                .saturating_add(self.idle_timeout);
-        }
-        if self.idle_deadline <= now {
-            return Ok(Some(CloseErrorKind::IdleTimeout));
-        }
-        Ok(None)
-    }
-
-    /// Asks the socket its protocol, once: a stream socket of any protocol may be held
-    /// in a `TcpStream`, and only TCP may be drained without a buffer (`MSG_TRUNC`).
-    /// Asked only when the drain first has bytes to discard (copied, up to 4 KiB, until
-    /// then): most closes read the peer's EOF at once and never need it.
-    fn learn_protocol<S: Socket>(&mut self, io: &S) {
-        if !self.flags.has(Flags::PROTOCOL_KNOWN) {
-            self.flags.set(Flags::PROTOCOL_KNOWN);
-            if io.kind() == SocketKind::Tcp && sys::is_tcp(io.as_sock()) {
-                self.flags.set(Flags::TCP);
+        let last = match look.activity(io) {
+            Some(a) => now.saturating_sub(super::nanos(a.since_last_data)),
+            None => now,
+        };
+        match self.count(io, n, last) {
+            Some(DrainEnd::Eof) => Err(Step::Next(Event::PeerEof)),
+            Some(DrainEnd::OverLimit) => Err(Step::Fail(
+                CloseErrorKind::DrainLimit,
+                ClosePhase::Drain,
+                None,
+            )),
+            None => {
+                let due = self.phase.quiet_since().saturating_add(self.idle_timeout);
+                if due <= now {
+                    Err(idle)
+                } else {
+                    Ok(due)
+                }
             }
         }
     }
 
-    /// How much one discard asks for: one byte more than the limit allows, to see a
-    /// peer that exceeds it.
-    fn want(&self) -> usize {
-        self.drain_limit
-            .saturating_sub(self.drained)
-            .saturating_add(1)
-            .min(MAX_DISCARD) as usize
+    /// [`PeerEof::IfSending`](crate::PeerEof::IfSending), once our bytes are
+    /// acknowledged: is the peer still sending? One that sent anything since the close
+    /// began is; one whose EOF is queued has finished; otherwise the kernel's time of
+    /// its last segment tells (where the platform has none, the empty queue decides).
+    pub(super) fn peer_now<S: Socket>(
+        &mut self,
+        io: &S,
+        now: Nanos,
+        look: &mut Look,
+    ) -> Result<PeerNow, Step> {
+        if self.drain.drained > 0 {
+            return Ok(PeerNow::Sending);
+        }
+        // The drain found the queue empty, but its readiness may lag the kernel: ask
+        // the socket itself.
+        match io.discard(1, self.drain.tcp()) {
+            Ok(0) => Ok(PeerNow::EofQueued),
+            Ok(n) => match self.count(io, n, now) {
+                Some(DrainEnd::OverLimit) => Err(Step::Fail(
+                    CloseErrorKind::DrainLimit,
+                    ClosePhase::Drain,
+                    None,
+                )),
+                _ => Ok(PeerNow::Sending),
+            },
+            // An uploading client whose last segment the application read a moment ago
+            // is still sending; an idle one last sent long before the close began.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let began = self.start.elapsed();
+                let quiet = look.activity(io).is_none_or(|a| a.since_last_data > began);
+                Ok(if quiet {
+                    PeerNow::Quiet
+                } else {
+                    PeerNow::Sending
+                })
+            }
+            // Let the drain meet the error and report it.
+            Err(_) => Ok(PeerNow::Sending),
+        }
     }
 
-    /// Counts `n` discarded bytes (0: the peer's EOF); how the drain ends, if it does.
-    pub(super) fn count<S: Socket>(&mut self, io: &S, n: usize) -> Option<DrainEnd> {
+    /// Counts `n` discarded bytes (0: the peer's EOF), the peer's last segment having
+    /// come at `at`; how the drain ends, if it does.
+    fn count<S: Socket>(&mut self, io: &S, n: usize, at: Nanos) -> Option<DrainEnd> {
         if n == 0 {
             return Some(DrainEnd::Eof);
         }
-        let before = self.drained;
-        self.drained = self.drained.saturating_add(n as u64);
-        if self.drained > self.drain_limit {
+        let d = &mut self.drain;
+        let before = d.drained;
+        d.drained = d.drained.saturating_add(n as u64);
+        if d.drained > d.limit {
             return Some(DrainEnd::OverLimit);
         }
-        self.on_peer_data();
-        if self.idle_timeout != super::NEVER {
-            self.idle_deadline = self.now().saturating_add(self.idle_timeout);
-        }
-        if io.kind() == SocketKind::Tcp {
+        if d.tcp() {
             // At most what the limit still allows, so that a batch never hides an excess:
             // near the limit the batch shrinks with the room left, then batching stops.
-            let room = (self.drain_limit - self.drained).saturating_add(1);
-            let batched = self.flags.has(Flags::BATCHED);
+            let room = (d.limit - d.drained).saturating_add(1);
             // Whether the peer streams is judged on its whole input: what the connection
-            // discarded before the close (an abandoned upload) counts from the close's
-            // first discard on, which batches at once unless that discard's batching
-            // was handed over.
-            let prior = self.extra.as_ref().map_or(0, |e| e.discarded_before);
-            let seen = if before == 0 && !batched {
+            // discarded before the close counts from the close's first discard on, which
+            // batches at once unless that discard's batching was handed over.
+            let seen = if before == 0 && !d.batched {
                 0
             } else {
-                prior.saturating_add(before)
+                d.prior.saturating_add(before)
             };
-            let total = prior.saturating_add(self.drained);
-            // On `None` the mark stays as it was; `recheck_idle` and the deadline still
+            let total = d.prior.saturating_add(d.drained);
+            // On `None` the mark stays as it was; the idle check and the deadline still
             // bound the wait.
-            match rebatch(io.as_sock(), seen, total, room, batched) {
-                Some(true) => self.flags.set(Flags::BATCHED),
-                Some(false) => {
-                    self.flags.take(Flags::BATCHED);
-                }
-                None => {}
+            if let Some(on) = rebatch(io, seen, total, room, d.batched) {
+                d.batched = on;
             }
         }
+        self.apply(Event::PeerData { at });
         None
     }
 }
@@ -209,7 +288,7 @@ impl Closer {
 pub(crate) fn discard_ready<S: Socket>(io: &S, want: usize, tcp: bool) -> io::Result<usize> {
     let mut got = 0;
     let res = io.try_io(Interest::READABLE, || {
-        got = sys::discard(io.as_sock(), want, tcp)?;
+        got = io.discard(want, tcp)?;
         if tcp && got > 0 && got < want {
             return Err(io::ErrorKind::WouldBlock.into());
         }
@@ -225,8 +304,8 @@ pub(crate) fn discard_ready<S: Socket>(io: &S, want: usize, tcp: bool) -> io::Re
 /// peer's input with `room` left under its limit: asked for once the peer counts as
 /// streaming, and for smaller batches near the limit. The new batching state, or
 /// `None` when nothing was asked or the kernel refused (the mark then stays as it was).
-pub(crate) fn rebatch(
-    sock: sys::Sock<'_>,
+pub(crate) fn rebatch<S: Socket>(
+    io: &S,
     before: u64,
     after: u64,
     room: u64,
@@ -237,7 +316,7 @@ pub(crate) fn rebatch(
     if !(crossed || shrink) {
         return None;
     }
-    sys::wake_in_batches(sock, BATCH_MAX.min(room) as usize).ok()
+    io.wake_in_batches(BATCH_MAX.min(room) as usize).ok()
 }
 
 /// What a close takes over from a discard of the connection's input that ran before it
@@ -267,7 +346,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::super::{Closer, Flags, Handover, Mode, Socket};
+    use super::super::{Closer, Handover, Mode, Socket};
     use crate::options::Role;
     use crate::CloseOptions;
 
@@ -294,8 +373,8 @@ mod tests {
             // The close waits for the peer's EOF, which never comes.
             let waited = tokio::time::timeout(Duration::from_millis(300), close).await;
             assert!(waited.is_err(), "{waited:?}");
-            assert_eq!(closer.drained, 4096);
-            assert_eq!(closer.flags.has(Flags::BATCHED), batched, "{before:?}");
+            assert_eq!(closer.drain.drained, 4096);
+            assert_eq!(closer.drain.batched, batched, "{before:?}");
         }
     }
 }

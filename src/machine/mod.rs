@@ -19,8 +19,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
-use crate::sys::{self, SocketKind};
-use crate::tracker::Token;
+use crate::sys::{self, Activity, SocketKind};
 use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof, SafeAbort};
 
 mod abort;
@@ -28,14 +27,15 @@ mod ack;
 mod barrier;
 mod drain;
 mod phase;
+#[cfg(all(test, target_os = "linux"))]
+mod sim;
 mod socket;
 mod time;
 
-pub(crate) use self::abort::disarm_linger;
 use self::ack::Ack;
-use self::drain::DrainEnd;
+use self::drain::Drain;
 pub(crate) use self::drain::{discard_ready, rebatch, Handover, MAX_DISCARD, MAX_READS_PER_POLL};
-use self::phase::Phase;
+use self::phase::{End, Event, PeerNow, Phase};
 pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
 use self::time::{millis_ceil, nanos, Nanos, FAR_FUTURE, NEVER};
@@ -43,6 +43,14 @@ use self::time::{millis_ceil, nanos, Nanos, FAR_FUTURE, NEVER};
 /// The most re-checks a close takes by yielding to the scheduler, for acknowledgements
 /// due sooner than Tokio's timer can wait (`ack::recheck_step`); then the timer.
 const MAX_YIELDS: u8 = 16;
+
+/// How long a connection with nothing more to say is given to close its side after our
+/// FIN was acknowledged ([`PeerEof::IfSending`], [`PeerEof::Briefly`]): four round
+/// trips, within these bounds. A peer that answers our FIN (its own FIN, a TLS
+/// `close_notify`) does so within a round trip or two; closing before that would reset
+/// its answer.
+const GRACE_MIN: Duration = Duration::from_millis(10);
+const GRACE_MAX: Duration = Duration::from_secs(1);
 
 /// Whether the machine closes the stream or only waits for the acknowledgements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,71 +61,27 @@ pub(crate) enum Mode {
     Barrier,
 }
 
-/// What a close has learnt so far, one bit each.
-#[derive(Debug, Clone, Copy, Default)]
-struct Flags(u16);
-
-impl Flags {
-    /// Our data and FIN are acknowledged (or, for the barrier, our data).
-    const ACKED: u16 = 1;
-    /// We read the peer's EOF.
-    const PEER_EOF: u16 = 1 << 1;
-    /// A reset was sent ([`OnTimeout::Abort`]).
-    const ABORTED: u16 = 1 << 3;
-    /// Our `shutdown` succeeded and the send queue was not looked at since.
-    const FRESH: u16 = 1 << 4;
-    /// The drain asked the kernel to wake it only for larger batches.
-    const BATCHED: u16 = 1 << 5;
-    /// Our `shutdown(SHUT_WR)` succeeded: a FIN was queued after our data.
-    const FIN_SENT: u16 = 1 << 6;
-    /// The socket is TCP by its protocol (`sys::is_tcp`), not only by its Rust type:
-    /// the drain may discard without copying.
-    const TCP: u16 = 1 << 7;
-    /// The protocol was asked (once, when the drain first found bytes to discard).
-    const PROTOCOL_KNOWN: u16 = 1 << 8;
-    /// [`CloseOptions::abort_when_safe`], not yet looked at: reset at the owner's first
-    /// poll if that loses nothing (cleared by that look).
-    const ABORT_WHEN_SAFE: u16 = 1 << 9;
-
-    fn has(self, flag: u16) -> bool {
-        self.0 & flag != 0
-    }
-
-    fn set(&mut self, flag: u16) {
-        self.0 |= flag;
-    }
-
-    /// Clears `flag`, returning whether it was set.
-    fn take(&mut self, flag: u16) -> bool {
-        let was = self.has(flag);
-        self.0 &= !flag;
-        was
-    }
-}
-
 /// The state of one close. Poll it with the same socket every time.
 ///
-/// Kept small (112 bytes on 64-bit targets): a server may hold thousands of pending
-/// closes, each in its own task. Points in time are [`Nanos`] after `start`; the options
-/// are kept in the resolved, compact form the close needs.
+/// Kept small (under 128 bytes on 64-bit targets): a server may hold thousands of
+/// pending closes, each in its own task. Points in time are [`Nanos`] after `start`;
+/// the options are kept in the resolved, compact form the close needs. What the
+/// connection around it owns (a tracker's registration, the peer's address, input
+/// discarded before the close) stays with the connection.
 #[derive(Debug)]
 pub(crate) struct Closer {
-    /// The first poll; every `Nanos` point below counts from it.
+    /// When our FIN was queued (or the barrier began); every `Nanos` point counts from
+    /// it.
     start: Instant,
-    /// The total deadline (the `timeout` option).
+    /// The total deadline (the `timeout` option), from `start`.
     deadline: Nanos,
-    /// The longest silence while waiting for the peer's EOF; [`NEVER`]: none.
+    /// The longest silence of the peer's in a phase that watches it; [`NEVER`]: none.
     idle_timeout: Nanos,
-    /// When the current silence ends the drain; [`NEVER`]: no idle bound.
-    idle_deadline: Nanos,
     /// The next safety-net re-check of the send queue.
     next_poll: Nanos,
-    drain_limit: u64,
-    drained: u64,
+    drain: Drain,
     /// Armed the first time the close has to wait on time.
     timer: Option<Pin<Box<Sleep>>>,
-    /// What adapters and borrowed streams add (boxed: a bare close does without).
-    extra: Option<Box<Extra>>,
     /// The safety-net re-check interval, whole milliseconds (Tokio's timer resolution).
     poll_interval_ms: u32,
     /// `TCP_USER_TIMEOUT` to set when the close starts, milliseconds; 0: none.
@@ -132,21 +96,42 @@ pub(crate) struct Closer {
     phase: Phase,
     peer_eof_policy: PeerEof,
     on_timeout: OnTimeout,
-    flags: Flags,
+    /// [`CloseOptions::abort_when_safe`]: looked at when the watch starts.
+    abort_when_safe: bool,
+    /// Our `shutdown(SHUT_WR)` succeeded: a FIN was queued after our data.
+    fin_sent: bool,
+    /// What [`CloseOptions::abort_when_safe`] found (boxed: most closes never ask).
+    safe_abort: Option<Box<SafeAbort>>,
 }
 
-/// The adapters' part of a close.
+/// What one pass of a phase found: the close moves on, ends, or waits.
+#[derive(Debug)]
+enum Step {
+    /// An event: the next phase follows from it ([`phase::next`]).
+    Next(Event),
+    /// The close ends with this error, in this step.
+    Fail(CloseErrorKind, ClosePhase, Option<io::Error>),
+    /// Nothing to do before `at` (or a wakeup of the stream's); `fine`: the time is a
+    /// re-check within a round trip, which may come sooner than Tokio's timer.
+    Wait { at: Nanos, fine: bool },
+    /// The peer keeps the socket full: other tasks get a turn first.
+    Yield,
+}
+
+/// One pass's view of the socket: `TCP_INFO` read at most once, when first needed.
 #[derive(Debug, Default)]
-struct Extra {
-    /// The registration with a `CloseTracker`, if any; dropped when the closer is.
-    token: Option<Token>,
-    /// For the report.
-    peer_addr: Option<std::net::SocketAddr>,
-    /// What [`CloseOptions::abort_when_safe`] found at the start.
-    safe_abort: Option<SafeAbort>,
-    /// Input the connection discarded before the close (an abandoned upload), for the
-    /// report.
-    discarded_before: u64,
+struct Look {
+    activity: Option<Option<Activity>>,
+}
+
+impl Look {
+    fn activity<S: Socket>(&mut self, io: &S) -> Option<Activity> {
+        *self.activity.get_or_insert_with(|| match io.kind() {
+            SocketKind::Tcp => io.activity().ok().flatten(),
+            #[cfg(unix)]
+            SocketKind::Unix => None,
+        })
+    }
 }
 
 impl Closer {
@@ -157,14 +142,12 @@ impl Closer {
             start: Instant::now(),
             deadline: nanos(opts.timeout),
             idle_timeout: opts.idle_timeout.map_or(NEVER, nanos),
-            idle_deadline: NEVER,
             next_poll: 0,
-            drain_limit: opts
-                .drain_limit
-                .unwrap_or(CloseOptions::DEFAULT_DRAIN_LIMIT),
-            drained: 0,
+            drain: Drain::new(
+                opts.drain_limit
+                    .unwrap_or(CloseOptions::DEFAULT_DRAIN_LIMIT),
+            ),
             timer: None,
-            extra: None,
             poll_interval_ms: millis_ceil(opts.poll_interval),
             user_timeout_ms: opts.user_timeout_ms().unwrap_or(0),
             poll_shift: 0,
@@ -174,62 +157,21 @@ impl Closer {
             phase: Phase::Start,
             peer_eof_policy: opts.peer_eof.unwrap_or_default(),
             on_timeout: opts.on_timeout,
-            flags: Flags(if opts.abort_when_safe {
-                Flags::ABORT_WHEN_SAFE
-            } else {
-                0
-            }),
+            abort_when_safe: opts.abort_when_safe,
+            fin_sent: false,
+            safe_abort: None,
         }
-    }
-
-    /// Registers the close with a tracker and records the peer's address, for the
-    /// adapters.
-    pub(crate) fn tracked(
-        mut self,
-        token: Option<Token>,
-        peer: Option<std::net::SocketAddr>,
-    ) -> Self {
-        let extra = self.extra.get_or_insert_with(Box::default);
-        extra.token = token;
-        extra.peer_addr = peer;
-        self
-    }
-
-    /// Takes over a discard of the connection's input that ran before the close (an
-    /// abandoned upload): its bytes count in the report (not in the drain limit: they
-    /// were bounded on their own), its batches and what it learnt of the socket stay.
-    pub(crate) fn taking_over(mut self, before: Handover) -> Self {
-        if before.discarded > 0 {
-            self.extra.get_or_insert_with(Box::default).discarded_before = before.discarded;
-        }
-        if before.batched {
-            self.flags.set(Flags::BATCHED);
-        }
-        if let Some(tcp) = before.tcp {
-            self.flags.set(Flags::PROTOCOL_KNOWN);
-            if tcp {
-                self.flags.set(Flags::TCP);
-            }
-        }
-        self
     }
 
     /// Whether the close ended with a reset on purpose.
     pub(crate) fn aborted(&self) -> bool {
-        self.flags.has(Flags::ABORTED)
+        matches!(self.phase, Phase::Done(end) if end.aborted)
     }
 
-    fn acked(&self) -> bool {
-        self.flags.has(Flags::ACKED)
-    }
-
-    /// The close's registration with a tracker, if any.
-    fn token(&self) -> Option<&Token> {
-        self.extra.as_ref().and_then(|e| e.token.as_ref())
-    }
-
-    fn peer_eof(&self) -> bool {
-        self.flags.has(Flags::PEER_EOF)
+    /// Whether the close lingers: everything we sent is acknowledged and it waits for
+    /// the peer's EOF (the only closes a tracker's cap may end early).
+    pub(crate) fn lingering(&self) -> bool {
+        matches!(self.phase, Phase::Lingering { .. })
     }
 
     /// Nanoseconds since the start.
@@ -248,51 +190,51 @@ impl Closer {
 
     /// The step the close is in: what a close cut short was doing.
     pub(crate) fn phase(&self) -> ClosePhase {
-        match self.phase {
-            Phase::Start => ClosePhase::Shutdown,
-            Phase::Delivering | Phase::AckWait => ClosePhase::AckWait,
-            Phase::Draining | Phase::Lingering { .. } => ClosePhase::Drain,
-            Phase::Done if self.acked() => ClosePhase::Drain,
-            Phase::Done => ClosePhase::AckWait,
-        }
+        self.phase.step()
     }
 
     /// What the close did so far.
     pub(crate) fn report(&self) -> CloseReport {
-        let acked = self.acked();
+        let acked = self.phase.acked();
         CloseReport {
             elapsed: if self.phase == Phase::Start {
                 Duration::ZERO
             } else {
                 self.start.elapsed()
             },
-            drained_bytes: self.drained + self.extra.as_ref().map_or(0, |e| e.discarded_before),
-            peer_eof: self.peer_eof(),
+            drained_bytes: self.drain.drained,
+            peer_eof: self.phase.peer_eof(),
             acked,
             unacked_bytes: acked.then_some(0),
             aborted: self.aborted(),
-            peer_addr: self.extra.as_ref().and_then(|e| e.peer_addr),
-            safe_abort: self.extra.as_ref().and_then(|e| e.safe_abort),
+            peer_addr: None,
+            safe_abort: self.safe_abort.as_deref().copied(),
         }
     }
 
     /// Sends our FIN (`shutdown(SHUT_WR)`) if the close has not started yet, and
-    /// returns: the rest of the close waits for [`poll_close`](Self::poll_close). On an
-    /// error the close has ended (and reports it).
+    /// returns: the rest of the close waits for [`poll_close`](Self::poll_close), which
+    /// starts watching the peer then. On an error the close has ended (and reports it).
     pub(crate) fn begin<S: Socket>(&mut self, io: &S) -> Result<(), CloseError> {
         if self.phase != Phase::Start {
             return Ok(());
         }
-        self.start(io)
-            .map_err(|(kind, e)| self.fail(io, kind, ClosePhase::Shutdown, Some(e)))
+        match self.shut(io) {
+            Ok(()) => {
+                self.apply(Event::Shutdown);
+                Ok(())
+            }
+            Err((kind, e)) => Err(self.fail(io, kind, ClosePhase::Shutdown, Some(e))),
+        }
     }
 
     /// Drives the close. A close ([`Mode::Close`]) owns the stream: once this returned
     /// `Ready` the socket should be dropped. The barrier only borrows it and runs its
     /// own loop ([`barrier`]).
     ///
-    /// Each pass runs the current phase's work (look at the send queue, drain), moves
-    /// to the next phase on what it found, then checks the bounds and waits.
+    /// Each pass reads the clock once, runs the current phase's step, then moves to
+    /// the phase its event leads to ([`phase::next`]), ends, or waits on the stream's
+    /// readiness and the timer, never past the deadline.
     pub(crate) fn poll_close<S: Socket>(
         &mut self,
         io: &S,
@@ -301,122 +243,154 @@ impl Closer {
         if self.mode == Mode::Barrier {
             return self.poll_barrier(io, cx);
         }
-        if self.phase != Phase::Done
-            && self.flags.take(Flags::ABORT_WHEN_SAFE)
-            && self.abort_if_safe(io)
-        {
-            return Poll::Ready(Ok(self.report()));
-        }
-        // The first pass of the first poll runs at the start: its time bounds need no
-        // second reading of the clock.
-        let mut at_start = false;
-        match self.phase {
-            Phase::Done => return Poll::Ready(Err(self.polled_after_done())),
-            Phase::Start => {
-                if let Err((kind, e)) = self.start(io) {
-                    return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Shutdown, Some(e))));
-                }
-                at_start = true;
-            }
-            _ => {}
-        }
         loop {
-            if self.token().is_some_and(|t| t.evicted(cx.waker())) {
-                let phase = self.phase();
-                return Poll::Ready(Err(self.fail(io, CloseErrorKind::Evicted, phase, None)));
-            }
-            let phase = self.phase;
-            // The peer's side: drain what it still sends, up to its EOF.
-            if self.phase.drains() {
-                match self.poll_drain(io, cx) {
-                    Poll::Ready(Ok(DrainEnd::Eof)) => self.on_peer_eof(),
-                    Poll::Ready(Ok(DrainEnd::OverLimit)) => {
-                        let kind = CloseErrorKind::DrainLimit;
-                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
-                    }
-                    Poll::Ready(Err(e)) => {
-                        let kind = classify(&e);
-                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, Some(e))));
-                    }
-                    Poll::Pending => {}
+            let now = self.now();
+            let mut look = Look::default();
+            let step = match self.phase {
+                Phase::Start | Phase::Shut => self.watch(io),
+                Phase::Delivering => match self.drain_step(io, cx, now) {
+                    Some(step) => step,
+                    None => self.ack_step(io, cx, now, &mut look),
+                },
+                Phase::AckWait => self.ack_step(io, cx, now, &mut look),
+                Phase::Lingering { .. } | Phase::Draining { .. } => {
+                    self.linger_step(io, cx, now, &mut look)
                 }
-            }
-            // Our side: acknowledged, still in flight, or nobody can tell. Looked at
-            // after the drain, so that a close that ends here has read what came.
-            let mut edge_armed = false;
-            if self.phase.watches_ack() {
-                match self.poll_ack(io, cx) {
-                    Ok(Ack::Done) => {
-                        if let Err(kind) = self.on_acked(io) {
-                            return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
-                        }
-                    }
-                    Ok(Ack::Pending { edge_armed: armed }) => edge_armed = armed,
-                    Ok(Ack::Unknown) => self.on_ack_unknown(),
-                    Err(e) => {
-                        let kind = classify(&e);
-                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::AckWait, Some(e))));
-                    }
-                }
-            }
-            match self.phase {
-                Phase::Done => return Poll::Ready(Ok(self.report())),
-                // A new phase has its own work to do first.
-                next if next != phase => continue,
-                _ => {}
-            }
-
-            // The bounds.
-            let now = if std::mem::take(&mut at_start) {
-                0
-            } else {
-                self.now()
+                Phase::Done(_) => return Poll::Ready(Err(self.polled_after_done())),
             };
-            if now >= self.deadline {
-                let phase = self.phase();
-                let kind = CloseErrorKind::TimedOut;
-                return Poll::Ready(Err(self.fail(io, kind, phase, None)));
-            }
-            let idle = if self.phase.drains() {
-                self.idle_deadline
-            } else {
-                NEVER
-            };
-            if now >= idle {
-                match self.recheck_idle(io, now) {
-                    Ok(None) => continue, // the peer was not silent after all
-                    Ok(Some(kind)) => {
-                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, None)));
-                    }
-                    Err(e) => {
-                        let kind = classify(&e);
-                        return Poll::Ready(Err(self.fail(io, kind, ClosePhase::Drain, Some(e))));
+            match step {
+                Step::Next(event) => {
+                    self.apply(event);
+                    if let Phase::Done(_) = self.phase {
+                        return Poll::Ready(Ok(self.report()));
                     }
                 }
-            }
-            let mut wake_at = self.deadline.min(idle);
-            if let Phase::Lingering { until } = self.phase {
-                if now >= until {
-                    // The peer had its chance to close its side; ours is delivered.
-                    self.end();
-                    return Poll::Ready(Ok(self.report()));
+                Step::Fail(kind, step, source) => {
+                    return Poll::Ready(Err(self.fail(io, kind, step, source)));
                 }
-                wake_at = wake_at.min(until);
-            }
-
-            // Wait until the next bound or re-check of the send queue.
-            let mut fine = false;
-            if self.phase.watches_ack() {
-                let (at, precise) = self.recheck_at(io, now, edge_armed);
-                if at < wake_at {
-                    wake_at = at;
-                    fine = precise;
+                _ if now >= self.deadline => {
+                    let (kind, step) = (CloseErrorKind::TimedOut, self.phase.step());
+                    return Poll::Ready(Err(self.fail(io, kind, step, None)));
                 }
-            }
-            if self.poll_wait(cx, now, wake_at, fine).is_pending() {
-                return Poll::Pending;
+                Step::Yield => {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Step::Wait { at, fine } => {
+                    if self
+                        .poll_wait(cx, now, at.min(self.deadline), fine)
+                        .is_pending()
+                    {
+                        return Poll::Pending;
+                    }
+                }
             }
         }
+    }
+
+    /// [`Phase::Start`] or [`Phase::Shut`]: the owner polls, so the close starts
+    /// watching: the reset that loses nothing if asked for, our FIN if not sent yet.
+    fn watch<S: Socket>(&mut self, io: &S) -> Step {
+        let fresh = self.phase == Phase::Start;
+        if fresh {
+            self.start = Instant::now();
+        }
+        if self.abort_when_safe && self.abort_if_safe(io) {
+            return Step::Next(Event::Aborted);
+        }
+        if fresh {
+            if let Err((kind, e)) = self.shut(io) {
+                return Step::Fail(kind, ClosePhase::Shutdown, Some(e));
+            }
+        }
+        let now = if fresh { 0 } else { self.now() };
+        let ack_check = sys::ACK_CHECK;
+        Step::Next(Event::Watch { now, ack_check })
+    }
+
+    /// [`Phase::Delivering`] (after its drain) and [`Phase::AckWait`]: the send queue.
+    fn ack_step<S: Socket>(
+        &mut self,
+        io: &S,
+        cx: &mut Context<'_>,
+        now: Nanos,
+        look: &mut Look,
+    ) -> Step {
+        match self.poll_ack(io, cx, look) {
+            Ok(Ack::Done) => self.acked_step(io, now, look),
+            Ok(Ack::Unknown) => Step::Next(Event::AckUnknown { now }),
+            Ok(Ack::Pending { edge_armed }) => {
+                let (at, fine) = self.recheck_at(io, now, edge_armed, look);
+                Step::Wait { at, fine }
+            }
+            Err(e) => Step::Fail(classify(&e), ClosePhase::AckWait, Some(e)),
+        }
+    }
+
+    /// Our data and FIN are acknowledged: what the policy needs to know of the peer.
+    fn acked_step<S: Socket>(&mut self, io: &S, now: Nanos, look: &mut Look) -> Step {
+        let policy = self.peer_eof_policy;
+        let delivering = self.phase == Phase::Delivering;
+        let peer = if delivering && policy == PeerEof::IfSending {
+            match self.peer_now(io, now, look) {
+                Ok(peer) => peer,
+                Err(step) => return step,
+            }
+        } else {
+            PeerNow::Unknown
+        };
+        let grace_end = if delivering && (policy == PeerEof::Briefly || peer == PeerNow::Quiet) {
+            now.saturating_add(nanos(grace(look.activity(io).map(|a| a.rtt))))
+        } else {
+            NEVER
+        };
+        Step::Next(Event::Acked {
+            now,
+            peer,
+            grace_end,
+        })
+    }
+
+    /// [`Phase::Lingering`] and [`Phase::Draining`]: the drain, the grace period, the
+    /// peer's silence.
+    fn linger_step<S: Socket>(
+        &mut self,
+        io: &S,
+        cx: &mut Context<'_>,
+        now: Nanos,
+        look: &mut Look,
+    ) -> Step {
+        if let Some(step) = self.drain_step(io, cx, now) {
+            return step;
+        }
+        let until = match self.phase {
+            Phase::Lingering { until, .. } => until,
+            _ => NEVER,
+        };
+        if now >= until {
+            return Step::Next(Event::GraceOver);
+        }
+        match self.idle_check(io, now, self.phase.quiet_since(), look) {
+            Ok(due) => Step::Wait {
+                at: until.min(due),
+                fine: false,
+            },
+            Err(step) => step,
+        }
+    }
+
+    /// Moves to the phase `event` leads to; a finished close lets go of its timer.
+    fn apply(&mut self, event: Event) {
+        self.phase = phase::next(self.phase, event, self.peer_eof_policy);
+        if let Phase::Done(_) = self.phase {
+            self.timer = None;
+        }
+    }
+
+    /// Ends the close as `end` says.
+    fn end(&mut self, end: End) {
+        self.phase = Phase::Done(end);
+        self.timer = None;
     }
 
     /// Waits until `wake_at` (`now` being the present point). A re-check due within a
@@ -457,67 +431,66 @@ impl Closer {
 
     /// The error of a close polled again after it returned its result.
     #[cold]
-    fn polled_after_done(&self) -> CloseError {
+    pub(crate) fn polled_after_done(&self) -> CloseError {
         let e = io::Error::other("graceful close polled after it completed");
         CloseError::new(CloseErrorKind::Io, self.phase(), self.report(), Some(e))
     }
 
-    /// First poll: apply `TCP_USER_TIMEOUT`, send our FIN.
-    fn start<S: Socket>(&mut self, io: &S) -> Result<(), (CloseErrorKind, io::Error)> {
+    /// Applies `TCP_USER_TIMEOUT` and sends our FIN; the start of the deadline.
+    fn shut<S: Socket>(&mut self, io: &S) -> Result<(), (CloseErrorKind, io::Error)> {
         if tokio::runtime::Handle::try_current().is_err() {
             let why = "a graceful close must be polled inside a Tokio runtime";
             return Err((CloseErrorKind::Io, io::Error::other(why)));
         }
         self.start = Instant::now();
-        self.idle_deadline = self.idle_timeout;
-        self.next_poll = 0;
-        self.phase = self.first_phase();
-
-        if self.mode == Mode::Barrier {
-            return Ok(());
-        }
-        let sock = io.as_sock();
         if self.user_timeout_ms > 0 && io.kind() == SocketKind::Tcp {
-            sys::set_user_timeout(sock, self.user_timeout_ms)
+            io.set_user_timeout(self.user_timeout_ms)
                 .map_err(|e| (CloseErrorKind::Io, e))?;
         }
-        match socket2::SockRef::from(&sock).shutdown(std::net::Shutdown::Write) {
+        match io.shutdown_write() {
             Ok(()) => {
-                self.flags.set(Flags::FRESH);
-                self.flags.set(Flags::FIN_SENT);
+                self.fin_sent = true;
                 Ok(())
             }
             // Already shut down, or the connection is already gone: the drain and the
             // ACK check tell which, with SO_ERROR for a reset that came first.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                match socket2::SockRef::from(&sock).take_error() {
-                    Ok(Some(err)) => Err((classify(&err), err)),
-                    _ => Ok(()),
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => match io.take_error() {
+                Ok(Some(err)) => Err((classify(&err), err)),
+                _ => Ok(()),
+            },
             Err(e) => Err((classify(&e), e)),
         }
     }
+}
 
-    /// Marks the close done and lets go of what it waited with.
-    fn end(&mut self) {
-        self.phase = Phase::Done;
-        self.timer = None;
+impl Phase {
+    /// Since when the peer has been silent, in the phases that watch it.
+    fn quiet_since(self) -> Nanos {
+        match self {
+            Phase::Lingering { quiet_since, .. } | Phase::Draining { quiet_since } => quiet_since,
+            _ => NEVER,
+        }
     }
+}
+
+/// Four round trips (where known), within [`GRACE_MIN`] and [`GRACE_MAX`].
+fn grace(rtt: Option<Duration>) -> Duration {
+    rtt.map_or(GRACE_MIN, |rtt| rtt.saturating_mul(4))
+        .clamp(GRACE_MIN, GRACE_MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A pending close is one task per connection: its state must stay small enough
-    /// that `GracefulClose<TcpStream>` (a 32-byte stream and this) plus Tokio's task
-    /// header and trailer fit one 256-byte task cell.
+    /// A pending close is one task per connection: its state must stay small, so that
+    /// a close's task (the stream, this, Tokio's task header and trailer) and its heap
+    /// stay within 512 bytes.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn closer_fits_its_budget() {
         assert!(
-            std::mem::size_of::<Closer>() <= 112,
+            std::mem::size_of::<Closer>() <= 128,
             "Closer is {} bytes",
             std::mem::size_of::<Closer>()
         );

@@ -1,58 +1,108 @@
-//! The phases of a close and what moves it from one to the next.
+//! The phases of a close and the one function that moves it from one to the next.
 //!
 //! ```text
-//!  Start ──FIN queued──▶ Delivering ──peer's EOF──▶ AckWait ──ACK──▶ Done
-//!    │                      │   └──ACK──▶ Lingering ──EOF, or `until`──▶ Done
-//!    │                      └──cannot tell (no ACK check)──▶ Draining
-//!    └──FIN queued, EOF required, untracked──▶ Draining ──peer's EOF──▶ AckWait
+//!  Start ──begin──▶ Shut ──owner polls──┐
+//!    └────────────owner polls───────────┴─▶ Delivering ──peer's EOF──▶ AckWait ──ACK──▶ Done
+//!                                            │   └──ACK──▶ Lingering ──EOF, or `until`──▶ Done
+//!                                            └──cannot tell──▶ Draining ──EOF──▶ Done
 //! ```
 //!
-//! After the acknowledgement, [`PeerEof`] chooses how long to linger for the peer's
-//! EOF: not at all, until it comes, a few round trips, or (a peer still sending) until
-//! it comes.
+//! Each phase owns what only it needs: the idle clock exists only in the phases that
+//! watch the peer's silence ([`Phase::Lingering`], [`Phase::Draining`]), counted from
+//! when the close entered them or from the peer's last bytes, whichever is later; what
+//! the close learnt (acknowledged, the peer's EOF, reset on purpose) is the phase
+//! itself, or the [`End`] of a finished close. A bound (the deadline, the idle
+//! timeout, the drain limit), an error or the tracker's eviction ends any phase with
+//! an error ([`Closer::fail`](super::Closer::fail)).
+//!
+//! [`next`] is pure: the work that finds an event (a read, a look at the send queue,
+//! the clock) happens in the phase's step in `mod.rs`; what follows from it, here.
 
-use std::io;
-use std::time::Duration;
-
-use super::drain::DrainEnd;
-use super::Socket;
-use super::{nanos, Closer, Flags, Mode, Nanos, NEVER};
-use crate::error::CloseErrorKind;
-use crate::sys;
+use crate::error::ClosePhase;
 use crate::PeerEof;
 
-/// How long a connection with nothing more to say is given to close its side after our
-/// FIN was acknowledged ([`PeerEof::IfSending`], [`PeerEof::Briefly`]): four round
-/// trips, within these bounds. A peer that answers our FIN (its own FIN, a TLS
-/// `close_notify`) does so within a round trip or two; closing before that would reset
-/// its answer.
-const GRACE_MIN: Duration = Duration::from_millis(10);
-const GRACE_MAX: Duration = Duration::from_secs(1);
+use super::time::{Nanos, NEVER};
 
-/// Where a close stands: one state per phase, each left on one kind of event (the
-/// module's diagram).
-///
-/// A bound (the deadline, the idle timeout, the drain limit), an error or the
-/// tracker's eviction ends any phase with an error.
+/// Where a close stands: one state per phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
     /// Not started: our FIN goes out at the first poll.
     Start,
-    /// Our FIN is queued after our data; the peer's input is drained until its EOF and
-    /// the acknowledgement is not looked at yet: the close cannot end before that EOF
-    /// ([`PeerEof::Required`], or a platform that cannot tell), and a peer
-    /// acknowledges our FIN before it sends its own.
-    Draining,
+    /// Our FIN is queued (`GracefulIo::poll_shutdown`), and the owner has not polled
+    /// the close yet: the application may still be reading. Nothing is watched and no
+    /// clock but the deadline runs; leaving it starts the watch.
+    Shut,
     /// Our data and FIN are in flight. The peer's input is drained meanwhile, so that
-    /// unread bytes never turn the close into a reset.
+    /// unread bytes never turn the close into a reset; its silence is not judged (a
+    /// peer taking our bytes over a slow path sends nothing but acknowledgements).
     Delivering,
     /// The peer's EOF was read: only the acknowledgement of our bytes is awaited.
     AckWait,
     /// Our data and FIN are acknowledged; the peer's EOF is awaited (its input drained)
-    /// until `until`, [`NEVER`] for as long as the bounds allow.
-    Lingering { until: Nanos },
+    /// until `until` ([`NEVER`]: as long as the bounds allow). The peer has been silent
+    /// since `quiet_since`.
+    Lingering { until: Nanos, quiet_since: Nanos },
+    /// The platform cannot tell whether our bytes were acknowledged: the peer's EOF is
+    /// the only evidence, drained for. Silent since `quiet_since`.
+    Draining { quiet_since: Nanos },
     /// Ended, with its result returned.
-    Done,
+    Done(End),
+}
+
+/// What a finished close knew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct End {
+    /// Our data and FIN were acknowledged.
+    pub(super) acked: bool,
+    /// The peer's EOF was read.
+    pub(super) peer_eof: bool,
+    /// A reset was sent on purpose.
+    pub(super) aborted: bool,
+    /// The step the close was in when it ended.
+    pub(super) step: ClosePhase,
+}
+
+/// What the close found; the input of [`next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Event {
+    /// `begin`: our FIN was queued; the owner polls later.
+    Shutdown,
+    /// The owner polls: the close starts watching at `now`, the acknowledgement too
+    /// where the platform can tell (`ack_check`).
+    Watch { now: Nanos, ack_check: bool },
+    /// Bytes of the peer's were discarded; its last segment came at `at`.
+    PeerData { at: Nanos },
+    /// The peer's EOF was read.
+    PeerEof,
+    /// Our data and FIN are acknowledged at `now`. `peer`: what the peer is doing, as
+    /// far as the policy needed to look; `grace_end`: when a grace period starting
+    /// now ends.
+    Acked {
+        now: Nanos,
+        peer: PeerNow,
+        grace_end: Nanos,
+    },
+    /// The platform cannot tell whether our bytes were acknowledged.
+    AckUnknown { now: Nanos },
+    /// A lingering close's grace period is over.
+    GraceOver,
+    /// The reset that loses nothing was sent ([`CloseOptions::abort_when_safe`]).
+    ///
+    /// [`CloseOptions::abort_when_safe`]: crate::CloseOptions::abort_when_safe
+    Aborted,
+}
+
+/// What the peer does when our bytes are acknowledged ([`PeerEof::IfSending`] looks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PeerNow {
+    /// Not looked at: the policy does not depend on it.
+    Unknown,
+    /// Its EOF was already queued (and is now read).
+    EofQueued,
+    /// It sent something since the close began.
+    Sending,
+    /// It has been quiet since before the close began.
+    Quiet,
 }
 
 impl Phase {
@@ -60,144 +110,285 @@ impl Phase {
     pub(super) fn drains(self) -> bool {
         matches!(
             self,
-            Phase::Draining | Phase::Delivering | Phase::Lingering { .. }
+            Phase::Delivering | Phase::Lingering { .. } | Phase::Draining { .. }
         )
     }
 
-    /// Whether the close looks at the send queue in this phase.
-    pub(super) fn watches_ack(self) -> bool {
-        matches!(self, Phase::Delivering | Phase::AckWait)
+    /// Whether our data and FIN are known to be acknowledged.
+    pub(super) fn acked(self) -> bool {
+        match self {
+            Phase::Lingering { .. } => true,
+            Phase::Done(end) => end.acked,
+            _ => false,
+        }
+    }
+
+    /// Whether the peer's EOF was read.
+    pub(super) fn peer_eof(self) -> bool {
+        match self {
+            Phase::AckWait => true,
+            Phase::Done(end) => end.peer_eof,
+            _ => false,
+        }
+    }
+
+    /// The step of the public API this phase is part of (what a close cut short here
+    /// was doing).
+    pub(super) fn step(self) -> ClosePhase {
+        match self {
+            Phase::Start => ClosePhase::Shutdown,
+            Phase::Shut | Phase::Delivering | Phase::AckWait => ClosePhase::AckWait,
+            Phase::Lingering { .. } | Phase::Draining { .. } => ClosePhase::Drain,
+            Phase::Done(end) => end.step,
+        }
+    }
+
+    /// The end of a close that finished in this phase on its own (not on an error).
+    fn end(self, acked: bool, peer_eof: bool) -> Phase {
+        Phase::Done(End {
+            acked,
+            peer_eof,
+            aborted: false,
+            step: self.step(),
+        })
     }
 }
 
-impl Closer {
-    /// The phase after our FIN was queued. The acknowledgement is looked at while the
-    /// peer's input is drained, unless the close cannot end before the peer's EOF
-    /// anyway. A tracked close looks at once: only an acknowledged close may be ended
-    /// early by the tracker's cap.
-    pub(super) fn first_phase(&self) -> Phase {
-        let eof_first = self.peer_eof_policy == PeerEof::Required && self.token().is_none();
-        if eof_first && self.mode == Mode::Close {
-            Phase::Draining
-        } else {
-            Phase::Delivering
-        }
-    }
-
-    /// Moves to `next`; entering [`Phase::Done`] lets go of what the close waited with.
-    fn enter(&mut self, next: Phase) {
-        if next == Phase::Done {
-            self.end();
-        } else {
-            self.phase = next;
-        }
-    }
-
-    /// The peer's EOF was read.
-    pub(super) fn on_peer_eof(&mut self) {
-        self.flags.set(Flags::PEER_EOF);
-        self.enter(match self.phase {
-            Phase::Draining | Phase::Delivering => Phase::AckWait,
-            Phase::Lingering { .. } => Phase::Done,
-            other => other,
-        });
-    }
-
-    /// The platform cannot tell whether our bytes were acknowledged: the peer's EOF is
-    /// the only evidence left.
-    pub(super) fn on_ack_unknown(&mut self) {
-        self.enter(match self.phase {
-            Phase::Delivering => Phase::Draining,
-            _ => Phase::Done,
-        });
-    }
-
-    /// Our data and FIN are acknowledged: the close ends, or lingers for the peer's
-    /// EOF. `Err` when the bytes its own look at the socket found exceed the drain limit.
-    pub(super) fn on_acked<S: Socket>(&mut self, io: &S) -> Result<(), CloseErrorKind> {
-        self.flags.set(Flags::ACKED);
-        if let Some(token) = self.token() {
-            token.lingering();
-        }
-        let next = if self.phase == Phase::AckWait {
-            // The peer's EOF came first.
-            Phase::Done
-        } else {
-            match self.peer_eof_policy {
-                PeerEof::NotRequired => Phase::Done,
-                PeerEof::Required => Phase::Lingering { until: NEVER },
-                PeerEof::Briefly => Phase::Lingering {
-                    until: self.grace_end(io),
-                },
-                PeerEof::IfSending => self.linger_if_sending(io)?,
-            }
-        };
-        self.enter(next);
-        Ok(())
-    }
-
-    /// Some bytes of the peer's were discarded: under [`PeerEof::IfSending`] a peer
-    /// still sending is drained to its EOF, its grace period over.
-    pub(super) fn on_peer_data(&mut self) {
-        if self.peer_eof_policy == PeerEof::IfSending {
-            if let Phase::Lingering { until } = &mut self.phase {
-                *until = NEVER;
-            }
-        }
-    }
-
-    /// [`PeerEof::IfSending`]: a peer that sent anything since the close began is
-    /// drained to its EOF; a quiet one is given a grace period; one whose EOF is
-    /// already queued ends the close.
-    fn linger_if_sending<S: Socket>(&mut self, io: &S) -> Result<Phase, CloseErrorKind> {
-        if self.drained > 0 {
-            return Ok(Phase::Lingering { until: NEVER });
-        }
-        // Nothing was drained and the drain found the queue empty, but its readiness
-        // may lag the kernel: ask the socket itself.
-        Ok(
-            match sys::discard(io.as_sock(), 1, self.flags.has(Flags::TCP)) {
-                Ok(0) => {
-                    self.flags.set(Flags::PEER_EOF);
-                    Phase::Done
-                }
-                Ok(n) => {
-                    // Counted as the drain counts: the limit and the idle bound see it.
-                    if let Some(DrainEnd::OverLimit) = self.count(io, n) {
-                        return Err(CloseErrorKind::DrainLimit);
-                    }
-                    Phase::Lingering { until: NEVER }
-                }
-                // The queue is empty. Did the peer send anything since the close began?
-                // An uploading client whose last segment the application read a moment
-                // ago is still sending; an idle one last sent long before. (Where the
-                // platform cannot tell, the empty queue decides.)
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let activity = sys::activity(io.as_sock()).ok().flatten();
-                    let quiet = activity.is_none_or(|a| a.since_last_data > self.start.elapsed());
-                    let until = if quiet {
-                        self.now()
-                            .saturating_add(nanos(grace(activity.map(|a| a.rtt))))
-                    } else {
-                        NEVER
-                    };
-                    Phase::Lingering { until }
-                }
-                // Let the drain meet the error and report it.
-                Err(_) => Phase::Lingering { until: NEVER },
+/// The phase after `event` in `phase`, under the peer's-EOF `policy`. Events that do
+/// not apply to a phase leave it as it is.
+pub(super) fn next(phase: Phase, event: Event, policy: PeerEof) -> Phase {
+    use Phase::*;
+    match (phase, event) {
+        (Done(_), _) => phase,
+        (_, Event::Aborted) => Done(End {
+            acked: true,
+            peer_eof: phase.peer_eof(),
+            aborted: true,
+            step: phase.step(),
+        }),
+        (Start, Event::Shutdown) => Shut,
+        (
+            Start | Shut,
+            Event::Watch {
+                ack_check: true, ..
             },
-        )
-    }
-
-    /// When a grace period starting now ends.
-    fn grace_end<S: Socket>(&self, io: &S) -> Nanos {
-        let rtt = sys::activity(io.as_sock()).ok().flatten().map(|a| a.rtt);
-        self.now().saturating_add(nanos(grace(rtt)))
+        ) => Delivering,
+        (Start | Shut, Event::Watch { now, .. }) => Draining { quiet_since: now },
+        (Delivering, Event::PeerEof) => AckWait,
+        (Lingering { .. }, Event::PeerEof) => phase.end(true, true),
+        (Draining { .. }, Event::PeerEof) => phase.end(false, true),
+        (Lingering { until, quiet_since }, Event::PeerData { at }) => Lingering {
+            // A peer still sending is drained to its EOF, its grace period over.
+            until: if policy == PeerEof::IfSending {
+                NEVER
+            } else {
+                until
+            },
+            quiet_since: quiet_since.max(at),
+        },
+        (Draining { quiet_since }, Event::PeerData { at }) => Draining {
+            quiet_since: quiet_since.max(at),
+        },
+        (AckWait, Event::Acked { .. }) => phase.end(true, true),
+        (
+            Delivering,
+            Event::Acked {
+                now,
+                peer,
+                grace_end,
+            },
+        ) => match (policy, peer) {
+            (PeerEof::NotRequired, _) | (PeerEof::IfSending, PeerNow::EofQueued) => {
+                phase.end(true, peer == PeerNow::EofQueued)
+            }
+            (PeerEof::Briefly, _) | (PeerEof::IfSending, PeerNow::Quiet) => Lingering {
+                until: grace_end,
+                quiet_since: now,
+            },
+            (PeerEof::Required | PeerEof::IfSending, _) => Lingering {
+                until: NEVER,
+                quiet_since: now,
+            },
+        },
+        (Delivering, Event::AckUnknown { now }) => Draining { quiet_since: now },
+        (AckWait, Event::AckUnknown { .. }) => phase.end(false, true),
+        (Lingering { .. }, Event::GraceOver) => phase.end(true, false),
+        _ => phase,
     }
 }
 
-/// Four round trips (where known), within [`GRACE_MIN`] and [`GRACE_MAX`].
-fn grace(rtt: Option<Duration>) -> Duration {
-    rtt.map_or(GRACE_MIN, |rtt| rtt.saturating_mul(4))
-        .clamp(GRACE_MIN, GRACE_MAX)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const L: Nanos = 7;
+    const G: Nanos = 9;
+
+    fn done(acked: bool, peer_eof: bool, step: ClosePhase) -> Phase {
+        Phase::Done(End {
+            acked,
+            peer_eof,
+            aborted: false,
+            step,
+        })
+    }
+
+    fn acked(peer: PeerNow) -> Event {
+        Event::Acked {
+            now: L,
+            peer,
+            grace_end: G,
+        }
+    }
+
+    /// Every transition, one row each: (phase, event, policy) → phase.
+    #[test]
+    fn the_transition_table() {
+        use ClosePhase::{AckWait as A, Drain as D};
+        use Event as E;
+        use PeerEof::*;
+        use Phase::*;
+        let linger = |until| Lingering {
+            until,
+            quiet_since: L,
+        };
+        let watch = |ack_check| E::Watch { now: L, ack_check };
+        let rows = [
+            (Start, E::Shutdown, Required, Shut),
+            (Start, watch(true), Required, Delivering),
+            (Shut, watch(true), Required, Delivering),
+            (Shut, watch(false), Required, Draining { quiet_since: L }),
+            (Delivering, E::PeerEof, Required, AckWait),
+            (
+                AckWait,
+                acked(PeerNow::Unknown),
+                Required,
+                done(true, true, A),
+            ),
+            (
+                AckWait,
+                E::AckUnknown { now: L },
+                Required,
+                done(false, true, A),
+            ),
+            (
+                Delivering,
+                E::AckUnknown { now: L },
+                Required,
+                Draining { quiet_since: L },
+            ),
+            (
+                Delivering,
+                acked(PeerNow::Unknown),
+                NotRequired,
+                done(true, false, A),
+            ),
+            (Delivering, acked(PeerNow::Unknown), Required, linger(NEVER)),
+            (Delivering, acked(PeerNow::Unknown), Briefly, linger(G)),
+            (
+                Delivering,
+                acked(PeerNow::Sending),
+                IfSending,
+                linger(NEVER),
+            ),
+            (Delivering, acked(PeerNow::Quiet), IfSending, linger(G)),
+            (
+                Delivering,
+                acked(PeerNow::EofQueued),
+                IfSending,
+                done(true, true, A),
+            ),
+            (linger(G), E::PeerEof, Briefly, done(true, true, D)),
+            (linger(G), E::GraceOver, Briefly, done(true, false, D)),
+            (
+                linger(G),
+                E::PeerData { at: 8 },
+                Briefly,
+                Lingering {
+                    until: G,
+                    quiet_since: 8,
+                },
+            ),
+            (
+                linger(G),
+                E::PeerData { at: 8 },
+                IfSending,
+                Lingering {
+                    until: NEVER,
+                    quiet_since: 8,
+                },
+            ),
+            // The peer's last segment, read late, never moves the clock back.
+            (linger(G), E::PeerData { at: 3 }, Briefly, linger(G)),
+            (
+                Draining { quiet_since: L },
+                E::PeerData { at: 8 },
+                Required,
+                Draining { quiet_since: 8 },
+            ),
+            (
+                Draining { quiet_since: L },
+                E::PeerEof,
+                Required,
+                done(false, true, D),
+            ),
+            // Data while delivering does not start a silence clock: there is none.
+            (Delivering, E::PeerData { at: 8 }, IfSending, Delivering),
+            // Nothing moves a finished close.
+            (
+                done(true, true, A),
+                E::PeerEof,
+                Required,
+                done(true, true, A),
+            ),
+            (
+                done(true, true, A),
+                E::Aborted,
+                Required,
+                done(true, true, A),
+            ),
+            // Events that do not apply leave the phase alone.
+            (Shut, E::PeerEof, Required, Shut),
+            (AckWait, E::GraceOver, Required, AckWait),
+            (Delivering, E::GraceOver, Briefly, Delivering),
+        ];
+        for (phase, event, policy, want) in rows {
+            assert_eq!(
+                next(phase, event, policy),
+                want,
+                "{phase:?} + {event:?} ({policy:?})"
+            );
+        }
+        // The reset that loses nothing ends any live phase, acknowledged.
+        for phase in [
+            Start,
+            Shut,
+            Delivering,
+            AckWait,
+            linger(G),
+            Draining { quiet_since: L },
+        ] {
+            let Done(end) = next(phase, E::Aborted, Required) else {
+                panic!("{phase:?} did not end");
+            };
+            assert!(end.aborted && end.acked, "{phase:?}");
+            assert_eq!(end.peer_eof, phase == AckWait);
+            assert_eq!(end.step, phase.step());
+        }
+    }
+
+    /// What the phases say of themselves: a finished close keeps the step it ended in.
+    #[test]
+    fn phases_report_what_they_know() {
+        let ended = done(true, false, ClosePhase::AckWait);
+        assert_eq!(
+            ended.step(),
+            ClosePhase::AckWait,
+            "an acknowledged end keeps its step"
+        );
+        assert!(ended.acked() && !ended.peer_eof());
+        assert!(Phase::AckWait.peer_eof() && !Phase::AckWait.acked());
+        assert_eq!(Phase::Shut.step(), ClosePhase::AckWait);
+        assert!(!Phase::Shut.drains() && !Phase::AckWait.drains());
+    }
 }

@@ -58,21 +58,18 @@ fn outq(fd: Sock<'_>) -> io::Result<usize> {
     Ok(n.max(0) as usize)
 }
 
-/// Where our bytes stand: `SIOCOUTQ`, and `TCP_INFO` only when bytes are outstanding
-/// and the connection may have died since the caller last knew it alive (`alive`:
-/// e.g. our own `shutdown` succeeded a moment ago; a reset since then wakes the caller,
-/// which then asks again with `alive == false`).
+/// Where our bytes stand: `SIOCOUTQ`, and whether the connection is closed (`closed`,
+/// the caller's `TCP_INFO` reading, or `false` where it knows the connection alive)
+/// only when bytes are outstanding. Our FIN counts in `SIOCOUTQ`: `fin_sent` is not
+/// needed here.
 pub(crate) fn send_queue(
     fd: Sock<'_>,
     kind: SocketKind,
     _fin_sent: bool,
-    alive: bool,
+    closed: impl FnOnce() -> io::Result<bool>,
 ) -> io::Result<SendQueue> {
     let tcp = kind == SocketKind::Tcp;
-    judge_queue(
-        || outq(fd),
-        || Ok(tcp && !alive && tcp_state(fd)? == TCP_CLOSE),
-    )
+    judge_queue(|| outq(fd), || Ok(tcp && closed()?))
 }
 
 /// [`send_queue`] from its two readings. A socket still open in user space moves to
@@ -166,20 +163,17 @@ pub(crate) fn discard(fd: Sock<'_>, max: usize, tcp: bool) -> io::Result<usize> 
     Ok(n as usize)
 }
 
-/// What the peer did lately, from `TCP_INFO`: `tcpi_last_data_recv` (milliseconds since
-/// its last data segment, kept by the kernel in `icsk_ack.lrcvtime`, jiffy resolution)
-/// and `tcpi_rtt` (the smoothed round-trip time, microseconds).
+/// What `TCP_INFO` says of the connection: `tcpi_last_data_recv` (milliseconds since
+/// the peer's last data segment, kept by the kernel in `icsk_ack.lrcvtime`, jiffy
+/// resolution), `tcpi_rtt` (the smoothed round-trip time, microseconds) and whether
+/// `tcpi_state` is `TCP_CLOSE`.
 pub(crate) fn activity(fd: Sock<'_>) -> io::Result<Option<super::Activity>> {
     let info = tcp_info(fd)?;
     Ok(Some(super::Activity {
         since_last_data: Duration::from_millis(info.tcpi_last_data_recv.into()),
         rtt: Duration::from_micros(info.tcpi_rtt.into()),
+        closed: info.tcpi_state == TCP_CLOSE,
     }))
-}
-
-/// `getsockopt(IPPROTO_TCP, TCP_INFO)`, of which only `tcpi_state` is used.
-fn tcp_state(fd: Sock<'_>) -> io::Result<u8> {
-    Ok(tcp_info(fd)?.tcpi_state)
 }
 
 /// `getsockopt(IPPROTO_TCP, TCP_INFO)`.

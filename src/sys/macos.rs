@@ -87,7 +87,7 @@ pub(crate) fn send_queue(
     fd: Sock<'_>,
     kind: SocketKind,
     fin_sent: bool,
-    _alive: bool,
+    _closed: impl FnOnce() -> io::Result<bool>,
 ) -> io::Result<SendQueue> {
     super::bsd::send_queue(fd, kind, fin_sent, tcp_state, nwrite)
 }

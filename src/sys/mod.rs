@@ -17,10 +17,10 @@
 //! |---|---|
 //! | `ACK_CHECK` | `false`: [`send_queue`] always answers [`SendQueue::Unknown`] and is not called; `true`: it may tell, and answers `Unknown` at run time where the system cannot |
 //! | `WRITE_EDGES` | whether a write-readiness edge after our FIN is the kernel's wakeup (our FIN acknowledged, a reset): true for edge-triggered epoll and kqueue; `false` makes the close re-check on its timer instead |
-//! | `send_queue(sock, kind, fin_sent, alive)` | the [`SendQueue`] state (`alive`: the caller knows the connection was alive a moment ago) |
+//! | `send_queue(sock, kind, fin_sent, closed)` | the [`SendQueue`] state (`fin_sent`: our `shutdown` succeeded; `closed`: the caller's reading of whether the connection is closed, asked only where the platform needs it) |
 //! | `unacked(sock, kind)`, `unsent(sock, kind)` | byte counts for the public API, or `Unsupported` |
-//! | `discard(sock, kind, max)` | reads and throws away up to `max` bytes, never blocking |
-//! | `activity(sock)` | time since the peer's last data, and the round-trip time, where known |
+//! | `discard(sock, max, tcp)` | reads and throws away up to `max` bytes, never blocking (`tcp`: the socket is TCP by its protocol, so `MSG_TRUNC` may be used) |
+//! | `activity(sock)` | time since the peer's last data, the round-trip time and whether the connection is closed, where known |
 //! | `set_user_timeout(sock, t)` | the kernel's retransmission bound, or `Unsupported` |
 //! | `wake_in_batches(sock, batch)` | wake the drain only once `batch` bytes are queued (`true`: batching is on), or nothing (`false`) |
 //! | `set_cork(fd, on)` (Unix) | `TCP_CORK` / `TCP_NOPUSH`, or `Unsupported` |
@@ -156,6 +156,9 @@ pub(crate) struct Activity {
 
     /// The smoothed round-trip time.
     pub(crate) rtt: std::time::Duration,
+
+    /// The connection is closed (`TCP_CLOSE`): reset, given up, or ended.
+    pub(crate) closed: bool,
 }
 
 /// Where the bytes we wrote stand, as far as the platform can tell.

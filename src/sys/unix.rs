@@ -17,7 +17,7 @@ pub(crate) fn send_queue(
     _fd: Sock<'_>,
     _kind: SocketKind,
     _fin_sent: bool,
-    _alive: bool,
+    _closed: impl FnOnce() -> io::Result<bool>,
 ) -> io::Result<SendQueue> {
     Ok(SendQueue::Unknown)
 }

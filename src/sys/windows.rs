@@ -115,7 +115,7 @@ pub(crate) fn send_queue(
     sock: Sock<'_>,
     kind: SocketKind,
     fin_sent: bool,
-    _alive: bool,
+    _closed: impl FnOnce() -> io::Result<bool>,
 ) -> io::Result<SendQueue> {
     let SocketKind::Tcp = kind;
     let Some(info) = tcp_info(sock)? else {
