@@ -14,7 +14,7 @@ use crate::AsyncGracefulClose;
 /// owns what the connection kept around the close: the tracker's registration joins
 /// the tracker's lingering closes when the close starts lingering, and a close the
 /// tracker's cap evicts ends here.
-pub(super) struct Background<S: AsyncGracefulClose> {
+pub(crate) struct Background<S: AsyncGracefulClose> {
     pub(super) stream: Option<S>,
     pub(super) closer: Box<Closer>,
     pub(super) context: Option<outcome::Conn>,
@@ -93,5 +93,33 @@ impl<S: AsyncGracefulClose> Drop for Background<S> {
                 Path::Background,
             );
         }
+    }
+}
+
+/// A background close as a `GracefulIo` drop makes it, for the crate's simulation: the
+/// closer, the tracker's registration (`hold`) and the outcome callback.
+#[cfg(test)]
+pub(crate) fn test_close<S: AsyncGracefulClose>(
+    stream: S,
+    closer: Closer,
+    hold: Option<crate::tracker::Hold>,
+    on_close: impl FnOnce(&Result<crate::CloseReport, crate::CloseError>) + Send + 'static,
+) -> Background<S> {
+    Background {
+        stream: Some(stream),
+        closer: Box::new(closer),
+        context: Some(outcome::Conn {
+            token: hold.map(crate::tracker::Hold::start),
+            ..outcome::Conn::default()
+        }),
+        on_close: Some(OnClose::once(on_close)),
+    }
+}
+
+#[cfg(test)]
+impl<S: AsyncGracefulClose> Background<S> {
+    /// The close, for the simulation's invariants.
+    pub(crate) fn closer(&self) -> &Closer {
+        &self.closer
     }
 }

@@ -31,7 +31,10 @@ use self::abandon::Abandoned;
 #[cfg(feature = "axum")]
 pub(crate) use self::abandon::DiscardBounds;
 pub(crate) use self::abandon::InputHandle;
+#[cfg(not(test))]
 use self::background::Background;
+#[cfg(test)]
+pub(crate) use self::background::{test_close, Background};
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, Conn, Path};

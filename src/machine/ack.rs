@@ -102,7 +102,15 @@ impl Closer {
         // and the next `recv` returns that error. Only a close that no longer reads (the
         // peer's EOF came first) or the barrier (which never reads) must ask.
         let alive = self.mode == Mode::Close && self.phase.drains();
-        let closed = || Ok(!alive && look.activity(io).is_some_and(|a| a.closed));
+        let mut blind = false;
+        let closed = || {
+            if alive {
+                return Ok(false);
+            }
+            let activity = look.activity(io);
+            blind = activity.is_none();
+            Ok(activity.is_some_and(|a| a.closed))
+        };
         let state = io.send_queue(self.fin_sent, closed)?;
         let state = match state {
             SendQueue::Empty if io.kind() == SocketKind::Tcp => return Ok(Some(Ack::Done)),
@@ -117,7 +125,9 @@ impl Closer {
         };
         // Bytes outstanding. A dead connection never drains: its cause is in SO_ERROR.
         // AF_UNIX: a peer that closed without reading sets ECONNRESET on us.
-        if state == SendQueue::Gone || io.kind() != SocketKind::Tcp {
+        // Where `TCP_INFO` could not tell whether the connection is closed, its error
+        // still can.
+        if state == SendQueue::Gone || io.kind() != SocketKind::Tcp || blind {
             match io.take_error()? {
                 Some(e) => return Err(e),
                 None if state == SendQueue::Gone => {

@@ -153,10 +153,8 @@ impl Closer {
 
     /// The idle bound of a phase that watches the peer's silence since `quiet_since`:
     /// `Ok` with when it is due while it holds, the step that ends the pass otherwise.
-    ///
-    /// Bytes below a batch wait in the queue without a wakeup, so when the bound is due
-    /// a batched drain looks at the queue before it calls the peer silent; bytes found
-    /// there count from the peer's last segment (`TCP_INFO`), not from this read.
+    /// Before the peer is called silent, bytes a batch held back are read
+    /// ([`sweep`](Self::sweep)).
     pub(super) fn idle_check<S: Socket>(
         &mut self,
         io: &S,
@@ -168,19 +166,40 @@ impl Closer {
         if now < due {
             return Ok(due);
         }
-        let idle = Step::Fail(CloseErrorKind::IdleTimeout, ClosePhase::Drain, None);
+        self.sweep(io, now, look)?;
+        let due = self.phase.quiet_since().saturating_add(self.idle_timeout);
+        if due <= now {
+            return Err(Step::Fail(
+                CloseErrorKind::IdleTimeout,
+                ClosePhase::Drain,
+                None,
+            ));
+        }
+        Ok(due)
+    }
+
+    /// Bytes below a batch wait in the queue without a wakeup: a batched drain reads
+    /// them before the close decides that the peer is silent or that it may end (a
+    /// `close()` with input unread sends RST). They count from the peer's last segment
+    /// (`TCP_INFO`), not from this read. `Err`: the step they lead to.
+    pub(super) fn sweep<S: Socket>(
+        &mut self,
+        io: &S,
+        now: Nanos,
+        look: &mut Look,
+    ) -> Result<(), Step> {
         if !self.drain.batched {
-            // Every byte woke the drain: the silence is real.
-            return Err(idle);
+            // Every byte woke the drain, which read it.
+            return Ok(());
         }
         let n = match io.discard(self.drain.want(), self.drain.tcp()) {
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(idle),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
             Err(e) => return Err(Step::Fail(classify(&e), ClosePhase::Drain, Some(e))),
         };
         let last = match look.activity(io) {
-            Some(a) => now.saturating_sub(super::nanos(a.since_last_data)),
-            None => now,
+            Some(a) if n > 0 => now.saturating_sub(super::nanos(a.since_last_data)),
+            _ => now,
         };
         match self.count(io, n, last) {
             Some(DrainEnd::Eof) => Err(Step::Next(Event::PeerEof)),
@@ -189,14 +208,7 @@ impl Closer {
                 ClosePhase::Drain,
                 None,
             )),
-            None => {
-                let due = self.phase.quiet_since().saturating_add(self.idle_timeout);
-                if due <= now {
-                    Err(idle)
-                } else {
-                    Ok(due)
-                }
-            }
+            None => Ok(()),
         }
     }
 

@@ -174,6 +174,18 @@ impl Closer {
         matches!(self.phase, Phase::Lingering { .. })
     }
 
+    /// When the close's timer will wake it, if it is armed.
+    #[cfg(test)]
+    pub(crate) fn timer_deadline(&self) -> Option<Instant> {
+        self.timer.as_ref().map(|t| t.deadline())
+    }
+
+    /// When the close's deadline is, as an instant.
+    #[cfg(test)]
+    pub(crate) fn deadline_instant(&self) -> Instant {
+        self.instant(self.deadline)
+    }
+
     /// Nanoseconds since the start.
     fn now(&self) -> Nanos {
         nanos(Instant::now().saturating_duration_since(self.start))
@@ -331,6 +343,12 @@ impl Closer {
     fn acked_step<S: Socket>(&mut self, io: &S, now: Nanos, look: &mut Look) -> Step {
         let policy = self.peer_eof_policy;
         let delivering = self.phase == Phase::Delivering;
+        if delivering && policy == PeerEof::NotRequired {
+            // The close ends now: nothing may be left unread.
+            if let Err(step) = self.sweep(io, now, look) {
+                return step;
+            }
+        }
         let peer = if delivering && policy == PeerEof::IfSending {
             match self.peer_now(io, now, look) {
                 Ok(peer) => peer,
@@ -363,13 +381,21 @@ impl Closer {
         if let Some(step) = self.drain_step(io, cx, now) {
             return step;
         }
-        let until = match self.phase {
+        let until = |phase| match phase {
             Phase::Lingering { until, .. } => until,
             _ => NEVER,
         };
-        if now >= until {
-            return Step::Next(Event::GraceOver);
+        if now >= until(self.phase) {
+            // The close ends now, unless what a batch held back shows the peer still
+            // sending: nothing may be left unread.
+            if let Err(step) = self.sweep(io, now, look) {
+                return step;
+            }
+            if now >= until(self.phase) {
+                return Step::Next(Event::GraceOver);
+            }
         }
+        let until = until(self.phase);
         match self.idle_check(io, now, self.phase.quiet_since(), look) {
             Ok(due) => Step::Wait {
                 at: until.min(due),
