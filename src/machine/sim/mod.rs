@@ -139,6 +139,7 @@ fn the_idle_bound_counts_from_the_watch() {
         );
         close.shut_first = Some(6000 * MS);
         close.events = (1..40).map(|i| (i * 200 * MS, Ev::Sends(100))).collect();
+        close.events.insert(0, (MS, Ev::Acks(u64::MAX)));
         close.events.push((8100 * MS, Ev::Fin));
         run::run(&Case {
             closes: vec![close],
@@ -154,11 +155,13 @@ fn the_idle_bound_counts_from_the_watch() {
 fn a_close_that_ends_at_once_never_evicts() {
     let opts = CloseOptions::new(Duration::from_secs(30));
     let mut uploader = quiet(opts, Role::Server);
-    uploader.events = (0..20).map(|i| (i * 50 * MS, Ev::Sends(1024))).collect();
+    uploader.events = (1..20).map(|i| (i * 50 * MS, Ev::Sends(1024))).collect();
+    uploader.events.insert(0, (MS, Ev::Acks(u64::MAX)));
     uploader.events.push((1500 * MS, Ev::Fin));
     let mut keep_alive = quiet(opts, Role::Server);
     keep_alive.shut_first = Some(500 * MS);
     keep_alive.peer_fin = true;
+    keep_alive.events = vec![(400 * MS, Ev::Acks(u64::MAX))];
     run::run(&Case {
         closes: vec![uploader, keep_alive],
         cap: Some(1),

@@ -59,6 +59,9 @@ struct Running {
     owner_at: Instant,
     started: bool,
     outcome: Arc<Mutex<Option<(Outcome, Instant)>>>,
+    /// Polls at the present instant: a close polled again and again while the clock
+    /// stands still is spinning through its timer.
+    polls_now: (Instant, u32),
     checked: bool,
     /// It was seen lingering.
     lingered: bool,
@@ -151,6 +154,7 @@ impl Sim {
                     owner_at,
                     started: false,
                     outcome,
+                    polls_now: (t0, 0),
                     checked: false,
                     lingered: false,
                     ended: String::new(),
@@ -252,6 +256,7 @@ impl Sim {
                 }
                 polled = true;
                 c.kernel.borrow_mut().ops = 0;
+                c.count_poll();
                 let mut cx = Context::from_waker(&c.waker);
                 match Pin::new(&mut c.task).poll(&mut cx) {
                     Poll::Ready(()) => {
@@ -303,7 +308,24 @@ fn ceil_ms(t0: Instant, t: Instant) -> Instant {
     t0 + Duration::from_millis(ns as u64)
 }
 
+/// Polls of one close at one instant past which it spins: its own yields (a few, for
+/// re-checks sooner than the timer), its edges, its timer, the tracker.
+const POLLS_PER_INSTANT: u32 = 64;
+
 impl Running {
+    fn count_poll(&mut self) {
+        let now = Instant::now();
+        if self.polls_now.0 != now {
+            self.polls_now = (now, 0);
+        }
+        self.polls_now.1 += 1;
+        assert!(
+            self.polls_now.1 <= POLLS_PER_INSTANT,
+            "a close spins: polled {POLLS_PER_INSTANT} times while the clock stood still: {:?}",
+            self.task.closer()
+        );
+    }
+
     /// A close that returned `Pending` will be woken: it yielded, or its timer is
     /// armed, never past its deadline.
     fn pending_check(&mut self) {
