@@ -202,7 +202,10 @@ where
     /// The closer of a close that starts now, taking over the discard of abandoned
     /// input if one ran.
     fn start_closer(&mut self) -> Box<Closer> {
-        let closer = Closer::new(self.options, Mode::Close);
+        let mut closer = Closer::new(self.options, Mode::Close);
+        if self.hold.is_some() {
+            closer = closer.evictable();
+        }
         let stream = self.stream.as_ref().expect(TAKEN);
         let before = self.input.hand_over(stream, closer.takes_batches());
         Box::new(closer.taking_over(before))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::Interest;
 
+use super::phase::Phase;
 use super::time::{Nanos, NEVER};
 use super::{nanos, Closer, Look, Mode, Socket};
 use crate::sys::{self, SendQueue, SocketKind};
@@ -24,6 +25,14 @@ impl Closer {
     ) -> io::Result<Ack> {
         if !sys::ACK_CHECK {
             return Ok(Ack::Unknown);
+        }
+        if self.phase == Phase::AckWait {
+            // A peer acknowledges what it received before it sends its own FIN: with its
+            // EOF read, our FIN is almost surely acknowledged. Look before arming a
+            // wakeup, which is then almost never needed.
+            if let Some(ack) = self.queue_state(io, look)? {
+                return Ok(ack);
+            }
         }
         let mut edge_armed = false;
         if sys::WRITE_EDGES {

@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::Interest;
 
-use super::phase::{Event, PeerNow};
+use super::phase::{Event, PeerNow, Phase};
 use super::{classify, CloseErrorKind, ClosePhase, Closer, Look, Nanos, Socket, Step};
 
 /// Reads per poll before the drain yields to the scheduler (on top of Tokio's budget).
@@ -41,7 +41,8 @@ pub(super) struct Drain {
     pub(super) drained: u64,
     /// Bytes a discard before the close took (an abandoned upload): they count toward
     /// whether the peer streams, not toward the limit (they were bounded on their own).
-    prior: u64,
+    /// Only how they compare with [`BATCH_AFTER`] matters: kept saturated in 32 bits.
+    prior: u32,
     /// The kernel wakes the drain only once a batch is queued (`SO_RCVLOWAT`).
     pub(super) batched: bool,
     /// Whether the socket is TCP by its protocol (`MSG_TRUNC` works), once asked: when
@@ -81,7 +82,7 @@ impl Closer {
     /// abandoned upload): its batches and what it learnt of the socket stay, and its
     /// bytes count toward whether the peer streams.
     pub(crate) fn taking_over(mut self, before: Handover) -> Self {
-        self.drain.prior = before.discarded;
+        self.drain.prior = u32::try_from(before.discarded).unwrap_or(u32::MAX);
         self.drain.batched = before.batched;
         if before.tcp.is_some() {
             self.drain.tcp = before.tcp;
@@ -168,14 +169,19 @@ impl Closer {
         }
         self.sweep(io, now, look)?;
         let due = self.phase.quiet_since().saturating_add(self.idle_timeout);
-        if due <= now {
-            return Err(Step::Fail(
-                CloseErrorKind::IdleTimeout,
-                ClosePhase::Drain,
-                None,
-            ));
+        if due > now {
+            return Ok(due);
         }
-        Ok(due)
+        // A close waiting for the EOF first has not looked at its own bytes: the peer
+        // may be silent because it is still taking them.
+        if matches!(self.phase, Phase::EofFirst { .. }) && io.unacked().is_ok_and(|n| n > 0) {
+            return Err(Step::Next(Event::InFlight));
+        }
+        Err(Step::Fail(
+            CloseErrorKind::IdleTimeout,
+            ClosePhase::Drain,
+            None,
+        ))
     }
 
     /// Bytes below a batch wait in the queue without a wakeup: a batched drain reads
@@ -275,9 +281,9 @@ impl Closer {
             let seen = if before == 0 && !d.batched {
                 0
             } else {
-                d.prior.saturating_add(before)
+                u64::from(d.prior).saturating_add(before)
             };
-            let total = d.prior.saturating_add(d.drained);
+            let total = u64::from(d.prior).saturating_add(d.drained);
             // On `None` the mark stays as it was; the idle check and the deadline still
             // bound the wait.
             if let Some(on) = rebatch(io, seen, total, room, d.batched) {

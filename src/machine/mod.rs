@@ -98,6 +98,9 @@ pub(crate) struct Closer {
     on_timeout: OnTimeout,
     /// [`CloseOptions::abort_when_safe`]: looked at when the watch starts.
     abort_when_safe: bool,
+    /// A tracker's cap may end the close once it lingers: it must see the
+    /// acknowledgement while it drains.
+    evictable: bool,
     /// Our `shutdown(SHUT_WR)` succeeded: a FIN was queued after our data.
     fin_sent: bool,
     /// What [`CloseOptions::abort_when_safe`] found (boxed: most closes never ask).
@@ -158,9 +161,16 @@ impl Closer {
             peer_eof_policy: opts.peer_eof.unwrap_or_default(),
             on_timeout: opts.on_timeout,
             abort_when_safe: opts.abort_when_safe,
+            evictable: false,
             fin_sent: false,
             safe_abort: None,
         }
+    }
+
+    /// A close that a tracker's cap may end early once it lingers.
+    pub(crate) fn evictable(mut self) -> Self {
+        self.evictable = true;
+        self
     }
 
     /// Whether the close ended with a reset on purpose.
@@ -265,7 +275,7 @@ impl Closer {
                     None => self.ack_step(io, cx, now, &mut look),
                 },
                 Phase::AckWait => self.ack_step(io, cx, now, &mut look),
-                Phase::Lingering { .. } | Phase::Draining { .. } => {
+                Phase::EofFirst { .. } | Phase::Lingering { .. } | Phase::Draining { .. } => {
                     self.linger_step(io, cx, now, &mut look)
                 }
                 Phase::Done(_) => return Poll::Ready(Err(self.polled_after_done())),
@@ -316,8 +326,12 @@ impl Closer {
             }
         }
         let now = if fresh { 0 } else { self.now() };
-        let ack_check = sys::ACK_CHECK;
-        Step::Next(Event::Watch { now, ack_check })
+        Step::Next(Event::Watch {
+            now,
+            ack_check: sys::ACK_CHECK,
+            // A close a tracker may end early must see when it starts lingering.
+            eof_first: self.peer_eof_policy == PeerEof::Required && !self.evictable,
+        })
     }
 
     /// [`Phase::Delivering`] (after its drain) and [`Phase::AckWait`]: the send queue.
@@ -369,8 +383,8 @@ impl Closer {
         })
     }
 
-    /// [`Phase::Lingering`] and [`Phase::Draining`]: the drain, the grace period, the
-    /// peer's silence.
+    /// [`Phase::EofFirst`], [`Phase::Lingering`] and [`Phase::Draining`]: the drain, the
+    /// grace period, the peer's silence.
     fn linger_step<S: Socket>(
         &mut self,
         io: &S,
@@ -493,7 +507,9 @@ impl Phase {
     /// Since when the peer has been silent, in the phases that watch it.
     fn quiet_since(self) -> Nanos {
         match self {
-            Phase::Lingering { quiet_since, .. } | Phase::Draining { quiet_since } => quiet_since,
+            Phase::EofFirst { quiet_since }
+            | Phase::Lingering { quiet_since, .. }
+            | Phase::Draining { quiet_since } => quiet_since,
             _ => NEVER,
         }
     }

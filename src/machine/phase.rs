@@ -2,14 +2,20 @@
 //!
 //! ```text
 //!  Start ──begin──▶ Shut ──owner polls──┐
-//!    └────────────owner polls───────────┴─▶ Delivering ──peer's EOF──▶ AckWait ──ACK──▶ Done
-//!                                            │   └──ACK──▶ Lingering ──EOF, or `until`──▶ Done
-//!                                            └──cannot tell──▶ Draining ──EOF──▶ Done
+//!    └───────────owner polls────────────┼──▶ Delivering ──peer's EOF──▶ AckWait ──ACK──▶ Done
+//!                                       │     ▲    │  └──ACK──▶ Lingering ──EOF, or `until`──▶ Done
+//!                                       │ in flight └──cannot tell──▶ Draining ──EOF──▶ Done
+//!                                       │     │
+//!                                       ├──EOF required, untracked──▶ EofFirst ──peer's EOF──▶ AckWait
+//!                                       └──the platform cannot tell──▶ Draining
 //! ```
 //!
 //! Each phase owns what only it needs: the idle clock exists only in the phases that
-//! watch the peer's silence ([`Phase::Lingering`], [`Phase::Draining`]), counted from
-//! when the close entered them or from the peer's last bytes, whichever is later; what
+//! watch the peer's silence ([`Phase::EofFirst`], [`Phase::Lingering`],
+//! [`Phase::Draining`]), counted from when the close entered them or from the peer's
+//! last bytes, whichever is later, and it ends a close only once our bytes are
+//! delivered: a close waiting for the EOF first that finds bytes in flight when its
+//! idle bound is due watches their delivery instead ([`Event::InFlight`]); what
 //! the close learnt (acknowledged, the peer's EOF, reset on purpose) is the phase
 //! itself, or the [`End`] of a finished close. A bound (the deadline, the idle
 //! timeout, the drain limit), an error or the tracker's eviction ends any phase with
@@ -36,6 +42,12 @@ pub(super) enum Phase {
     /// unread bytes never turn the close into a reset; its silence is not judged (a
     /// peer taking our bytes over a slow path sends nothing but acknowledgements).
     Delivering,
+    /// The close cannot end before the peer's EOF ([`PeerEof::Required`], a close no
+    /// tracker may end early), and a peer acknowledges our FIN before it sends its own:
+    /// the input is drained for the EOF and the acknowledgement looked at after it
+    /// ([`Phase::AckWait`]), which spares the close a wakeup for every ACK meanwhile.
+    /// Silent since `quiet_since`.
+    EofFirst { quiet_since: Nanos },
     /// The peer's EOF was read: only the acknowledgement of our bytes is awaited.
     AckWait,
     /// Our data and FIN are acknowledged; the peer's EOF is awaited (its input drained)
@@ -68,8 +80,16 @@ pub(super) enum Event {
     /// `begin`: our FIN was queued; the owner polls later.
     Shutdown,
     /// The owner polls: the close starts watching at `now`, the acknowledgement too
-    /// where the platform can tell (`ack_check`).
-    Watch { now: Nanos, ack_check: bool },
+    /// where the platform can tell (`ack_check`), after the peer's EOF if the close
+    /// cannot end before it anyway (`eof_first`).
+    Watch {
+        now: Nanos,
+        ack_check: bool,
+        eof_first: bool,
+    },
+    /// The idle bound of a close waiting for the EOF first is due with bytes of ours
+    /// still in flight: the peer may be silent because it is taking them.
+    InFlight,
     /// Bytes of the peer's were discarded; its last segment came at `at`.
     PeerData { at: Nanos },
     /// The peer's EOF was read.
@@ -110,7 +130,10 @@ impl Phase {
     pub(super) fn drains(self) -> bool {
         matches!(
             self,
-            Phase::Delivering | Phase::Lingering { .. } | Phase::Draining { .. }
+            Phase::Delivering
+                | Phase::EofFirst { .. }
+                | Phase::Lingering { .. }
+                | Phase::Draining { .. }
         )
     }
 
@@ -138,7 +161,9 @@ impl Phase {
         match self {
             Phase::Start => ClosePhase::Shutdown,
             Phase::Shut | Phase::Delivering | Phase::AckWait => ClosePhase::AckWait,
-            Phase::Lingering { .. } | Phase::Draining { .. } => ClosePhase::Drain,
+            Phase::EofFirst { .. } | Phase::Lingering { .. } | Phase::Draining { .. } => {
+                ClosePhase::Drain
+            }
             Phase::Done(end) => end.step,
         }
     }
@@ -170,11 +195,17 @@ pub(super) fn next(phase: Phase, event: Event, policy: PeerEof) -> Phase {
         (
             Start | Shut,
             Event::Watch {
-                ack_check: true, ..
+                now,
+                ack_check,
+                eof_first,
             },
-        ) => Delivering,
-        (Start | Shut, Event::Watch { now, .. }) => Draining { quiet_since: now },
-        (Delivering, Event::PeerEof) => AckWait,
+        ) => match (ack_check, eof_first) {
+            (true, false) => Delivering,
+            (true, true) => EofFirst { quiet_since: now },
+            (false, _) => Draining { quiet_since: now },
+        },
+        (EofFirst { .. }, Event::InFlight) => Delivering,
+        (Delivering | EofFirst { .. }, Event::PeerEof) => AckWait,
         (Lingering { .. }, Event::PeerEof) => phase.end(true, true),
         (Draining { .. }, Event::PeerEof) => phase.end(false, true),
         (Lingering { until, quiet_since }, Event::PeerData { at }) => Lingering {
@@ -187,6 +218,9 @@ pub(super) fn next(phase: Phase, event: Event, policy: PeerEof) -> Phase {
             quiet_since: quiet_since.max(at),
         },
         (Draining { quiet_since }, Event::PeerData { at }) => Draining {
+            quiet_since: quiet_since.max(at),
+        },
+        (EofFirst { quiet_since }, Event::PeerData { at }) => EofFirst {
             quiet_since: quiet_since.max(at),
         },
         (AckWait, Event::Acked { .. }) => phase.end(true, true),
@@ -241,133 +275,70 @@ mod tests {
         }
     }
 
+    fn watch(ack_check: bool, eof_first: bool) -> Event {
+        Event::Watch {
+            now: L,
+            ack_check,
+            eof_first,
+        }
+    }
+
     /// Every transition, one row each: (phase, event, policy) → phase.
     #[test]
+    #[rustfmt::skip]
     fn the_transition_table() {
         use ClosePhase::{AckWait as A, Drain as D};
         use Event as E;
         use PeerEof::*;
         use Phase::*;
-        let linger = |until| Lingering {
-            until,
-            quiet_since: L,
-        };
-        let watch = |ack_check| E::Watch { now: L, ack_check };
+        let linger = |until| Lingering { until, quiet_since: L };
+        let eof_first = EofFirst { quiet_since: L };
+        let draining = Draining { quiet_since: L };
         let rows = [
             (Start, E::Shutdown, Required, Shut),
-            (Start, watch(true), Required, Delivering),
-            (Shut, watch(true), Required, Delivering),
-            (Shut, watch(false), Required, Draining { quiet_since: L }),
+            (Start, watch(true, false), Required, Delivering),
+            (Shut, watch(true, false), Required, Delivering),
+            (Shut, watch(true, true), Required, eof_first),
+            (Shut, watch(false, false), Required, draining),
+            (Shut, watch(false, true), Required, draining),
             (Delivering, E::PeerEof, Required, AckWait),
-            (
-                AckWait,
-                acked(PeerNow::Unknown),
-                Required,
-                done(true, true, A),
-            ),
-            (
-                AckWait,
-                E::AckUnknown { now: L },
-                Required,
-                done(false, true, A),
-            ),
-            (
-                Delivering,
-                E::AckUnknown { now: L },
-                Required,
-                Draining { quiet_since: L },
-            ),
-            (
-                Delivering,
-                acked(PeerNow::Unknown),
-                NotRequired,
-                done(true, false, A),
-            ),
+            (eof_first, E::PeerEof, Required, AckWait),
+            (eof_first, E::InFlight, Required, Delivering),
+            (eof_first, E::PeerData { at: 8 }, Required, EofFirst { quiet_since: 8 }),
+            (AckWait, acked(PeerNow::Unknown), Required, done(true, true, A)),
+            (AckWait, E::AckUnknown { now: L }, Required, done(false, true, A)),
+            (Delivering, E::AckUnknown { now: L }, Required, draining),
+            (Delivering, acked(PeerNow::Unknown), NotRequired, done(true, false, A)),
             (Delivering, acked(PeerNow::Unknown), Required, linger(NEVER)),
             (Delivering, acked(PeerNow::Unknown), Briefly, linger(G)),
-            (
-                Delivering,
-                acked(PeerNow::Sending),
-                IfSending,
-                linger(NEVER),
-            ),
+            (Delivering, acked(PeerNow::Sending), IfSending, linger(NEVER)),
             (Delivering, acked(PeerNow::Quiet), IfSending, linger(G)),
-            (
-                Delivering,
-                acked(PeerNow::EofQueued),
-                IfSending,
-                done(true, true, A),
-            ),
+            (Delivering, acked(PeerNow::EofQueued), IfSending, done(true, true, A)),
             (linger(G), E::PeerEof, Briefly, done(true, true, D)),
             (linger(G), E::GraceOver, Briefly, done(true, false, D)),
-            (
-                linger(G),
-                E::PeerData { at: 8 },
-                Briefly,
-                Lingering {
-                    until: G,
-                    quiet_since: 8,
-                },
-            ),
-            (
-                linger(G),
-                E::PeerData { at: 8 },
-                IfSending,
-                Lingering {
-                    until: NEVER,
-                    quiet_since: 8,
-                },
-            ),
+            (linger(G), E::PeerData { at: 8 }, Briefly, Lingering { until: G, quiet_since: 8 }),
+            (linger(G), E::PeerData { at: 8 }, IfSending, Lingering { until: NEVER, quiet_since: 8 }),
             // The peer's last segment, read late, never moves the clock back.
             (linger(G), E::PeerData { at: 3 }, Briefly, linger(G)),
-            (
-                Draining { quiet_since: L },
-                E::PeerData { at: 8 },
-                Required,
-                Draining { quiet_since: 8 },
-            ),
-            (
-                Draining { quiet_since: L },
-                E::PeerEof,
-                Required,
-                done(false, true, D),
-            ),
+            (draining, E::PeerData { at: 8 }, Required, Draining { quiet_since: 8 }),
+            (draining, E::PeerEof, Required, done(false, true, D)),
             // Data while delivering does not start a silence clock: there is none.
             (Delivering, E::PeerData { at: 8 }, IfSending, Delivering),
             // Nothing moves a finished close.
-            (
-                done(true, true, A),
-                E::PeerEof,
-                Required,
-                done(true, true, A),
-            ),
-            (
-                done(true, true, A),
-                E::Aborted,
-                Required,
-                done(true, true, A),
-            ),
+            (done(true, true, A), E::PeerEof, Required, done(true, true, A)),
+            (done(true, true, A), E::Aborted, Required, done(true, true, A)),
             // Events that do not apply leave the phase alone.
             (Shut, E::PeerEof, Required, Shut),
             (AckWait, E::GraceOver, Required, AckWait),
             (Delivering, E::GraceOver, Briefly, Delivering),
+            (draining, E::InFlight, Required, draining),
+            (Delivering, E::InFlight, Required, Delivering),
         ];
         for (phase, event, policy, want) in rows {
-            assert_eq!(
-                next(phase, event, policy),
-                want,
-                "{phase:?} + {event:?} ({policy:?})"
-            );
+            assert_eq!(next(phase, event, policy), want, "{phase:?} + {event:?} ({policy:?})");
         }
         // The reset that loses nothing ends any live phase, acknowledged.
-        for phase in [
-            Start,
-            Shut,
-            Delivering,
-            AckWait,
-            linger(G),
-            Draining { quiet_since: L },
-        ] {
+        for phase in [Start, Shut, Delivering, eof_first, AckWait, linger(G), draining] {
             let Done(end) = next(phase, E::Aborted, Required) else {
                 panic!("{phase:?} did not end");
             };

@@ -120,6 +120,9 @@ impl Sim {
                 let kernel = Rc::new(RefCell::new(k));
                 let sock = SimSocket(kernel.clone());
                 let mut closer = Closer::new(spec.opts, Mode::Close);
+                if tracker.is_some() {
+                    closer = closer.evictable();
+                }
                 let owner_at = t0 + spec.shut_first.unwrap_or_default();
                 let outcome = Arc::new(Mutex::new(None));
                 if spec.shut_first.is_some() {
