@@ -176,11 +176,18 @@ impl CloseOptions {
     }
 
     /// Sets the longest silence tolerated from the peer while waiting for its EOF, like
-    /// nginx's `lingering_timeout`. Each received chunk restarts it. It counts once our
-    /// data and FIN are delivered: before that, a client that sent its last byte long
-    /// ago may be silent only because it is still taking our response over a slow or
-    /// crowded path, and only the deadline applies (with
-    /// [`user_timeout`](Self::user_timeout) for a peer that takes nothing). Where the
+    /// nginx's `lingering_timeout`. Each received chunk restarts it.
+    ///
+    /// It counts only while the close watches the peer, never before the close runs
+    /// (for a [`GracefulIo`](crate::GracefulIo), its drop, not `poll_shutdown`: an
+    /// application may go on reading after its half-close), and it ends a close only
+    /// once our data and FIN are delivered: before that, a client that sent its last
+    /// byte long ago may be silent only because it is still taking our response over
+    /// a slow or crowded path, and only the deadline applies (with
+    /// [`user_timeout`](Self::user_timeout) for a peer that takes nothing). A close
+    /// that watches the acknowledgement counts from it; one that waits for the peer's
+    /// EOF first ([`PeerEof::Required`]) counts from its start and, should its bytes
+    /// still be in flight when the bound is due, from their acknowledgement. Where the
     /// platform cannot count unacknowledged bytes it counts from the start. Without it
     /// (or with `Duration::MAX`) only the total deadline applies.
     #[must_use = "builder methods return the changed options"]

@@ -8,7 +8,9 @@
 //!   timeout is cut (and its peer reset) the moment it is dropped;
 //! - the lingering cap of a [`CloseTracker`] is charged by a close that never lingers
 //!   (the peer's EOF came before the acknowledgement), which evicts one that really
-//!   does.
+//!   does;
+//! - a close polled again after it completed panicked when it owned the stream and
+//!   answered with an error when it borrowed it.
 #![cfg(target_os = "linux")]
 
 #[path = "support/peer.rs"]
@@ -335,4 +337,33 @@ async fn a_close_that_ends_at_once_does_not_evict_a_lingering_one() {
     assert!(report.peer_eof() && report.acked(), "{report:?}");
     tracker.close();
     peer::within(10, tracker.wait()).await;
+}
+
+/// A close polled again after it completed answers with an error saying so, whether
+/// it owned the stream (`graceful_close`) or borrowed it (`wait_acked`); the first
+/// panicked, the second did not.
+#[tokio::test]
+async fn a_close_polled_after_it_completed_says_so() {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    /// Polls `fut` to its end, then once more.
+    async fn twice<F: Future + Unpin>(mut fut: F) -> F::Output {
+        let _ = (&mut fut).await;
+        std::future::poll_fn(|cx| Pin::new(&mut fut).poll(cx)).await
+    }
+
+    let (mut ours, mut theirs) = peer::pair().await;
+    ours.write_all(b"hello").await.unwrap();
+    let again = twice(ours.wait_acked(Duration::from_secs(5))).await;
+    let e = again.expect_err("a barrier polled after it completed");
+    assert!(e.to_string().contains("polled after it completed"), "{e}");
+
+    let mut buf = [0; 5];
+    theirs.read_exact(&mut buf).await.unwrap();
+    drop(theirs);
+    let again = twice(ours.graceful_close(Duration::from_secs(5))).await;
+    let e = again.expect_err("a close polled after it completed");
+    assert_eq!(e.kind(), CloseErrorKind::Io);
+    assert!(e.to_string().contains("polled after it completed"), "{e}");
 }

@@ -72,7 +72,8 @@ enum State {
 ///   [`io::Error`] (recover it with `get_ref()` and `downcast_ref`); later calls return
 ///   the same outcome.
 /// - Dropping it finishes the close in a task on the current Tokio runtime, within the
-///   same [`CloseOptions`] (the deadline counts from the shutdown): the shutdown if none
+///   same [`CloseOptions`] (the deadline counts from the shutdown, the idle timeout
+///   from the drop, when the close starts watching the peer): the shutdown if none
 ///   ran (hyper's error paths, a connection future dropped mid-request, a handler that
 ///   panicked), then the drain of the peer's unread input to its EOF as
 ///   [`CloseOptions::peer_eof`] says, the wait until the peer acknowledged our data and

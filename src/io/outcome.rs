@@ -6,6 +6,8 @@ use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::error::CloseErrorKind;
+use tracing::Level;
+
 use crate::machine::Closer;
 use crate::tracker::Token;
 use crate::{AsyncGracefulClose, CloseError, CloseReport, TARGET};
@@ -88,59 +90,61 @@ impl Path {
 /// run twice.
 pub(super) fn notify(on_close: Option<OnClose>, res: &Result<CloseReport, CloseError>, path: Path) {
     let path = path.as_str();
-    let peer = Peer(match res {
-        Ok(r) => r.peer_addr(),
-        Err(e) => e.report().peer_addr(),
-    });
-    match res {
-        Ok(r) if !r.acked() => tracing::debug!(
-            target: TARGET,
-            %peer,
-            path,
-            elapsed = ?r.elapsed(),
-            drained = r.drained_bytes(),
-            "connection closed: the peer closed too; this platform cannot confirm delivery"
-        ),
-        Ok(r) if r.peer_eof() => tracing::debug!(
-            target: TARGET,
-            %peer,
-            path,
-            elapsed = ?r.elapsed(),
-            drained = r.drained_bytes(),
-            "connection closed: everything delivered, the peer closed too"
-        ),
-        Ok(r) => tracing::debug!(
-            target: TARGET,
-            %peer,
-            path,
-            elapsed = ?r.elapsed(),
-            drained = r.drained_bytes(),
-            "connection closed: everything delivered; the peer had nothing more to send"
-        ),
-        Err(e) if e.report().acked() => tracing::debug!(
-            target: TARGET,
-            %peer,
-            path,
-            error = %e,
-            "connection closed: everything delivered, but the peer did not close its side"
-        ),
-        Err(e) if e.kind() == CloseErrorKind::Io => tracing::warn!(
-            target: TARGET,
-            %peer,
-            path,
-            error = %e,
-            "connection closed: delivery not confirmed"
-        ),
-        Err(e) => tracing::info!(
-            target: TARGET,
-            %peer,
-            path,
-            error = %e,
-            "connection closed: delivery not confirmed"
-        ),
+    let (level, summary) = verdict(res);
+    let report = match res {
+        Ok(r) => r,
+        Err(e) => e.report(),
+    };
+    let peer = Peer(report.peer_addr());
+    let (elapsed, drained) = (report.elapsed(), report.drained_bytes());
+    let error = res
+        .as_ref()
+        .err()
+        .map(|e| e as &(dyn std::error::Error + 'static));
+    macro_rules! event {
+        ($level:expr) => {
+            tracing::event!(
+                target: TARGET,
+                $level,
+                %peer,
+                path,
+                ?elapsed,
+                drained,
+                error,
+                "connection closed: {summary}"
+            )
+        };
+    }
+    match level {
+        Level::WARN => event!(Level::WARN),
+        Level::INFO => event!(Level::INFO),
+        _ => event!(Level::DEBUG),
     }
     if let Some(cb) = on_close {
         cb.call(res);
+    }
+}
+
+/// How an outcome is reported: delivered closes at `DEBUG`, closes that could not
+/// confirm delivery at `INFO` (the peer reset, went silent or away) or `WARN` (a local
+/// I/O error); and what it means, in words.
+fn verdict(res: &Result<CloseReport, CloseError>) -> (Level, &'static str) {
+    match res {
+        Ok(r) if !r.acked() => (
+            Level::DEBUG,
+            "the peer closed too; this platform cannot confirm delivery",
+        ),
+        Ok(r) if r.peer_eof() => (Level::DEBUG, "everything delivered, the peer closed too"),
+        Ok(_) => (
+            Level::DEBUG,
+            "everything delivered; the peer had nothing more to send",
+        ),
+        Err(e) if e.report().acked() => (
+            Level::DEBUG,
+            "everything delivered, but the peer did not close its side",
+        ),
+        Err(e) if e.kind() == CloseErrorKind::Io => (Level::WARN, "delivery not confirmed"),
+        Err(_) => (Level::INFO, "delivery not confirmed"),
     }
 }
 
@@ -216,4 +220,30 @@ pub(super) fn close_plainly<S: AsyncGracefulClose>(
         Some(io::Error::other(why)),
     ));
     conn.report(res, on_close, path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `Ok` whose acknowledgement could not be confirmed (the peer's EOF read where
+    /// the platform cannot tell) is not called delivered.
+    #[test]
+    fn only_a_confirmed_close_is_called_delivered() {
+        let report = |acked, peer_eof| {
+            Ok(CloseReport {
+                acked,
+                peer_eof,
+                ..CloseReport::default()
+            })
+        };
+        let (level, what) = verdict(&report(false, true));
+        assert_eq!(level, Level::DEBUG);
+        assert!(!what.contains("delivered"), "{what}");
+        assert!(what.contains("cannot confirm"), "{what}");
+        for (acked, eof) in [(true, true), (true, false)] {
+            let (_, what) = verdict(&report(acked, eof));
+            assert!(what.starts_with("everything delivered"), "{what}");
+        }
+    }
 }
