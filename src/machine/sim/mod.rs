@@ -215,7 +215,7 @@ fn a_reset_is_seen_without_tcp_info() {
     let mut close = quiet(CloseOptions::new(Duration::MAX), Role::Stream);
     close.acked = 0;
     close.events = vec![
-        (0 * MS, Ev::InfoFails(true)),
+        (Duration::ZERO, Ev::InfoFails(true)),
         (MS, Ev::Fin),
         (2 * MS, Ev::Dies(nix::libc::ECONNRESET)),
     ];
