@@ -6,6 +6,7 @@
 //! cargo bench --bench compare                      # full mode (README numbers)
 //! TGC_BENCH_QUICK=1 cargo bench --bench compare    # quick mode, < 1 min
 //! TGC_BENCH_FIGS=1,3 cargo bench --bench compare   # only some figures
+//! TGC_BENCH_SCALE=5 cargo bench --bench compare    # five times the runs
 //! ```
 //!
 //! Prints one markdown table per figure. Every wait has a deadline; every number in a
@@ -47,6 +48,8 @@ use harness::runtime;
 #[derive(Debug, Clone)]
 struct Cfg {
     quick: bool,
+    /// `TGC_BENCH_SCALE`: full-mode run counts multiplied by this (a closer look).
+    scale: usize,
     figs: Vec<u32>,
 }
 
@@ -55,7 +58,7 @@ impl Cfg {
         if self.quick {
             quick
         } else {
-            full
+            full * self.scale
         }
     }
     fn runs_for(&self, st: Strategy, quick: usize, full: usize) -> usize {
@@ -100,7 +103,12 @@ fn main() {
     let figs: Vec<u32> = figs_env
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-    let cfg = Cfg { quick, figs };
+    let scale = std::env::var("TGC_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&k| k > 0)
+        .unwrap_or(1);
+    let cfg = Cfg { quick, scale, figs };
     support::raise_nofile(1 << 16);
     let rt = runtime();
     let started = Instant::now();

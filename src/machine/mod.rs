@@ -314,9 +314,6 @@ impl Closer {
     /// watching: the reset that loses nothing if asked for, our FIN if not sent yet.
     fn watch<S: Socket>(&mut self, io: &S) -> Step {
         let fresh = self.phase == Phase::Start;
-        if fresh {
-            self.start = Instant::now();
-        }
         if self.abort_when_safe && self.abort_if_safe(io) {
             return Step::Next(Event::Aborted);
         }
