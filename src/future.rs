@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::machine::Closer;
 use crate::machine::Socket;
-use crate::machine::{Closer, Mode};
 use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport};
 
@@ -30,7 +30,7 @@ impl<S: Socket> GracefulClose<S> {
     pub(crate) fn new(stream: S, options: CloseOptions) -> Self {
         GracefulClose {
             stream: Some(stream),
-            closer: Closer::new(options.resolve(Role::Stream), Mode::Close),
+            closer: Closer::new(options.resolve(Role::Stream)),
         }
     }
 }
@@ -89,7 +89,7 @@ impl<'a, S: Socket> WaitAcked<'a, S> {
     pub(crate) fn new(stream: &'a mut S, timeout: Duration) -> Self {
         WaitAcked {
             stream,
-            closer: Closer::new(CloseOptions::new(timeout), Mode::Barrier),
+            closer: Closer::barrier(timeout),
         }
     }
 }

@@ -38,7 +38,7 @@ pub(crate) use self::background::{test_close, Background};
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, Conn, Path};
-use crate::machine::{Closer, Mode};
+use crate::machine::Closer;
 use crate::options::Role;
 use crate::tracker::Hold;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker};
@@ -203,7 +203,7 @@ where
     /// The closer of a close that starts now, taking over the discard of abandoned
     /// input if one ran.
     fn start_closer(&mut self) -> Box<Closer> {
-        let mut closer = Closer::new(self.options, Mode::Close);
+        let mut closer = Closer::new(self.options);
         if self.hold.is_some() {
             closer = closer.evictable();
         }

@@ -6,7 +6,7 @@
 use std::io;
 
 use super::phase::{End, Phase};
-use super::{Closer, Mode, Socket};
+use super::{Closer, Socket};
 use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 use crate::sys::SocketKind;
 use crate::{OnTimeout, SafeAbort};
@@ -57,14 +57,14 @@ impl Closer {
         source: Option<io::Error>,
     ) -> CloseError {
         let tcp = io.kind() == SocketKind::Tcp;
+        let closing = self.phase != Phase::Barrier;
         let unacked = io.unacked().ok();
         // After a TCP reset the kernel leaves the sequence numbers alone, so 0 still
         // proves every byte and our FIN were acknowledged before it, if our FIN was sent
         // (a shutdown that failed sent none). AF_UNIX has no count.
-        let acked = self.phase.acked()
-            || (tcp && self.mode == Mode::Close && self.fin_sent && unacked == Some(0));
+        let acked = self.phase.acked() || (tcp && closing && self.fin_sent && unacked == Some(0));
         let mut aborted = false;
-        if self.mode == Mode::Close {
+        if closing {
             let bound = kind.is_timeout() || kind == CloseErrorKind::DrainLimit;
             if tcp && bound && self.on_timeout == OnTimeout::Abort {
                 aborted = io.arm_reset().is_ok();

@@ -10,7 +10,7 @@ use tokio::io::Interest;
 
 use super::phase::Phase;
 use super::time::{Nanos, NEVER};
-use super::{nanos, Closer, Look, Mode, Socket};
+use super::{nanos, Closer, Look, Socket};
 use crate::sys::{self, SendQueue, SocketKind};
 
 impl Closer {
@@ -73,7 +73,7 @@ impl Closer {
         edge_armed: bool,
         look: &mut Look,
     ) -> (Nanos, bool) {
-        let closing = self.mode == Mode::Close;
+        let closing = self.phase != Phase::Barrier;
         let fast = !(closing && io.kind() == SocketKind::Tcp && edge_armed);
         let rtt = if fast {
             look.activity(io).map(|a| a.rtt)
@@ -110,7 +110,7 @@ impl Closer {
         // (`tcp_reset`, `tcp_write_err`) sets the socket's error and makes it readable,
         // and the next `recv` returns that error. Only a close that no longer reads (the
         // peer's EOF came first) or the barrier (which never reads) must ask.
-        let alive = self.mode == Mode::Close && self.phase.drains();
+        let alive = self.phase.drains();
         let mut blind = false;
         let closed = || {
             if alive {

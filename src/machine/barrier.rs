@@ -8,32 +8,32 @@
 use std::io;
 use std::task::{Context, Poll};
 
-use tokio::time::Instant;
+use std::time::Duration;
 
 use super::ack::Ack;
 use super::phase::{End, Phase};
-use super::{Closer, Look, Mode, Socket};
+use super::{Closer, Look, Socket};
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
 use crate::sys;
-use crate::CloseReport;
+use crate::{CloseOptions, CloseReport};
 
 impl Closer {
-    /// Drives the barrier ([`Mode::Barrier`]): [`Phase::Start`], then
-    /// [`Phase::Delivering`] until every byte is acknowledged.
+    /// A delivery barrier: waits until every byte written so far is acknowledged,
+    /// within `timeout` from now.
+    pub(crate) fn barrier(timeout: Duration) -> Self {
+        let mut barrier = Closer::new(CloseOptions::new(timeout));
+        barrier.phase = Phase::Barrier;
+        barrier
+    }
+
+    /// Drives the barrier ([`Phase::Barrier`]) until every byte written so far is
+    /// acknowledged.
     pub(super) fn poll_barrier<S: Socket>(
         &mut self,
         io: &S,
         cx: &mut Context<'_>,
     ) -> Poll<Result<CloseReport, CloseError>> {
-        debug_assert_eq!(self.mode, Mode::Barrier);
-        match self.phase {
-            Phase::Done(_) => return Poll::Ready(Err(self.polled_after_done())),
-            Phase::Start => {
-                self.start = Instant::now();
-                self.phase = Phase::Delivering;
-            }
-            _ => {}
-        }
+        debug_assert_eq!(self.phase, Phase::Barrier);
         loop {
             let mut look = Look::default();
             let state = if sys::ACK_CHECK {

@@ -364,7 +364,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::net::{TcpListener, TcpStream};
 
-    use super::super::{Closer, Handover, Mode, Socket};
+    use super::super::{Closer, Handover, Socket};
     use crate::options::Role;
     use crate::CloseOptions;
 
@@ -386,7 +386,7 @@ mod tests {
                 discarded: before,
                 ..Handover::default()
             };
-            let mut closer = Closer::new(opts, Mode::Close).taking_over(before);
+            let mut closer = Closer::new(opts).taking_over(before);
             let close = std::future::poll_fn(|cx| ours.poll_closer(&mut closer, cx));
             // The close waits for the peer's EOF, which never comes.
             let waited = tokio::time::timeout(Duration::from_millis(300), close).await;

@@ -57,6 +57,10 @@ pub(super) enum Phase {
     /// The platform cannot tell whether our bytes were acknowledged: the peer's EOF is
     /// the only evidence, drained for. Silent since `quiet_since`.
     Draining { quiet_since: Nanos },
+    /// The delivery barrier of `wait_acked`: it borrows a stream the application keeps
+    /// using, reads nothing, and waits until everything written so far is
+    /// acknowledged (then [`Phase::Done`]).
+    Barrier,
     /// Ended, with its result returned.
     Done(End),
 }
@@ -160,7 +164,9 @@ impl Phase {
     pub(super) fn step(self) -> ClosePhase {
         match self {
             Phase::Start => ClosePhase::Shutdown,
-            Phase::Shut | Phase::Delivering | Phase::AckWait => ClosePhase::AckWait,
+            Phase::Shut | Phase::Delivering | Phase::AckWait | Phase::Barrier => {
+                ClosePhase::AckWait
+            }
             Phase::EofFirst { .. } | Phase::Lingering { .. } | Phase::Draining { .. } => {
                 ClosePhase::Drain
             }
@@ -333,6 +339,7 @@ mod tests {
             (Delivering, E::GraceOver, Briefly, Delivering),
             (draining, E::InFlight, Required, draining),
             (Delivering, E::InFlight, Required, Delivering),
+            (Barrier, E::PeerEof, Required, Barrier),
         ];
         for (phase, event, policy, want) in rows {
             assert_eq!(next(phase, event, policy), want, "{phase:?} + {event:?} ({policy:?})");

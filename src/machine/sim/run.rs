@@ -22,7 +22,7 @@ use super::script::{Case, CloseCase, Ev};
 use crate::error::CloseErrorKind;
 use crate::io::test_close;
 use crate::io::Background;
-use crate::machine::{Closer, Mode};
+use crate::machine::Closer;
 use crate::{CloseError, CloseReport, CloseTracker, OnTimeout, PeerEof, SafeAbort};
 
 /// How long past its last event a case may run before a close that has not ended is
@@ -119,7 +119,7 @@ impl Sim {
                 k.shutdown = spec.shutdown;
                 let kernel = Rc::new(RefCell::new(k));
                 let sock = SimSocket(kernel.clone());
-                let mut closer = Closer::new(spec.opts, Mode::Close);
+                let mut closer = Closer::new(spec.opts);
                 if tracker.is_some() {
                     closer = closer.evictable();
                 }
