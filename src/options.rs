@@ -188,8 +188,9 @@ impl CloseOptions {
     /// that watches the acknowledgement counts from it; one that waits for the peer's
     /// EOF first ([`PeerEof::Required`]) counts from its start and, should its bytes
     /// still be in flight when the bound is due, from their acknowledgement. Where the
-    /// platform cannot count unacknowledged bytes it counts from the start. Without it
-    /// (or with `Duration::MAX`) only the total deadline applies.
+    /// platform cannot count unacknowledged bytes it counts from the start. It is
+    /// rounded up to whole milliseconds (Tokio's timer resolution; zero stays zero).
+    /// Without it (or with `Duration::MAX`) only the total deadline applies.
     #[must_use = "builder methods return the changed options"]
     #[inline]
     pub const fn idle_timeout(mut self, idle: Duration) -> Self {

@@ -152,23 +152,22 @@ impl Closer {
         Poll::Ready(Ok(None))
     }
 
-    /// The idle bound of a phase that watches the peer's silence since `quiet_since`:
-    /// `Ok` with when it is due while it holds, the step that ends the pass otherwise.
+    /// The idle bound of a phase that watches the peer's silence: `Ok` with when it is
+    /// due while it holds, the step that ends the pass otherwise.
     /// Before the peer is called silent, bytes a batch held back are read
     /// ([`sweep`](Self::sweep)).
     pub(super) fn idle_check<S: Socket>(
         &mut self,
         io: &S,
         now: Nanos,
-        quiet_since: Nanos,
         look: &mut Look,
     ) -> Result<Nanos, Step> {
-        let due = quiet_since.saturating_add(self.idle_timeout);
+        let due = self.phase.idle_due(self.idle_ms);
         if now < due {
             return Ok(due);
         }
         self.sweep(io, now, look)?;
-        let due = self.phase.quiet_since().saturating_add(self.idle_timeout);
+        let due = self.phase.idle_due(self.idle_ms);
         if due > now {
             return Ok(due);
         }

@@ -54,7 +54,7 @@ const GRACE_MAX: Duration = Duration::from_secs(1);
 
 /// The state of one close. Poll it with the same socket every time.
 ///
-/// Kept small (120 bytes on 64-bit targets): a server may hold thousands of pending
+/// Kept small (112 bytes on 64-bit targets): a server may hold thousands of pending
 /// closes, each in its own task. Points in time are [`Nanos`] after `start`;
 /// the options are kept in the resolved, compact form the close needs. What the
 /// connection around it owns (a tracker's registration, the peer's address, input
@@ -66,8 +66,9 @@ pub(crate) struct Closer {
     start: Instant,
     /// The total deadline (the `timeout` option), from `start`.
     deadline: Nanos,
-    /// The longest silence of the peer's in a phase that watches it; [`NEVER`]: none.
-    idle_timeout: Nanos,
+    /// The longest silence of the peer's in a phase that watches it, whole
+    /// milliseconds (Tokio's timer resolution), rounded up; `u32::MAX`: none.
+    idle_ms: u32,
     /// The next safety-net re-check of the send queue.
     next_poll: Nanos,
     drain: Drain,
@@ -75,8 +76,6 @@ pub(crate) struct Closer {
     timer: Option<Pin<Box<Sleep>>>,
     /// The safety-net re-check interval, whole milliseconds (Tokio's timer resolution).
     poll_interval_ms: u32,
-    /// `TCP_USER_TIMEOUT` to set when the close starts, milliseconds; 0: none.
-    user_timeout_ms: u32,
     /// How many times the fast re-check has doubled (`ack::recheck_step`).
     poll_shift: u8,
     /// How many times the safety-net re-check has doubled (`ack::safety_step`).
@@ -134,7 +133,10 @@ impl Closer {
         Closer {
             start: Instant::now(),
             deadline: nanos(opts.timeout),
-            idle_timeout: opts.idle_timeout.map_or(NEVER, nanos),
+            idle_ms: opts.idle_timeout.map_or(u32::MAX, |d| match d {
+                Duration::ZERO => 0,
+                d => millis_ceil(d),
+            }),
             next_poll: 0,
             drain: Drain::new(
                 opts.drain_limit
@@ -142,11 +144,12 @@ impl Closer {
             ),
             timer: None,
             poll_interval_ms: millis_ceil(opts.poll_interval),
-            user_timeout_ms: opts.user_timeout_ms().unwrap_or(0),
             poll_shift: 0,
             safety_shift: 0,
             yields: 0,
-            phase: Phase::Start,
+            phase: Phase::Start {
+                user_timeout_ms: opts.user_timeout_ms().unwrap_or(0),
+            },
             peer_eof_policy: opts.peer_eof.unwrap_or_default(),
             on_timeout: opts.on_timeout,
             abort_when_safe: opts.abort_when_safe,
@@ -208,7 +211,7 @@ impl Closer {
     pub(crate) fn report(&self) -> CloseReport {
         let acked = self.phase.acked();
         CloseReport {
-            elapsed: if self.phase == Phase::Start {
+            elapsed: if matches!(self.phase, Phase::Start { .. }) {
                 Duration::ZERO
             } else {
                 self.start.elapsed()
@@ -227,10 +230,10 @@ impl Closer {
     /// returns: the rest of the close waits for [`poll_close`](Self::poll_close), which
     /// starts watching the peer then. On an error the close has ended (and reports it).
     pub(crate) fn begin<S: Socket>(&mut self, io: &S) -> Result<(), CloseError> {
-        if self.phase != Phase::Start {
+        let Phase::Start { user_timeout_ms } = self.phase else {
             return Ok(());
-        }
-        match self.shut(io) {
+        };
+        match self.shut(io, user_timeout_ms) {
             Ok(()) => {
                 self.apply(Event::Shutdown);
                 Ok(())
@@ -258,7 +261,7 @@ impl Closer {
             let now = self.now();
             let mut look = Look::default();
             let step = match self.phase {
-                Phase::Start | Phase::Shut => self.watch(io),
+                Phase::Start { .. } | Phase::Shut => self.watch(io),
                 Phase::Delivering => match self.drain_step(io, cx, now) {
                     Some(step) => step,
                     None => self.ack_step(io, cx, now, &mut look),
@@ -303,12 +306,16 @@ impl Closer {
     /// [`Phase::Start`] or [`Phase::Shut`]: the owner polls, so the close starts
     /// watching: the reset that loses nothing if asked for, our FIN if not sent yet.
     fn watch<S: Socket>(&mut self, io: &S) -> Step {
-        let fresh = self.phase == Phase::Start;
+        let start = match self.phase {
+            Phase::Start { user_timeout_ms } => Some(user_timeout_ms),
+            _ => None,
+        };
+        let fresh = start.is_some();
         if self.abort_when_safe && self.abort_if_safe(io) {
             return Step::Next(Event::Aborted);
         }
-        if fresh {
-            if let Err((kind, e)) = self.shut(io) {
+        if let Some(user_timeout_ms) = start {
+            if let Err((kind, e)) = self.shut(io, user_timeout_ms) {
                 return Step::Fail(kind, ClosePhase::Shutdown, Some(e));
             }
         }
@@ -397,7 +404,7 @@ impl Closer {
             }
         }
         let until = until(self.phase);
-        match self.idle_check(io, now, self.phase.quiet_since(), look) {
+        match self.idle_check(io, now, look) {
             Ok(due) => Step::Wait {
                 at: until.min(due),
                 fine: false,
@@ -463,15 +470,20 @@ impl Closer {
         CloseError::new(CloseErrorKind::Io, self.phase(), self.report(), Some(e))
     }
 
-    /// Applies `TCP_USER_TIMEOUT` and sends our FIN; the start of the deadline.
-    fn shut<S: Socket>(&mut self, io: &S) -> Result<(), (CloseErrorKind, io::Error)> {
+    /// Applies `TCP_USER_TIMEOUT` (milliseconds, 0: none) and sends our FIN; the start
+    /// of the deadline.
+    fn shut<S: Socket>(
+        &mut self,
+        io: &S,
+        user_timeout_ms: u32,
+    ) -> Result<(), (CloseErrorKind, io::Error)> {
         if tokio::runtime::Handle::try_current().is_err() {
             let why = "a graceful close must be polled inside a Tokio runtime";
             return Err((CloseErrorKind::Io, io::Error::other(why)));
         }
         self.start = Instant::now();
-        if self.user_timeout_ms > 0 && io.kind() == SocketKind::Tcp {
-            io.set_user_timeout(self.user_timeout_ms)
+        if user_timeout_ms > 0 && io.kind() == SocketKind::Tcp {
+            io.set_user_timeout(user_timeout_ms)
                 .map_err(|e| (CloseErrorKind::Io, e))?;
         }
         match io.shutdown_write() {
@@ -491,6 +503,16 @@ impl Closer {
 }
 
 impl Phase {
+    /// When the idle bound of a phase that watches the peer's silence is due, the close's
+    /// idle timeout being `idle_ms`.
+    fn idle_due(self, idle_ms: u32) -> Nanos {
+        if idle_ms == u32::MAX {
+            return NEVER;
+        }
+        self.quiet_since()
+            .saturating_add(u64::from(idle_ms) * 1_000_000)
+    }
+
     /// Since when the peer has been silent, in the phases that watch it.
     fn quiet_since(self) -> Nanos {
         match self {
@@ -513,14 +535,14 @@ mod tests {
     use super::*;
 
     /// A pending close is one task per connection: its state must stay small. With
-    /// 120 bytes, `GracefulClose<TcpStream>` (a 32-byte stream and this) and Tokio's
-    /// task header and trailer take 232 bytes, plus the close's 112-byte timer (figure 5
-    /// of `benches/compare`); 8 bytes more cost a task 128 more.
+    /// 112 bytes, a spawned `GracefulClose<TcpStream>` (a 32-byte stream and this) and
+    /// Tokio's task header and trailer take 232 bytes, plus the close's 112-byte timer
+    /// (figure 5 of `benches/compare`); at 120 bytes the task took 360.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn closer_fits_its_budget() {
         assert!(
-            std::mem::size_of::<Closer>() <= 120,
+            std::mem::size_of::<Closer>() <= 112,
             "Closer is {} bytes",
             std::mem::size_of::<Closer>()
         );

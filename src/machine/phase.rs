@@ -32,8 +32,9 @@ use super::time::{Nanos, NEVER};
 /// Where a close stands: one state per phase.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
-    /// Not started: our FIN goes out at the first poll.
-    Start,
+    /// Not started: our FIN goes out at the first poll (or `begin`), with the
+    /// retransmission bound set first (`TCP_USER_TIMEOUT`, milliseconds; 0: none).
+    Start { user_timeout_ms: u32 },
     /// Our FIN is queued (`GracefulIo::poll_shutdown`), and the owner has not polled
     /// the close yet: the application may still be reading. Nothing is watched and no
     /// clock but the deadline runs; leaving it starts the watch.
@@ -163,7 +164,7 @@ impl Phase {
     /// was doing).
     pub(super) fn step(self) -> ClosePhase {
         match self {
-            Phase::Start => ClosePhase::Shutdown,
+            Phase::Start { .. } => ClosePhase::Shutdown,
             Phase::Shut | Phase::Delivering | Phase::AckWait | Phase::Barrier => {
                 ClosePhase::AckWait
             }
@@ -197,9 +198,9 @@ pub(super) fn next(phase: Phase, event: Event, policy: PeerEof) -> Phase {
             aborted: true,
             step: phase.step(),
         }),
-        (Start, Event::Shutdown) => Shut,
+        (Start { .. }, Event::Shutdown) => Shut,
         (
-            Start | Shut,
+            Start { .. } | Shut,
             Event::Watch {
                 now,
                 ack_check,
@@ -300,9 +301,10 @@ mod tests {
         let linger = |until| Lingering { until, quiet_since: L };
         let eof_first = EofFirst { quiet_since: L };
         let draining = Draining { quiet_since: L };
+        let start = Start { user_timeout_ms: 0 };
         let rows = [
-            (Start, E::Shutdown, Required, Shut),
-            (Start, watch(true, false), Required, Delivering),
+            (start, E::Shutdown, Required, Shut),
+            (start, watch(true, false), Required, Delivering),
             (Shut, watch(true, false), Required, Delivering),
             (Shut, watch(true, true), Required, eof_first),
             (Shut, watch(false, false), Required, draining),
@@ -345,7 +347,7 @@ mod tests {
             assert_eq!(next(phase, event, policy), want, "{phase:?} + {event:?} ({policy:?})");
         }
         // The reset that loses nothing ends any live phase, acknowledged.
-        for phase in [Start, Shut, Delivering, eof_first, AckWait, linger(G), draining] {
+        for phase in [start, Shut, Delivering, eof_first, AckWait, linger(G), draining] {
             let Done(end) = next(phase, E::Aborted, Required) else {
                 panic!("{phase:?} did not end");
             };
