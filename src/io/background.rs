@@ -98,7 +98,7 @@ impl<S: AsyncGracefulClose> Drop for Background<S> {
 
 /// A background close as a `GracefulIo` drop makes it, for the crate's simulation: the
 /// closer, the tracker's registration (`hold`) and the outcome callback.
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 pub(crate) fn test_close<S: AsyncGracefulClose>(
     stream: S,
     closer: Closer,
@@ -116,7 +116,7 @@ pub(crate) fn test_close<S: AsyncGracefulClose>(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 impl<S: AsyncGracefulClose> Background<S> {
     /// The close, for the simulation's invariants.
     pub(crate) fn closer(&self) -> &Closer {

@@ -31,9 +31,10 @@ use self::abandon::Abandoned;
 #[cfg(feature = "axum")]
 pub(crate) use self::abandon::DiscardBounds;
 pub(crate) use self::abandon::InputHandle;
-#[cfg(not(test))]
+#[cfg(not(all(test, target_os = "linux")))]
 use self::background::Background;
-#[cfg(test)]
+// The close machine's simulation (Linux) drives the background close itself.
+#[cfg(all(test, target_os = "linux"))]
 pub(crate) use self::background::{test_close, Background};
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;

@@ -176,14 +176,14 @@ impl Closer {
         matches!(self.phase, Phase::Lingering { .. })
     }
 
-    /// When the close's timer will wake it, if it is armed.
-    #[cfg(test)]
+    /// When the close's timer will wake it, if it is armed (for the simulation).
+    #[cfg(all(test, target_os = "linux"))]
     pub(crate) fn timer_deadline(&self) -> Option<Instant> {
         self.timer.as_ref().map(|t| t.deadline())
     }
 
-    /// When the close's deadline is, as an instant.
-    #[cfg(test)]
+    /// When the close's deadline is, as an instant (for the simulation).
+    #[cfg(all(test, target_os = "linux"))]
     pub(crate) fn deadline_instant(&self) -> Instant {
         self.instant(self.deadline)
     }
