@@ -103,7 +103,8 @@ impl Kernel {
             closed: false,
             can_tell: true,
             rtt: Duration::from_millis(1),
-            last_data: now,
+            // The peer's last data (its request) came before the close began.
+            last_data: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
             read_error: None,
             info_fails: false,
             lowat: 1,

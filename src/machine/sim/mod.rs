@@ -225,3 +225,23 @@ fn a_reset_is_seen_without_tcp_info() {
     });
     assert_eq!(ends, ["PeerReset"]);
 }
+
+/// `PeerEof::IfSending`: a peer quiet when our bytes are acknowledged is given a grace
+/// period; one that sends during it is drained to its EOF, not cut at its end.
+#[test]
+fn a_peer_that_sends_during_its_grace_is_drained_to_its_eof() {
+    let mut close = quiet(
+        CloseOptions::new(Duration::from_secs(5)).peer_eof(PeerEof::IfSending),
+        Role::Server,
+    );
+    close.events = vec![
+        (MS, Ev::Acks(u64::MAX)),
+        (5 * MS, Ev::Sends(100)),
+        (100 * MS, Ev::Fin),
+    ];
+    let ends = run::run(&Case {
+        closes: vec![close],
+        cap: None,
+    });
+    assert_eq!(ends, ["Ok, peer EOF"]);
+}
