@@ -54,7 +54,7 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
             return Poll::Ready(());
         };
         let context = this.context.as_ref();
-        let res = match evicted(&mut this.closer, context, stream, cx) {
+        let mut res = match evicted(&mut this.closer, context, stream, cx) {
             Some(e) => Err(e),
             None => match stream.poll_closer(&mut this.closer, cx) {
                 Poll::Ready(res) => res,
@@ -69,7 +69,8 @@ impl<S: AsyncGracefulClose> Future for Background<S> {
         // A panic in the callback ends this task only: Tokio contains it, and the
         // callback was taken first, so it cannot run twice.
         let context = this.context.take().unwrap_or_default();
-        context.report(res, this.on_close.take(), Path::Background);
+        context.annotate(&mut res);
+        context.report(&res, this.on_close.take(), Path::Background);
         Poll::Ready(())
     }
 }

@@ -316,7 +316,7 @@ where
         context.annotate(&mut res);
         let kept = res.as_ref().err().map(|e| Box::new(e.duplicate()));
         self.state = State::Closed(kept);
-        context.report(res, self.on_close.take(), Path::Shutdown);
+        context.report(&res, self.on_close.take(), Path::Shutdown);
     }
 }
 

@@ -184,16 +184,15 @@ impl Conn {
         report.drained_bytes = report.drained_bytes.saturating_add(self.discarded_before);
     }
 
-    /// Reports the outcome, then ends the tracker's count: a server that waits for its
-    /// closes sees every callback done.
+    /// Reports the outcome, already [annotated](Self::annotate), then ends the
+    /// tracker's count: a server that waits for its closes sees every callback done.
     pub(super) fn report(
         self,
-        mut res: Result<CloseReport, CloseError>,
+        res: &Result<CloseReport, CloseError>,
         on_close: Option<OnClose>,
         path: Path,
     ) {
-        self.annotate(&mut res);
-        notify(on_close, &res, path);
+        notify(on_close, res, path);
         drop(self.token);
     }
 }
@@ -213,13 +212,14 @@ pub(super) fn close_plainly<S: AsyncGracefulClose>(
     }
     drop(stream);
     let (phase, report) = (closer.phase(), closer.report());
-    let res = Err(CloseError::new(
+    let mut res = Err(CloseError::new(
         CloseErrorKind::Io,
         phase,
         report,
         Some(io::Error::other(why)),
     ));
-    conn.report(res, on_close, path);
+    conn.annotate(&mut res);
+    conn.report(&res, on_close, path);
 }
 
 #[cfg(test)]
