@@ -415,7 +415,7 @@ async fn streaming_peer_gone_silent_hits_the_idle_timeout_on_time() {
 /// A peer that sends 48 KiB after our FIN, then waits, counts as streaming: the drain
 /// asks the kernel for batches (`SO_RCVLOWAT` above 1). A client uploading over a slow
 /// link sends one segment per wakeup until then; waiting for 256 KiB, as the drain once
-/// did, cost some 180 wakeups per upload (`benches/real_servers.py`).
+/// did, cost some 180 wakeups per upload (`lab/benches/real_servers.py`).
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_peer_streaming_48_kib_is_drained_in_batches() {

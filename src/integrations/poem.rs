@@ -68,7 +68,7 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 /// The [`GracefulIo`] goes under TLS: wrap the TCP listener, then add poem's TLS on top
 /// (`GracefulPoemListener::new(TcpListener::bind(addr), opts).rustls(config)`, with
 /// poem's `rustls` feature), so that the close sends `close_notify`, then our FIN, then
-/// drains the raw bytes (`tests/http_poem.rs` runs its early 413 this way). Wrapping a
+/// drains the raw bytes (`lab/tests/http_poem.rs` runs its early 413 this way). Wrapping a
 /// TLS listener does not compile: its streams are not sockets.
 #[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
 pub struct GracefulPoemListener<T> {

@@ -183,7 +183,7 @@ const SAFETY_SHIFT_MAX: u8 = 4;
 /// acknowledgement, a reset) being lost on the way. At a fixed interval it was most of
 /// the cost of a long delivery: 200 uploads at once over a 20 Mbit/s link, each answer
 /// taking some 15 s, cost about 65 timer wakeups and `SIOCOUTQ` looks per connection
-/// (`benches/real_servers.py`, `strace -c`); doubling, about 12.
+/// (`lab/benches/real_servers.py`, `strace -c`); doubling, about 12.
 fn safety_step(shift: u8, interval: Nanos) -> Nanos {
     interval.saturating_mul(1 << shift.min(SAFETY_SHIFT_MAX))
 }

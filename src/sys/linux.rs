@@ -212,7 +212,7 @@ pub(crate) fn set_cork(fd: Sock<'_>, on: bool) -> io::Result<()> {
 /// a client uploading over a slow link (whose receive buffer stays near `tcp_rmem`'s
 /// 128 KiB default, a quarter of which is 32 KiB) then wakes the discard once per
 /// batch instead of once per segment or two, which over a 20 Mbit/s link cut the
-/// server's CPU per discarded 2 MB upload about threefold (`benches/real_servers.py`).
+/// server's CPU per discarded 2 MB upload about threefold (`lab/benches/real_servers.py`).
 const BATCH_MIN: usize = 16 << 10;
 
 /// Asks the kernel to wake a reader of `fd` only once a batch of bytes is queued:

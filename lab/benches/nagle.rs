@@ -23,7 +23,7 @@ fn main() {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-#[path = "../tests/support/tcp_info.rs"]
+#[path = "../../tests/support/tcp_info.rs"]
 mod tcp_info;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]

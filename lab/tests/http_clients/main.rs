@@ -15,13 +15,13 @@
 //!
 //! A client that is not installed makes its test print `SKIP: <name> ...` and pass;
 //! under `CI=true` it fails (`.ci/run` installs every client). The lab needs root, as
-//! in `tests/lab/`.
+//! in `lab/tests/lab/`.
 #![cfg(all(feature = "axum", feature = "rustls", target_os = "linux"))]
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../../examples/axum_upload_limit.rs"]
 mod example;
-#[path = "../support/lab.rs"]
+#[path = "../../../tests/support/lab.rs"]
 mod lab;
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tls/support.rs"]

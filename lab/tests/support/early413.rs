@@ -1,8 +1,8 @@
-//! The early-413 workload of `tests/http_clients/`, for the framework adapters: the
+//! The early-413 workload of `lab/tests/http_clients/`, for the framework adapters: the
 //! answer every framework's app gives, how a client's result is judged, and the runs
 //! of one client against one framework, through the crate and plainly.
 //!
-//! Included as `mod example` (the name `tests/http_clients/clients.rs` uses for the
+//! Included as `mod example` (the name `lab/tests/http_clients/clients.rs` uses for the
 //! axum example it was written for), beside `mod clients`, `mod lab` and `mod servers`:
 //!
 //! ```ignore

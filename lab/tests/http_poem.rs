@@ -18,7 +18,7 @@
 mod clients;
 #[path = "support/early413.rs"]
 mod example;
-#[path = "support/lab.rs"]
+#[path = "../../tests/support/lab.rs"]
 mod lab;
 mod servers {
     pub use crate::example::Transport;

@@ -43,8 +43,10 @@ import subprocess
 import sys
 import time
 
+# The lab crate (this file is in its benches/), and the workspace root with `target/`.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.path.join(ROOT, "target", "real_servers")
+WORKSPACE = os.path.dirname(ROOT)
+WORK = os.path.join(WORKSPACE, "target", "real_servers")
 CLIENTS = os.path.join(ROOT, "tests", "http_clients", "clients")
 PLAYWRIGHT = os.path.join(CLIENTS, "node_modules", "playwright-core")
 QUICK = "--quick" in sys.argv
@@ -208,7 +210,7 @@ frontend upload
 
 
 def servers(addr):
-    example = os.path.join(ROOT, "target", "release", "examples", "axum_upload_limit")
+    example = os.path.join(WORKSPACE, "target", "release", "examples", "axum_upload_limit")
     out = []
     if have("nginx"):
         out.append(("nginx", 8201, lambda a, p: nginx_conf(a, p)))

@@ -15,12 +15,12 @@
 //! Layout: this file holds the arguments, the configuration and `main`; `contenders`
 //! the close strategies; `harness` the plumbing (runtimes, listeners, peers, the lab
 //! link, child processes); `alloc` the counting allocator; one `figN_*` module per
-//! figure. Methodology and the latest figures: `benches/README.md`.
+//! figure. Methodology and the latest figures: `lab/benches/README.md`.
 
 #[path = "../support/mod.rs"]
 mod support;
 
-#[path = "../../tests/support/lab.rs"]
+#[path = "../../../tests/support/lab.rs"]
 mod lab;
 
 mod alloc;

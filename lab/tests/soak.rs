@@ -4,7 +4,7 @@
 //! stays bounded. `TGC_SOAK_SECS` sets the load phase (default 15 s).
 #![cfg(all(feature = "axum", target_os = "linux"))]
 
-#[path = "support/process.rs"]
+#[path = "../../tests/support/process.rs"]
 mod process;
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
 //! The reliability lab: graceful close over a real, slow, lossy link between two
-//! network namespaces (see `tests/support/lab.rs` and `tests/README.md`).
+//! network namespaces (see `tests/support/lab.rs` and `lab/README.md`).
 //!
 //! Every test builds its own lab (unique namespaces), so tests run side by side. Only
 //! `thousand_concurrent_closes_no_fd_leak` counts file descriptors, so it takes the
@@ -16,7 +16,7 @@
 //! what the lab needs). They must share one process for the descriptor gate below.
 #![cfg(target_os = "linux")]
 
-#[path = "../support/lab.rs"]
+#[path = "../../../tests/support/lab.rs"]
 mod lab;
 
 use std::future::Future;

@@ -149,7 +149,7 @@ pub async fn cell(
     Cell { runs }
 }
 
-/// The test certificate's PEM (`tests/tls/support.rs`), written where the clients can
+/// The test certificate's PEM (`lab/tests/tls/support.rs`), written where the clients can
 /// read it.
 fn ca_file() -> &'static PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();

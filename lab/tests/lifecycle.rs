@@ -10,7 +10,7 @@
     target_os = "linux"
 ))]
 
-#[path = "support/process.rs"]
+#[path = "../../tests/support/process.rs"]
 mod process;
 
 use std::convert::Infallible;

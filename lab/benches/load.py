@@ -34,8 +34,10 @@ import time
 
 from real_servers import cpu_seconds  # the servers' threads' CPU time (schedstat)
 
+# The lab crate (this file is in its benches/), and the workspace root with `target/`.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLE = os.path.join(ROOT, "target", "release", "examples", "axum_upload_limit")
+WORKSPACE = os.path.dirname(ROOT)
+EXAMPLE = os.path.join(WORKSPACE, "target", "release", "examples", "axum_upload_limit")
 
 
 def arg(flag, default):
@@ -92,7 +94,7 @@ def wrk_result(out, _url):
 
 def h2log(url):
     """Where h2load logs each request's time for the server at `url`."""
-    return os.path.join(ROOT, "target", f"h2load-{url.rstrip('/').rsplit(':', 1)[1]}.log")
+    return os.path.join(WORKSPACE, "target", f"h2load-{url.rstrip('/').rsplit(':', 1)[1]}.log")
 
 
 def h2load(url):

@@ -6,7 +6,7 @@
 // (the ACK confirmation, resets): their helpers are then unused there.
 #![cfg_attr(not(target_os = "linux"), allow(unused))]
 
-#[path = "support/outcome.rs"]
+#[path = "../../tests/support/outcome.rs"]
 mod outcome;
 
 use std::convert::Infallible;
