@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio::net::UnixStream;
 
 use crate::future::{GracefulClose, WaitAcked};
-use crate::machine::Socket;
+use crate::machine::Closable;
 use crate::sys::{self, SocketKind};
 use crate::CloseOptions;
 
@@ -53,7 +53,7 @@ use crate::CloseOptions;
 /// # Ok(())
 /// # }
 /// ```
-pub trait AsyncGracefulClose: Socket + Sized {
+pub trait AsyncGracefulClose: Closable + Sized {
     /// Closes the stream gracefully within `timeout`, with the other
     /// [`CloseOptions`] at their defaults.
     ///

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::machine::Closable;
 use crate::machine::Closer;
-use crate::machine::Socket;
 use crate::options::Role;
 use crate::{CloseError, CloseOptions, CloseReport};
 
@@ -20,12 +20,12 @@ use crate::{CloseError, CloseOptions, CloseReport};
 /// Polled again after it completed, it returns an [`Io`](crate::CloseErrorKind::Io)
 /// error saying so (as [`WaitAcked`] does).
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct GracefulClose<S: Socket> {
+pub struct GracefulClose<S: Closable> {
     stream: Option<S>,
     closer: Closer,
 }
 
-impl<S: Socket> GracefulClose<S> {
+impl<S: Closable> GracefulClose<S> {
     #[inline]
     pub(crate) fn new(stream: S, options: CloseOptions) -> Self {
         GracefulClose {
@@ -36,9 +36,9 @@ impl<S: Socket> GracefulClose<S> {
 }
 
 // The stream is never pinned: it is only borrowed, and moved out to be dropped.
-impl<S: Socket> Unpin for GracefulClose<S> {}
+impl<S: Closable> Unpin for GracefulClose<S> {}
 
-impl<S: Socket> Future for GracefulClose<S> {
+impl<S: Closable> Future for GracefulClose<S> {
     type Output = Result<CloseReport, CloseError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -54,7 +54,7 @@ impl<S: Socket> Future for GracefulClose<S> {
     }
 }
 
-impl<S: Socket> Drop for GracefulClose<S> {
+impl<S: Closable> Drop for GracefulClose<S> {
     fn drop(&mut self) {
         if let Some(stream) = self.stream.take() {
             // Dropped before the end, maybe before the first poll: close() must not linger.
@@ -66,7 +66,7 @@ impl<S: Socket> Drop for GracefulClose<S> {
     }
 }
 
-impl<S: Socket + fmt::Debug> fmt::Debug for GracefulClose<S> {
+impl<S: Closable + fmt::Debug> fmt::Debug for GracefulClose<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulClose")
             .field("stream", &self.stream)
@@ -85,7 +85,7 @@ pub struct WaitAcked<'a, S> {
     closer: Closer,
 }
 
-impl<'a, S: Socket> WaitAcked<'a, S> {
+impl<'a, S: Closable> WaitAcked<'a, S> {
     pub(crate) fn new(stream: &'a mut S, timeout: Duration) -> Self {
         WaitAcked {
             stream,
@@ -94,7 +94,7 @@ impl<'a, S: Socket> WaitAcked<'a, S> {
     }
 }
 
-impl<S: Socket> Future for WaitAcked<'_, S> {
+impl<S: Closable> Future for WaitAcked<'_, S> {
     type Output = io::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -127,6 +127,7 @@
 
 #[cfg(unix)]
 mod cork;
+mod discard;
 mod error;
 mod ext;
 mod future;
@@ -136,6 +137,7 @@ mod io;
 mod machine;
 mod options;
 mod report;
+mod socket;
 mod sys;
 mod tracker;
 

@@ -28,7 +28,7 @@ use http_body::{Frame, SizeHint};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use crate::io::{DiscardBounds, InputHandle};
+use crate::discard::abandon::{DiscardBounds, InputHandle};
 use crate::CloseOptions;
 
 /// A [`tower::Layer`] for answers sent before the request's body was read to its end
@@ -60,7 +60,7 @@ use crate::CloseOptions;
 ///   (`MSG_TRUNC` on Linux), in batches once the client streams, and are woken by its
 ///   next bytes as well as by room to write. No task, no copy through hyper's buffers:
 ///   for a client that sends all first, over a 20 Mbit/s link, the server spends less
-///   CPU per discarded upload than nginx (`benches/real_servers.py`); through hyper it
+///   CPU per discarded upload than nginx (`lab/benches/real_servers.py`); through hyper it
 ///   spent about three times as much.
 /// - `axum::serve(listener, app)`, and TLS listeners (whose `Io` is the TLS stream):
 ///   through hyper. The body the handler dropped is kept

@@ -20,8 +20,8 @@ use ::axum::http::{Request, Version};
 use ::axum::serve::{IncomingStream, Listener};
 use tower::Service;
 
+use crate::discard::abandon::InputHandle;
 use crate::io::settings::ConnSettings;
-use crate::io::InputHandle;
 use crate::options::Role;
 use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 

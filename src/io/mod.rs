@@ -7,7 +7,6 @@
 //! [`GracefulIo`] turns both into a graceful close, and keeps the `AsyncWrite` contract
 //! on the way: `poll_shutdown` shuts down the write side only.
 
-mod abandon;
 mod background;
 mod outcome;
 #[cfg(any(
@@ -27,10 +26,6 @@ use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::Instrument;
 
-use self::abandon::Abandoned;
-#[cfg(feature = "axum")]
-pub(crate) use self::abandon::DiscardBounds;
-pub(crate) use self::abandon::InputHandle;
 #[cfg(not(all(test, target_os = "linux")))]
 use self::background::Background;
 // The close machine's simulation (Linux) drives the background close itself.
@@ -39,6 +34,7 @@ pub(crate) use self::background::{test_close, Background};
 use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, Conn, Path};
+use crate::discard::abandon::{Abandoned, InputHandle};
 use crate::machine::Closer;
 use crate::options::Role;
 use crate::tracker::Hold;

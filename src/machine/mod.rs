@@ -19,24 +19,24 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
+use crate::socket::Socket;
 use crate::sys::{self, Activity, SocketKind};
 use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof, SafeAbort};
 
 mod abort;
 mod ack;
 mod barrier;
+mod closable;
 mod drain;
 mod phase;
 #[cfg(all(test, target_os = "linux"))]
 mod sim;
-mod socket;
 mod time;
 
 use self::ack::Ack;
+pub(crate) use self::closable::Closable;
 use self::drain::Drain;
-pub(crate) use self::drain::{discard_ready, rebatch, Handover, MAX_DISCARD, MAX_READS_PER_POLL};
 use self::phase::{End, Event, PeerNow, Phase};
-pub(crate) use self::socket::Socket;
 pub(crate) use self::time::after;
 use self::time::{millis_ceil, nanos, Nanos, FAR_FUTURE, NEVER};
 
@@ -537,7 +537,7 @@ mod tests {
     /// A pending close is one task per connection: its state must stay small. With
     /// 112 bytes, a spawned `GracefulClose<TcpStream>` (a 32-byte stream and this) and
     /// Tokio's task header and trailer take 232 bytes, plus the close's 112-byte timer
-    /// (figure 5 of `benches/compare`); at 120 bytes the task took 360.
+    /// (figure 5 of `lab/benches/compare`); at 120 bytes the task took 360.
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn closer_fits_its_budget() {

@@ -20,7 +20,8 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::time::Instant;
 
-use super::super::{Closer, Socket};
+use super::super::{Closable, Closer};
+use crate::socket::Socket;
 use crate::sys::{Activity, SendQueue, Sock, SocketKind};
 use crate::{AsyncGracefulClose, CloseError, CloseReport};
 
@@ -281,13 +282,6 @@ impl Socket for SimSocket {
         }
         res
     }
-    fn poll_closer(
-        &self,
-        closer: &mut Closer,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<CloseReport, CloseError>> {
-        closer.poll_close(self, cx)
-    }
     fn shutdown_write(&self) -> io::Result<()> {
         let mut k = self.0.borrow_mut();
         k.op();
@@ -393,6 +387,16 @@ impl Socket for SimSocket {
     }
     fn disarm_linger(&self) {
         self.0.borrow_mut().op();
+    }
+}
+
+impl Closable for SimSocket {
+    fn poll_closer(
+        &self,
+        closer: &mut Closer,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<CloseReport, CloseError>> {
+        closer.poll_close(self, cx)
     }
 }
 

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::machine::{discard_ready, rebatch, Handover, Socket, MAX_DISCARD, MAX_READS_PER_POLL};
+use super::{discard_ready, rebatch, Handover, MAX_DISCARD, MAX_READS_PER_POLL};
+use crate::socket::Socket;
 
 /// How much of an abandoned input may be discarded, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,12 +1,12 @@
-//! The socket operations a close needs: the sealed [`Socket`] trait, implemented for
-//! Tokio's streams.
+//! The socket operations a close and a discard need: the sealed [`Socket`] trait,
+//! implemented for Tokio's streams.
 //!
-//! Every look at the kernel the close takes goes through this trait: Tokio's readiness
+//! Every look at the kernel the crate takes goes through this trait: Tokio's readiness
 //! and the system calls of [`sys`](crate::sys). Tokio's streams take the provided
 //! methods, which forward to `sys`; the crate's deterministic simulation implements
-//! them with a scripted kernel instead. It lives with the state machine that uses it;
-//! the public [`AsyncGracefulClose`](crate::AsyncGracefulClose) extends it, which keeps
-//! that trait sealed.
+//! them with a scripted kernel instead. The public
+//! [`AsyncGracefulClose`](crate::AsyncGracefulClose) extends it, which keeps that trait
+//! sealed.
 
 use std::io;
 use std::task::{Context, Poll};
@@ -14,9 +14,7 @@ use std::time::Duration;
 
 use tokio::io::Interest;
 
-use super::Closer;
 use crate::sys::{self, Activity, SendQueue, Sock, SocketKind};
-use crate::{CloseError, CloseReport};
 
 /// The socket operations a graceful close needs; implemented for Tokio's streams.
 ///
@@ -35,18 +33,6 @@ pub trait Socket {
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
     #[doc(hidden)]
     fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
-    /// Drives `closer` on this stream ([`Closer::poll_close`]). A method of each
-    /// stream type rather than a generic call so that the state machine is compiled
-    /// once, in this crate, where the system calls and the deadline bookkeeping it
-    /// calls can be inlined into it: instantiated in the caller's crate, every one of
-    /// them would stay a call into this one.
-    #[doc(hidden)]
-    fn poll_closer(
-        &self,
-        closer: &mut Closer,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<CloseReport, CloseError>>;
-
     // ===== the kernel, through `sys` =====
 
     /// `shutdown(SHUT_WR)`: our FIN, after everything queued.
@@ -158,13 +144,6 @@ macro_rules! forward {
                 f: impl FnOnce() -> io::Result<R>,
             ) -> io::Result<R> {
                 <$ty>::try_io(self, interest, f)
-            }
-            fn poll_closer(
-                &self,
-                closer: &mut Closer,
-                cx: &mut Context<'_>,
-            ) -> Poll<Result<CloseReport, CloseError>> {
-                closer.poll_close(self, cx)
             }
         }
     };
