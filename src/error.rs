@@ -4,7 +4,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 
-use crate::CloseReport;
+use crate::report::CloseReport;
 
 /// The step a close was in when it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

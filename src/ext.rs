@@ -9,8 +9,8 @@ use tokio::net::UnixStream;
 
 use crate::future::{GracefulClose, WaitAcked};
 use crate::machine::Closable;
+use crate::options::CloseOptions;
 use crate::sys::{self, SocketKind};
-use crate::CloseOptions;
 
 /// Closes a Tokio stream without losing what was written, and tells what happened.
 ///

@@ -7,10 +7,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::error::CloseError;
 use crate::machine::Closable;
 use crate::machine::Closer;
+use crate::options::CloseOptions;
 use crate::options::Role;
-use crate::{CloseError, CloseOptions, CloseReport};
+use crate::report::CloseReport;
 
 /// Future of [`AsyncGracefulClose::graceful_close`](crate::AsyncGracefulClose::graceful_close)
 /// and [`graceful_close_with`](crate::AsyncGracefulClose::graceful_close_with).

@@ -41,24 +41,24 @@
 //! # HTTP servers and clients
 //!
 //! [`GracefulIo`] wraps a stream so that its `poll_shutdown` sends our FIN (and never
-//! waits on the peer) and its drop finishes the graceful close in the background;
-//! hyper, axum, tower, rustls, tonic, poem, salvo and actix-web users get it with a
-//! one-line change. Every integration is a feature; the default build pulls none of
-//! these crates:
+//! waits on the peer) and its drop finishes the graceful close in the background. Any
+//! Tokio I/O user takes it as it is (hyper: `TokioIo::new(GracefulIo::new(stream,
+//! opts))`). Each framework has a module of its own, behind a feature of the same
+//! name; the default build pulls none of these crates. Every adapter takes a
+//! [`CloseSettings`] (the [`CloseOptions`], the [`CloseTracker`] and an outcome
+//! callback; plain options will do) and wraps each connection in a `GracefulIo`:
 //!
-//! | feature | what | one line |
+//! | feature | module | one line |
 //! |---|---|---|
-//! | (none) | any Tokio I/O user | `TokioIo::new(GracefulIo::new(stream, opts))` |
-//! | `axum` | `GracefulListener`, `AnnounceCloseLayer` (turns on axum's `http1`) | `axum::serve(GracefulListener::new(listener, opts), app)` |
-//! | `hyper` | `GracefulServeExt` | `http1::Builder::new().serve_graceful(GracefulIo::new(stream, opts), svc)` |
-//! | `tower` | `GracefulCloseLayer` | `GracefulCloseLayer::new(opts).layer(connection_service)` |
+//! | `axum` (turns on axum's `http1`) | `axum`: `GracefulListener`, `AnnounceCloseLayer`, `GracefulConnectInfo` | `axum::serve(GracefulListener::new(listener, opts), app)` |
+//! | `tower` | `tower`: `GracefulCloseLayer` | `GracefulCloseLayer::new(opts).layer(connection_service)` |
 //! | `tower` + `hyper-client` | the layer around hyper-util's connectors | `GracefulCloseLayer::new(opts).layer(HttpConnector::new())` |
+//! | `rustls` | `rustls`: `GracefulTlsListener`, TLS over `GracefulIo`, handshakes off the accept loop | `GracefulTlsListener::new(tcp, acceptor, opts)` |
+//! | `poem` | `poem`: `GracefulListener`, a poem `Listener` and `Acceptor` | `Server::new(GracefulListener::new(TcpListener::bind(addr), opts))` |
+//! | `salvo` (Rust 1.95) | `salvo`: `GracefulListener`, a salvo `Listener` and `Acceptor` over a Tokio `TcpListener` | `Server::new(GracefulListener::new(tcp, opts)?)` |
+//! | `actix` (Rust 1.89) | `actix`: `GracefulService`, actix-http's `HttpService` (an actix-web `App`) over `GracefulIo`s, for actix-server; with `rustls`, over TLS | `GracefulService::new(HttpService::build().finish(app), opts)` where `HttpServer` used `.tcp()`; `.rustls(acceptor)` for `.rustls_0_23(config)` |
 //! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | connectors of your own |
-//! | `rustls` | `GracefulTlsListener`: TLS over `GracefulIo`, handshakes off the accept loop | `GracefulTlsListener::new(tcp, acceptor, opts)` |
 //! | `tonic` (Rust 1.88) | tonic's `Connected` for `GracefulIo` | `serve_with_incoming(...)` over `GracefulIo`s |
-//! | `poem` | `GracefulPoemListener`: a poem `Listener` and `Acceptor` | `Server::new(GracefulPoemListener::new(TcpListener::bind(addr), opts))` |
-//! | `salvo` (Rust 1.95) | `GracefulSalvoListener`: a salvo `Listener` and `Acceptor` over a Tokio `TcpListener` | `Server::new(GracefulSalvoListener::new(tcp, opts)?)` |
-//! | `actix` (Rust 1.89) | `GracefulActixService`: actix-http's `HttpService` (an actix-web `App`) over `GracefulIo`s, for actix-server; with `rustls`, over TLS | `GracefulActixService::new(HttpService::build().finish(app), opts)` where `HttpServer` used `.tcp()`; `.rustls(acceptor)` for `.rustls_0_23(config)` |
 //!
 //! Rocket 0.5 offers no way to wrap its connections (its listener API is private until
 //! 0.6). There, read and discard the upload before an early answer
@@ -66,15 +66,28 @@
 //! unread input, or serve it behind a proxy that lingers (nginx).
 //!
 //! Closes that outlive their connections (finished in the background after hyper let
-//! go of the stream) are counted by a [`CloseTracker`]; wait for them before the
-//! runtime shuts down, or their sockets reset:
+//! go of the stream) are counted by the settings' [`CloseTracker`]; wait for them
+//! before the runtime shuts down, or their sockets reset:
 //!
-//! ```ignore
-//! let listener = GracefulListener::new(tcp, opts);
-//! let closes = listener.tracker();
+//! ```no_run
+//! # #[cfg(feature = "axum")]
+//! # async fn dox(
+//! #     app: axum::Router,
+//! #     tcp: tokio::net::TcpListener,
+//! #     signal: std::future::Ready<()>,
+//! # ) -> std::io::Result<()> {
+//! # use std::time::Duration;
+//! use tokio_graceful_close::axum::GracefulListener;
+//! use tokio_graceful_close::{CloseOptions, CloseSettings, CloseTracker};
+//!
+//! let closes = CloseTracker::new();
+//! let opts = CloseOptions::new(Duration::from_secs(30));
+//! let listener = GracefulListener::new(tcp, CloseSettings::new(opts).tracked(&closes));
 //! axum::serve(listener, app).with_graceful_shutdown(signal).await?;
 //! closes.close();
 //! closes.wait().await; // every response delivered or its close timed out
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Unset options follow the connection's role (the table in [`CloseOptions`]): a
@@ -137,6 +150,9 @@ mod io;
 mod machine;
 mod options;
 mod report;
+// The close machine's deterministic simulation (Linux tests).
+#[cfg(all(test, target_os = "linux"))]
+mod sim;
 mod socket;
 mod sys;
 mod tracker;
@@ -146,39 +162,33 @@ mod tracker;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
-/// The target of the crate's trace events.
-pub(crate) const TARGET: &str = "tokio_graceful_close";
-
 #[cfg(unix)]
 pub use crate::cork::{write_corked, CorkExt, Corked, WriteCorked};
 pub use crate::error::{CloseError, CloseErrorKind, ClosePhase};
 pub use crate::ext::AsyncGracefulClose;
 pub use crate::future::{GracefulClose, WaitAcked};
-#[cfg(feature = "actix")]
-#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
-pub use crate::integrations::actix::GracefulActixService;
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use crate::integrations::announce::{AnnounceClose, AnnounceCloseFuture, AnnounceCloseLayer};
-#[cfg(feature = "axum")]
-#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
-pub use crate::integrations::axum::{AddConnectInfo, GracefulConnectInfo, GracefulListener};
-#[cfg(feature = "hyper")]
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
-pub use crate::integrations::hyper::GracefulServeExt;
-#[cfg(feature = "poem")]
-#[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
-pub use crate::integrations::poem::GracefulPoemListener;
-#[cfg(feature = "rustls")]
-#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
-pub use crate::integrations::rustls::GracefulTlsListener;
-#[cfg(feature = "salvo")]
-#[cfg_attr(docsrs, doc(cfg(feature = "salvo")))]
-pub use crate::integrations::salvo::GracefulSalvoListener;
-#[cfg(feature = "tower")]
-#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub use crate::integrations::tower::{GracefulCloseLayer, GracefulCloseService, GracefulConnect};
+pub use crate::io::settings::CloseSettings;
 pub use crate::io::GracefulIo;
 pub use crate::options::{CloseOptions, OnTimeout, PeerEof};
 pub use crate::report::{CloseReport, SafeAbort};
 pub use crate::tracker::{CloseTracker, CloseTrackerWait};
+
+// The integrations, one module per framework.
+#[cfg(feature = "actix")]
+#[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
+pub use crate::integrations::actix;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use crate::integrations::axum;
+#[cfg(feature = "poem")]
+#[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
+pub use crate::integrations::poem;
+#[cfg(feature = "rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+pub use crate::integrations::rustls;
+#[cfg(feature = "salvo")]
+#[cfg_attr(docsrs, doc(cfg(feature = "salvo")))]
+pub use crate::integrations::salvo;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use crate::integrations::tower;

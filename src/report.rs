@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The target of the crate's trace events.
+pub(crate) const TARGET: &str = "tokio_graceful_close";
+
 /// What a graceful close did, returned on success and carried by every
 /// [`CloseError`](crate::CloseError).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

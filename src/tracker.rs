@@ -23,12 +23,12 @@ use tokio::sync::Notify;
 /// Counts connections until their graceful close ended, and lets a server wait for
 /// them.
 ///
-/// Every [`GracefulListener`](crate::GracefulListener) has one
-/// ([`tracker`](crate::GracefulListener::tracker)) and tracks every connection it
-/// accepted, until its close ended, whether that close ran from `poll_shutdown` and the
-/// drop or from a drop alone; so do `GracefulTlsListener` (from the accept, through
-/// the handshake), [`GracefulCloseLayer`](crate::GracefulCloseLayer) and any
-/// [`GracefulIo`](crate::GracefulIo) made [`tracked`](crate::GracefulIo::tracked).
+/// Every adapter's [`CloseSettings`](crate::CloseSettings) has one
+/// ([`tracker`](crate::CloseSettings::tracker)), and the adapter tracks every connection
+/// it wraps until its close ended, whether that close ran from `poll_shutdown` and the
+/// drop or from a drop alone (a TLS listener from the accept, through the handshake);
+/// so does any [`GracefulIo`](crate::GracefulIo) made
+/// [`tracked`](crate::GracefulIo::tracked).
 ///
 /// Waiting works as with tokio-util's `TaskTracker`: [`close`](Self::close) the tracker
 /// once no new connection will come (after `serve` returned), then
@@ -36,12 +36,14 @@ use tokio::sync::Notify;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use tokio_graceful_close::{CloseOptions, GracefulListener};
+/// use tokio_graceful_close::axum::GracefulListener;
+/// use tokio_graceful_close::{CloseOptions, CloseSettings, CloseTracker};
 ///
 /// # async fn dox(app: axum::Router, signal: std::future::Ready<()>) -> std::io::Result<()> {
 /// let tcp = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
-/// let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(30)));
-/// let closes = listener.tracker();
+/// let closes = CloseTracker::new();
+/// let settings = CloseSettings::new(CloseOptions::new(Duration::from_secs(30))).tracked(&closes);
+/// let listener = GracefulListener::new(tcp, settings);
 /// axum::serve(listener, app).with_graceful_shutdown(signal).await?;
 /// closes.close();
 /// closes.wait().await; // every response delivered or its close timed out
@@ -317,7 +319,7 @@ impl Token {
         }
         for old in evict {
             tracing::info!(
-                target: crate::TARGET,
+                target: crate::report::TARGET,
                 max_lingering = max,
                 "lingering close evicted: the tracker's cap was reached"
             );

@@ -23,7 +23,7 @@ use std::time::Duration;
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_graceful_close::GracefulTlsListener;
+use tokio_graceful_close::rustls::GracefulTlsListener;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 

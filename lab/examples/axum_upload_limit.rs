@@ -31,9 +31,8 @@ use axum::Router;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_graceful_close::{
-    AnnounceCloseLayer, CloseOptions, GracefulConnectInfo, GracefulListener,
-};
+use tokio_graceful_close::axum::{AnnounceCloseLayer, GracefulConnectInfo, GracefulListener};
+use tokio_graceful_close::{CloseOptions, CloseSettings};
 
 /// Largest body accepted.
 pub const LIMIT: usize = 1024;
@@ -210,12 +209,15 @@ pub async fn serve_until(
 ) -> io::Result<()> {
     if graceful {
         // Every close that could not confirm delivery says why, on stderr.
-        let listener = GracefulListener::new(listener, close_options()).on_close(|res| {
-            if let Err(e) = res {
-                eprintln!("close: {e}");
-            }
-        });
-        let closes = listener.tracker();
+        let listener = GracefulListener::new(
+            listener,
+            CloseSettings::new(close_options()).on_close(|res| {
+                if let Err(e) = res {
+                    eprintln!("close: {e}");
+                }
+            }),
+        );
+        let closes = listener.settings().tracker().clone();
         axum::serve(listener, GracefulConnectInfo::new(graceful_app()))
             .with_graceful_shutdown(shutdown)
             .await?;

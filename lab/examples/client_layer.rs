@@ -23,7 +23,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_graceful_close::{CloseOptions, GracefulCloseLayer};
+use tokio_graceful_close::tower::GracefulCloseLayer;
+use tokio_graceful_close::{CloseOptions, CloseSettings};
 use tower::Layer;
 
 async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -45,8 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The one-line change: wrap the connector.
     let (tx, mut closes) = mpsc::unbounded_channel();
-    let connector = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(5)))
-        .on_close(move |res| {
+    let connector = GracefulCloseLayer::new(
+        CloseSettings::new(CloseOptions::new(Duration::from_secs(5))).on_close(move |res| {
             let line = match res {
                 Ok(r) => format!(
                     "closed gracefully in {:?} (acked: {})",
@@ -56,8 +57,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Err(e) => format!("close failed: {e}"),
             };
             let _ = tx.send(line);
-        })
-        .layer(HttpConnector::new());
+        }),
+    )
+    .layer(HttpConnector::new());
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
 
     let mut requests = tokio::task::JoinSet::new();

@@ -4,10 +4,10 @@
 //! graceful close then delivers the answer whole instead of resetting the connection.
 //!
 //! ```text
-//! cargo run --example hyper_server --features hyper            # serves 127.0.0.1:3001
+//! cargo run --example hyper_server            # serves 127.0.0.1:3001
 //! head -c 10000000 /dev/zero | curl -sS --data-binary @- -o /dev/null \
 //!     -w '%{http_code} %{size_download}\n' http://127.0.0.1:3001/upload
-//! cargo run --example hyper_server --features hyper -- --self-test   # its own client
+//! cargo run --example hyper_server -- --self-test   # its own client
 //! ```
 
 use std::convert::Infallible;
@@ -22,9 +22,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_graceful_close::{CloseOptions, GracefulIo, GracefulServeExt};
+use tokio_graceful_close::{CloseOptions, GracefulIo};
 
 const LIMIT: u64 = 1024;
 
@@ -83,7 +84,7 @@ async fn serve(listener: TcpListener, stats: Arc<Stats>) -> std::io::Result<()> 
             // A clean end calls `poll_shutdown` (the graceful close); any other end
             // drops the `GracefulIo`, which closes in the background.
             if let Err(e) = http1::Builder::new()
-                .serve_graceful(io, service_fn(handle))
+                .serve_connection(TokioIo::new(io), service_fn(handle))
                 .await
             {
                 eprintln!("{peer}: connection error: {e}");

@@ -1,10 +1,10 @@
-//! actix-web through `GracefulActixService`: real clients upload 10 MB to an early 413
+//! actix-web through `GracefulService`: real clients upload 10 MB to an early 413
 //! and must get it whole.
 //!
 //! The app (an actix-web `App`) answers 413 with a 256 KiB body to uploads over 1 KiB
 //! without reading them. Through the crate it is served by actix-server over
 //! actix-http's `HttpService` and the adapter, over TCP and (feature `rustls`) over
-//! TLS with `GracefulActixService::rustls`. Two controls, counted and printed beside
+//! TLS with `GracefulService::rustls`. Two controls, counted and printed beside
 //! it, never asserted: the same `HttpService` over actix-http's own `tcp()` and
 //! `rustls_0_23()` (which the adapter replaces), where Python requests, sending its
 //! whole body before it reads, is reset before it reads the answer; and actix-web's
@@ -30,7 +30,8 @@ use actix_service::{map_config, ServiceFactoryExt};
 use actix_web::dev::AppConfig;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use tokio_graceful_close::{CloseTracker, GracefulActixService};
+use tokio_graceful_close::actix::GracefulService;
+use tokio_graceful_close::{CloseSettings, CloseTracker};
 
 use clients::Client;
 use example::{Served, Transport};
@@ -118,8 +119,10 @@ async fn start(transport: Transport, control: Control, graceful: bool) -> Served
         (false, true, _) => serve(tcp, move || {
             let app = map_config(app(), |_| AppConfig::default())
                 .map_err(|e: actix_web::Error| e.error_response());
-            GracefulActixService::new(HttpService::build().finish(app), example::close_options())
-                .tracked(&tracker)
+            GracefulService::new(
+                HttpService::build().finish(app),
+                CloseSettings::new(example::close_options()).tracked(&tracker),
+            )
         }),
         #[cfg(feature = "rustls")]
         (true, true, _) => {
@@ -128,12 +131,11 @@ async fn start(transport: Transport, control: Control, graceful: bool) -> Served
             serve(tcp, move || {
                 let app = map_config(app(), |_| AppConfig::default())
                     .map_err(|e: actix_web::Error| e.error_response());
-                GracefulActixService::new(
+                GracefulService::new(
                     HttpService::build().finish(app),
-                    example::close_options(),
+                    CloseSettings::new(example::close_options()).tracked(&tracker),
                 )
                 .rustls(acceptor.clone())
-                .tracked(&tracker)
             })
         }
         (false, false, Control::HttpService) => serve(tcp, move || {
@@ -253,18 +255,18 @@ fn graceful_stop_waits_for_a_draining_close() {
                 let app = map_config(app(), |_| AppConfig::default())
                     .map_err(|e: actix_web::Error| e.error_response());
                 let seen = seen.clone();
-                GracefulActixService::new(
+                GracefulService::new(
                     HttpService::build().finish(app),
-                    example::close_options(),
+                    CloseSettings::new(example::close_options())
+                        .tracked(&tracker)
+                        .on_close(move |res| {
+                            let outcome = res
+                                .as_ref()
+                                .map(|r| r.drained_bytes())
+                                .map_err(|e| e.to_string());
+                            seen.lock().unwrap().push(outcome);
+                        }),
                 )
-                .tracked(&tracker)
-                .on_close(move |res| {
-                    let outcome = res
-                        .as_ref()
-                        .map(|r| r.drained_bytes())
-                        .map_err(|e| e.to_string());
-                    seen.lock().unwrap().push(outcome);
-                })
             })
             .unwrap()
             .run()
@@ -346,14 +348,17 @@ fn failed_and_stalled_handshakes_close_gracefully() {
             let app = map_config(app(), |_| AppConfig::default())
                 .map_err(|e: actix_web::Error| e.error_response());
             let seen = seen.clone();
-            GracefulActixService::new(HttpService::build().finish(app), example::close_options())
-                .rustls(acceptor.clone())
-                .handshake_timeout(Duration::from_millis(300))
-                .tracked(&tracker)
-                .on_close(move |res| {
-                    let outcome = res.as_ref().map(|r| r.acked()).map_err(|e| e.to_string());
-                    seen.lock().unwrap().push(outcome);
-                })
+            GracefulService::new(
+                HttpService::build().finish(app),
+                CloseSettings::new(example::close_options())
+                    .tracked(&tracker)
+                    .on_close(move |res| {
+                        let outcome = res.as_ref().map(|r| r.acked()).map_err(|e| e.to_string());
+                        seen.lock().unwrap().push(outcome);
+                    }),
+            )
+            .rustls(acceptor.clone())
+            .handshake_timeout(Duration::from_millis(300))
         })
     };
     let handle = server.handle();

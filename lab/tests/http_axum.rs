@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_graceful_close::GracefulListener;
+use tokio_graceful_close::axum::GracefulListener;
+use tokio_graceful_close::CloseSettings;
 
 #[allow(dead_code, unreachable_pub)]
 #[path = "../examples/axum_upload_limit.rs"]
@@ -38,14 +39,16 @@ async fn start(counts: Option<Arc<Counts>>) -> (SocketAddr, tokio::task::JoinHan
     let addr = listener.local_addr().unwrap();
     let server = match counts {
         Some(counts) => {
-            let listener =
-                GracefulListener::new(listener, example::close_options()).on_close(move |res| {
+            let listener = GracefulListener::new(
+                listener,
+                CloseSettings::new(example::close_options()).on_close(move |res| {
                     let n = if res.is_ok() { &counts.ok } else { &counts.err };
                     n.fetch_add(1, Ordering::SeqCst);
                     if let Err(e) = res {
                         eprintln!("close: {e}");
                     }
-                });
+                }),
+            );
             tokio::spawn(async move { axum::serve(listener, example::app()).await.unwrap() })
         }
         None => tokio::spawn(async move {
@@ -208,7 +211,7 @@ async fn connect_info_keeps_working() {
     use axum::extract::ConnectInfo;
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_graceful_close::GracefulConnectInfo;
+    use tokio_graceful_close::axum::GracefulConnectInfo;
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -254,10 +257,13 @@ async fn unix_listeners_close_gracefully_too() {
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let counts = Arc::new(Counts::default());
     let seen = counts.clone();
-    let listener = GracefulListener::new(listener, example::close_options()).on_close(move |res| {
-        let n = if res.is_ok() { &seen.ok } else { &seen.err };
-        n.fetch_add(1, Ordering::SeqCst);
-    });
+    let listener = GracefulListener::new(
+        listener,
+        CloseSettings::new(example::close_options()).on_close(move |res| {
+            let n = if res.is_ok() { &seen.ok } else { &seen.err };
+            n.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
     let server = tokio::spawn(async move { axum::serve(listener, example::app()).await.unwrap() });
     let run = async {
         let mut stream = tokio::net::UnixStream::connect(&path).await.unwrap();

@@ -15,9 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::time::timeout;
-use tokio_graceful_close::{
-    AnnounceCloseLayer, CloseOptions, CloseReport, GracefulConnectInfo, GracefulListener,
-};
+use tokio_graceful_close::axum::{AnnounceCloseLayer, GracefulConnectInfo, GracefulListener};
+use tokio_graceful_close::{CloseOptions, CloseReport, CloseSettings};
 
 const T: Duration = Duration::from_secs(10);
 
@@ -131,21 +130,23 @@ async fn server_with_buffers(
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let (tx, rx) = unbounded_channel();
-    let listener = GracefulListener::new(tcp, CloseOptions::new(T))
-        .on_close(move |res| {
+    let listener = GracefulListener::new(
+        tcp,
+        CloseSettings::new(CloseOptions::new(T)).on_close(move |res| {
             let report = match res {
                 Ok(r) => r.clone(),
                 Err(e) => e.report().clone(),
             };
             let _ = tx.send(report);
-        })
-        .tap_io(move |io| {
-            if let Some(size) = fixed {
-                let sock = socket2::SockRef::from(&*io);
-                sock.set_send_buffer_size(size).unwrap();
-                sock.set_recv_buffer_size(size).unwrap();
-            }
-        });
+        }),
+    )
+    .tap_io(move |io| {
+        if let Some(size) = fixed {
+            let sock = socket2::SockRef::from(&*io);
+            sock.set_send_buffer_size(size).unwrap();
+            sock.set_recv_buffer_size(size).unwrap();
+        }
+    });
     match serve {
         Serve::Router => tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
         Serve::ConnectInfo => tokio::spawn(async move {

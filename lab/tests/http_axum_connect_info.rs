@@ -17,7 +17,8 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_graceful_close::{CloseOptions, GracefulConnectInfo, GracefulListener};
+use tokio_graceful_close::axum::{GracefulConnectInfo, GracefulListener};
+use tokio_graceful_close::{CloseOptions, CloseSettings};
 
 /// Answers with the peer address the `ConnectInfo` extractor gave.
 fn app() -> Router {
@@ -37,8 +38,11 @@ async fn listener() -> (
     let addr = l.local_addr().unwrap();
     let closes = Arc::new(Mutex::new(Vec::new()));
     let seen = closes.clone();
-    let l = GracefulListener::new(l, CloseOptions::new(Duration::from_secs(5)))
-        .on_close(move |res| seen.lock().unwrap().push(res.is_ok()));
+    let l = GracefulListener::new(
+        l,
+        CloseSettings::new(CloseOptions::new(Duration::from_secs(5)))
+            .on_close(move |res| seen.lock().unwrap().push(res.is_ok())),
+    );
     (l, addr, closes)
 }
 

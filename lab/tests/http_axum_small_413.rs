@@ -17,7 +17,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tokio_graceful_close::{CloseOptions, GracefulListener};
+use tokio_graceful_close::axum::GracefulListener;
+use tokio_graceful_close::CloseOptions;
 
 const RUNS: usize = 100;
 const BATCH: usize = 10;

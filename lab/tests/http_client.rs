@@ -29,7 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_graceful_close::{CloseOptions, GracefulCloseLayer, GracefulIo};
+use tokio_graceful_close::tower::GracefulCloseLayer;
+use tokio_graceful_close::{CloseOptions, CloseSettings, GracefulIo};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 const T: Duration = Duration::from_secs(10);
@@ -57,9 +58,11 @@ async fn server() -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn layer(tx: mpsc::UnboundedSender<Outcome>) -> GracefulCloseLayer {
-    GracefulCloseLayer::new(CloseOptions::new(T)).on_close(move |res| {
-        let _ = tx.send(outcome_of(res));
-    })
+    GracefulCloseLayer::new(
+        CloseSettings::new(CloseOptions::new(T)).on_close(move |res| {
+            let _ = tx.send(outcome_of(res));
+        }),
+    )
 }
 
 async fn fetch<C>(client: &Client<C, Empty<Bytes>>, addr: SocketAddr) -> Bytes
@@ -126,11 +129,10 @@ async fn pooled_connections_reset_when_that_loses_nothing() {
     let (addr, accepted) = server().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let opts = CloseOptions::new(T).abort_when_safe(true);
-    let connector = GracefulCloseLayer::new(opts)
-        .on_close(move |res| {
-            let _ = tx.send(outcome_of(res));
-        })
-        .layer(HttpConnector::new());
+    let connector = GracefulCloseLayer::new(CloseSettings::new(opts).on_close(move |res| {
+        let _ = tx.send(outcome_of(res));
+    }))
+    .layer(HttpConnector::new());
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     for _ in 0..3 {
         assert_eq!(&fetch(&client, addr).await[..], b"hello");

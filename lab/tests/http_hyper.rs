@@ -1,7 +1,7 @@
 //! hyper 1.x servers over `GracefulIo`: HTTP/1 with `Connection: close` and keep-alive,
 //! HTTP/2 through hyper-util's auto builder, and the background close when a handler
 //! panics or the connection future is dropped mid-request.
-#![cfg(feature = "hyper")]
+
 // Other systems skip the Linux-only tests, and Windows those that need what Wine lacks
 // (the ACK confirmation, resets): their helpers are then unused there.
 #![cfg_attr(not(target_os = "linux"), allow(unused))]
@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_graceful_close::{CloseOptions, CloseReport, GracefulIo, GracefulServeExt};
+use tokio_graceful_close::{CloseOptions, CloseReport, GracefulIo};
 
 const T: Duration = Duration::from_secs(10);
 const BIG: usize = 2 << 20;
@@ -86,7 +86,7 @@ async fn server(proto: Proto) -> Server {
         let task = tokio::spawn(async move {
             match proto {
                 Proto::Http1 => http1::Builder::new()
-                    .serve_graceful(io, svc)
+                    .serve_connection(TokioIo::new(io), svc)
                     .await
                     .map_err(|e| e.to_string()),
                 Proto::Auto => hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())

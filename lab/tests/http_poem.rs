@@ -1,4 +1,4 @@
-//! poem through `GracefulPoemListener`: real clients upload 10 MB to an early 413 and
+//! poem through `GracefulListener`: real clients upload 10 MB to an early 413 and
 //! must get it whole.
 //!
 //! The app answers 413 with a 256 KiB body to uploads over 1 KiB without reading them.
@@ -7,7 +7,7 @@
 //! printed beside the graceful ones, never asserted. A client not installed: `SKIP`
 //! (a failure under `CI=true`).
 //!
-//! Over TLS, poem's own: `GracefulPoemListener::new(TcpListener::bind(addr), opts)
+//! Over TLS, poem's own: `GracefulListener::new(TcpListener::bind(addr), opts)
 //! .rustls(config)` (the graceful listener under poem's `RustlsListener`), beside
 //! `TcpListener::bind(addr).rustls(config)`. poem's `rustls` feature brings aws-lc-rs
 //! (see `Cargo.toml`): poem picks it as the process's crypto provider.
@@ -29,7 +29,7 @@ use poem::listener::{
     Acceptor, Listener, RustlsCertificate, RustlsConfig, TcpAcceptor, TcpListener,
 };
 use poem::{handler, post, Body, EndpointExt, Request, Response, Route, Server};
-use tokio_graceful_close::GracefulPoemListener;
+use tokio_graceful_close::poem::GracefulListener;
 
 use clients::Client;
 use example::{Served, Transport};
@@ -92,8 +92,8 @@ async fn start(transport: Transport, graceful: bool) -> Served {
     match (transport.tls(), graceful) {
         (false, true) => {
             let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let listener = GracefulPoemListener::new(TcpAcceptor::from_tokio(tcp).unwrap(), opts);
-            let closes = listener.tracker();
+            let listener = GracefulListener::new(TcpAcceptor::from_tokio(tcp).unwrap(), opts);
+            let closes = listener.settings().tracker().clone();
             spawn_server(listener, Some(closes))
         }
         (false, false) => {
@@ -102,8 +102,8 @@ async fn start(transport: Transport, graceful: bool) -> Served {
         }
         (true, true) => {
             // As the docs say: the graceful listener under poem's TLS.
-            let listener = GracefulPoemListener::new(TcpListener::bind("127.0.0.1:0"), opts);
-            let closes = listener.tracker();
+            let listener = GracefulListener::new(TcpListener::bind("127.0.0.1:0"), opts);
+            let closes = listener.settings().tracker().clone();
             let acceptor = listener.rustls(tls_config()).into_acceptor().await.unwrap();
             spawn_server(acceptor, Some(closes))
         }

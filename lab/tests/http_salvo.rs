@@ -1,4 +1,4 @@
-//! salvo through `GracefulSalvoListener`: real clients upload 10 MB to an early 413 and
+//! salvo through `GracefulListener`: real clients upload 10 MB to an early 413 and
 //! must get it whole, over HTTP/1.1 and over salvo's own TLS (`RustlsListener` around
 //! the graceful listener).
 //!
@@ -27,7 +27,7 @@ use salvo_core::conn::tcp::TcpAcceptor;
 use salvo_core::conn::{Acceptor, Listener, RustlsListener, TcpListener};
 use salvo_core::http::{header, StatusCode};
 use salvo_core::{handler, Request, Response, Router, Server};
-use tokio_graceful_close::GracefulSalvoListener;
+use tokio_graceful_close::salvo::GracefulListener;
 
 use clients::Client;
 use example::{Served, Transport};
@@ -90,14 +90,14 @@ async fn start(transport: Transport, graceful: bool) -> Served {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     match (transport.tls(), graceful) {
         (false, true) => {
-            let listener = GracefulSalvoListener::new(tcp, example::close_options()).unwrap();
-            let closes = listener.tracker();
+            let listener = GracefulListener::new(tcp, example::close_options()).unwrap();
+            let closes = listener.settings().tracker().clone();
             spawn_server(listener, Some(closes))
         }
         (false, false) => spawn_server(TcpAcceptor::try_from(tcp).unwrap(), None),
         (true, true) => {
-            let listener = GracefulSalvoListener::new(tcp, example::close_options()).unwrap();
-            let closes = listener.tracker();
+            let listener = GracefulListener::new(tcp, example::close_options()).unwrap();
+            let closes = listener.settings().tracker().clone();
             let acceptor = RustlsListener::new(tls_config(), listener).bind().await;
             spawn_server(acceptor, Some(closes))
         }

@@ -16,7 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tokio_graceful_close::{CloseOptions, GracefulListener};
+use tokio_graceful_close::axum::GracefulListener;
+use tokio_graceful_close::{CloseOptions, CloseSettings};
 
 const T: Duration = Duration::from_secs(20);
 const EIGHT_MIB: usize = 8 << 20;
@@ -30,12 +31,15 @@ async fn start(upstream: SocketAddr) -> (SocketAddr, Outcomes) {
     let app = Router::new().fallback(move |req: Request<Body>| tunnel(req, upstream));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let listener = GracefulListener::new(listener, CloseOptions::new(T)).on_close(move |res| {
-        seen.lock().unwrap().push(match res {
-            Ok(r) => Ok((r.acked(), r.peer_eof())),
-            Err(e) => Err(e.to_string()),
-        });
-    });
+    let listener = GracefulListener::new(
+        listener,
+        CloseSettings::new(CloseOptions::new(T)).on_close(move |res| {
+            seen.lock().unwrap().push(match res {
+                Ok(r) => Ok((r.acked(), r.peer_eof())),
+                Err(e) => Err(e.to_string()),
+            });
+        }),
+    );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, outcomes)
 }

@@ -6,7 +6,6 @@
     feature = "axum",
     feature = "tower",
     feature = "hyper-client",
-    feature = "hyper",
     target_os = "linux"
 ))]
 
@@ -27,7 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tokio_graceful_close::{CloseErrorKind, CloseOptions, CloseReport, GracefulListener};
+use tokio_graceful_close::axum::GracefulListener;
+use tokio_graceful_close::{CloseErrorKind, CloseOptions, CloseReport, CloseSettings};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -71,9 +71,11 @@ async fn an_idle_keep_alive_client_does_not_hold_the_shutdown() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let seen = Seen::default();
-    let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)))
-        .on_close(recorder(&seen));
-    let closes = listener.tracker();
+    let listener = GracefulListener::new(
+        tcp,
+        CloseSettings::new(CloseOptions::new(Duration::from_secs(10))).on_close(recorder(&seen)),
+    );
+    let closes = listener.settings().tracker().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let app = Router::new().route("/", get(|| async { "hello" }));
     let server = tokio::spawn(async move {
@@ -170,7 +172,7 @@ fn serve_then_drop_the_runtime(wait: bool) -> (usize, String) {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         addr_tx.send(tcp.local_addr().unwrap()).unwrap();
         let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
-        let closes = listener.tracker();
+        let closes = listener.settings().tracker().clone();
         let app = Router::new().route(
             "/big",
             post(|| async { (StatusCode::OK, vec![b'a'; ANSWER]) }),
@@ -230,7 +232,7 @@ async fn lingering_is_capped_against_clients_that_upload_and_never_read() {
     // No silence bound: only the cap frees what the hostile clients hold.
     let opts = CloseOptions::new(Duration::from_secs(60)).idle_timeout(Duration::MAX);
     let listener = GracefulListener::new(tcp, opts);
-    let closes = listener.tracker();
+    let closes = listener.settings().tracker().clone();
     closes.set_max_lingering(CAP);
     let app = Router::new().route(
         "/upload",
@@ -323,7 +325,7 @@ async fn the_cap_never_resets_a_response_still_being_delivered() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let listener = GracefulListener::new(tcp, CloseOptions::new(T));
-    let closes = listener.tracker();
+    let closes = listener.settings().tracker().clone();
     closes.set_max_lingering(4);
     // One shared answer: this test must not move the RSS that another test measures.
     let answer = Bytes::from(vec![b'e'; ANSWER]);
@@ -420,7 +422,7 @@ async fn a_client_that_abandons_a_response_does_not_download_it() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::client::legacy::{connect::HttpConnector, Client};
     use hyper_util::rt::TokioExecutor;
-    use tokio_graceful_close::GracefulCloseLayer;
+    use tokio_graceful_close::tower::GracefulCloseLayer;
     use tower::Layer;
 
     // A fast endless body and a slow one (10 KB every 100 ms for 5 s).
@@ -445,9 +447,11 @@ async fn a_client_that_abandons_a_response_does_not_download_it() {
 
     for path in ["fast", "slow"] {
         let seen = Seen::default();
-        let layer = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(10)))
-            .on_close(recorder(&seen));
-        let closes = layer.tracker();
+        let layer = GracefulCloseLayer::new(
+            CloseSettings::new(CloseOptions::new(Duration::from_secs(10)))
+                .on_close(recorder(&seen)),
+        );
+        let closes = layer.settings().tracker().clone();
         let client: Client<_, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build(layer.layer(HttpConnector::new()));
         let uri = format!("http://{addr}/{path}").parse().unwrap();
@@ -496,7 +500,7 @@ async fn a_client_that_abandons_a_slow_stream_lets_go_within_round_trips() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::client::legacy::{connect::HttpConnector, Client};
     use hyper_util::rt::TokioExecutor;
-    use tokio_graceful_close::GracefulCloseLayer;
+    use tokio_graceful_close::tower::GracefulCloseLayer;
     use tower::Layer;
 
     // A raw server: the head, then a 1 KiB chunk every 20 ms, counting the writes that
@@ -529,7 +533,7 @@ async fn a_client_that_abandons_a_slow_stream_lets_go_within_round_trips() {
     });
 
     let layer = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(10)));
-    let closes = layer.tracker();
+    let closes = layer.settings().tracker().clone();
     let client: Client<_, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(layer.layer(HttpConnector::new()));
     let uri = format!("http://{addr}/trickle").parse().unwrap();
@@ -556,8 +560,8 @@ async fn a_client_that_abandons_a_slow_stream_lets_go_within_round_trips() {
 async fn a_connection_dropped_for_its_header_timeout_closes_at_once() {
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
-    use hyper_util::rt::TokioTimer;
-    use tokio_graceful_close::{GracefulIo, GracefulServeExt};
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio_graceful_close::GracefulIo;
 
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
@@ -576,7 +580,7 @@ async fn a_connection_dropped_for_its_header_timeout_closes_at_once() {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(1));
-        let _ = builder.serve_graceful(io, svc).await; // the header timeout's error
+        let _ = builder.serve_connection(TokioIo::new(io), svc).await; // the header timeout's error
     });
     let mut client = TcpStream::connect(addr).await.unwrap();
     let start = Instant::now();

@@ -19,7 +19,8 @@ use process::{open_fds, rss_kib};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_graceful_close::{AsyncGracefulClose, CloseOptions, GracefulListener};
+use tokio_graceful_close::axum::GracefulListener;
+use tokio_graceful_close::{AsyncGracefulClose, CloseOptions};
 
 const PAGE: usize = 256 * 1024;
 const ERROR: usize = 64 * 1024;
@@ -142,7 +143,7 @@ async fn mixed_clients_then_shutdown() {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(3)));
-    let closes = listener.tracker();
+    let closes = listener.settings().tracker().clone();
     let app = Router::new()
         .route("/page", get(|| async { vec![b'p'; PAGE] }))
         .route("/small", get(|| async { "ok" }))

@@ -1,4 +1,5 @@
-//! actix-web and actix-http with graceful closes: [`GracefulActixService`].
+//! actix-web: actix-http's `HttpService` over graceful closes (feature `actix`):
+//! [`GracefulService`].
 //!
 //! actix-web's `HttpServer` only takes addresses and std listeners, and gives no hook
 //! between the accept and its HTTP service. Underneath, it runs an actix-server
@@ -8,7 +9,7 @@
 //! close that ends every connection, after a clean end or on an error path, is graceful
 //! and an early answer (413, 401, 503) to a client still uploading is delivered whole.
 //!
-//! Over TLS (features `actix` and `rustls`), [`GracefulActixService::rustls`] takes the
+//! Over TLS (features `actix` and `rustls`), [`GracefulService::rustls`] takes the
 //! place of actix-http's `rustls_0_23()` in the same way: the handshake runs over the
 //! [`GracefulIo`] and the `HttpService` is served over the TLS stream on top of it.
 //!
@@ -20,26 +21,19 @@ use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use ::actix_http::Protocol;
 use ::actix_service::{Service, ServiceFactory};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::io::settings::CloseSettings;
+use crate::io::GracefulIo;
 use crate::options::Role;
-use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
 /// What actix-http's `HttpService` is served with: the stream, its protocol, the peer.
 type Conn = (GracefulIo<TcpStream>, Protocol, Option<SocketAddr>);
-
-/// The callback of [`GracefulActixService::on_close`].
-type Callback = Arc<dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync>;
-
-/// The default handshake timeout over TLS: `GracefulTlsListener`'s.
-const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An actix-server service factory over `TcpStream`s (what actix-http's
 /// `HttpService::tcp()` returns) that serves an `HttpService` over [`GracefulIo`]s.
@@ -52,18 +46,19 @@ const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// use actix_http::HttpService;
 /// use actix_service::{map_config, ServiceFactoryExt};
 /// use actix_web::{dev::AppConfig, web, App};
-/// use tokio_graceful_close::{CloseOptions, CloseTracker, GracefulActixService};
+/// use tokio_graceful_close::actix::GracefulService;
+/// use tokio_graceful_close::{CloseOptions, CloseSettings, CloseTracker};
 ///
 /// # async fn dox() -> std::io::Result<()> {
-/// let opts = CloseOptions::new(Duration::from_secs(30)); // nginx's lingering_time
 /// let closes = CloseTracker::new();
-/// let tracker = closes.clone();
+/// // nginx's lingering_time; every worker's service shares the tracker.
+/// let settings = CloseSettings::new(CloseOptions::new(Duration::from_secs(30))).tracked(&closes);
 /// actix_server::Server::build()
 ///     .bind("app", ("127.0.0.1", 8080), move || {
 ///         let app = App::new().route("/", web::get().to(|| async { "hello" }));
 ///         let app = map_config(app, |_| AppConfig::default())
 ///             .map_err(|e: actix_web::Error| e.error_response());
-///         GracefulActixService::new(HttpService::build().finish(app), opts).tracked(&tracker)
+///         GracefulService::new(HttpService::build().finish(app), settings.clone())
 ///     })?
 ///     .run()
 ///     .await?;
@@ -94,65 +89,44 @@ const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `shutdown_timeout` (30 s by default, as long as the recommended close deadline).
 /// The worker's connection limit (`max_concurrent_connections`) counts them too.
 ///
-/// Each worker builds its own service: share one [`CloseTracker`] between them with
-/// [`tracked`](Self::tracked), as above, for its lingering cap, its counts and the
-/// usual `close()`, `wait()` once the server returned.
+/// Each worker builds its own service from one [`CloseSettings`]: they share its
+/// tracker, for its lingering cap, its counts and the usual `close()`, `wait()` once
+/// the server returned.
 #[cfg_attr(docsrs, doc(cfg(feature = "actix")))]
-pub struct GracefulActixService<S, A = ()> {
+pub struct GracefulService<S, A = ()> {
     inner: S,
-    options: CloseOptions,
-    on_close: Option<Callback>,
-    tracker: CloseTracker,
+    settings: CloseSettings,
     /// `()` over TCP, the `TlsAcceptor` over TLS.
     tls: A,
-    handshake_timeout: Duration,
+    /// How long a TLS handshake may take.
+    #[cfg(feature = "rustls")]
+    handshake_timeout: std::time::Duration,
 }
 
-impl<S> GracefulActixService<S> {
+impl<S> GracefulService<S> {
     /// Wraps `inner`, an actix-http `HttpService` (or any service factory over
     /// `(GracefulIo<TcpStream>, Protocol, Option<SocketAddr>)`): every connection it
-    /// serves closes gracefully with `options` (unset options take the server defaults
-    /// of [`GracefulIo::new`]), tracked by the service's [`tracker`](Self::tracker).
-    pub fn new(inner: S, options: CloseOptions) -> Self {
-        GracefulActixService {
+    /// serves closes gracefully with the [`CloseSettings`] (a
+    /// [`CloseOptions`](crate::CloseOptions) will do; unset options take the server
+    /// defaults of [`GracefulIo::new`]).
+    pub fn new(inner: S, settings: impl Into<CloseSettings>) -> Self {
+        GracefulService {
             inner,
-            options: options.resolve(Role::Server),
-            on_close: None,
-            tracker: CloseTracker::new(),
+            settings: settings.into(),
             tls: (),
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            #[cfg(feature = "rustls")]
+            handshake_timeout: crate::integrations::rustls::DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
 
-impl<S, A> GracefulActixService<S, A> {
-    /// The tracker of every connection's close (see [`CloseTracker`]).
-    pub fn tracker(&self) -> CloseTracker {
-        self.tracker.clone()
-    }
-
-    /// Tracks the closes in `tracker` instead of the service's own, to share one
-    /// tracker (and one lingering cap) between the workers.
-    #[must_use = "builder methods return the changed service"]
-    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.tracker = tracker.clone();
-        self
-    }
-
-    /// Calls `f` with the outcome of every connection's close, to count them (over
-    /// TLS, failed handshakes included); see [`GracefulIo::on_close`].
-    #[must_use = "builder methods return the changed service"]
-    pub fn on_close<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
-    {
-        self.on_close = Some(Arc::new(f));
-        self
-    }
-
-    /// The options every connection closes with.
-    pub fn options(&self) -> &CloseOptions {
-        &self.options
+impl<S, A> GracefulService<S, A> {
+    /// The settings every connection is wrapped with (over TLS, failed handshakes
+    /// included). Each worker builds its own service from the same settings: they share
+    /// one tracker, for its lingering cap, its counts and the usual `close()`, `wait()`
+    /// once the server returned.
+    pub fn settings(&self) -> &CloseSettings {
+        &self.settings
     }
 
     /// Gets a reference to the inner service.
@@ -166,16 +140,15 @@ impl<S, A> GracefulActixService<S, A> {
     }
 
     /// The same settings around `inner`: each worker's service, made by the factory.
-    fn around<T>(&self, inner: T) -> GracefulActixService<T, A>
+    fn around<T>(&self, inner: T) -> GracefulService<T, A>
     where
         A: Clone,
     {
-        GracefulActixService {
+        GracefulService {
             inner,
-            options: self.options,
-            on_close: self.on_close.clone(),
-            tracker: self.tracker.clone(),
+            settings: self.settings.clone(),
             tls: self.tls.clone(),
+            #[cfg(feature = "rustls")]
             handshake_timeout: self.handshake_timeout,
         }
     }
@@ -184,26 +157,12 @@ impl<S, A> GracefulActixService<S, A> {
     /// callback), or once the callback is dropped without running.
     fn wrap(&self, stream: TcpStream) -> (GracefulIo<TcpStream>, oneshot::Receiver<()>) {
         let (done, closed) = oneshot::channel::<()>();
-        let user = self.on_close.clone();
-        let io = GracefulIo::from_parts(
-            stream,
-            self.options,
-            Role::Server,
-            None,
-            Some(self.tracker.clone()),
-        )
-        .on_close(move |res| {
-            // The sender drops after the callback, or while a panic in it unwinds.
-            let _done = done;
-            if let Some(f) = user {
-                f(res);
-            }
-        });
+        let io = self.settings.wrap_holding(stream, Role::Server, done);
         (io, closed)
     }
 }
 
-impl<S> ServiceFactory<TcpStream> for GracefulActixService<S>
+impl<S> ServiceFactory<TcpStream> for GracefulService<S>
 where
     S: ServiceFactory<Conn, Config = ()>,
     S::Future: 'static,
@@ -212,7 +171,7 @@ where
     type Response = S::Response;
     type Error = S::Error;
     type Config = ();
-    type Service = GracefulActixService<S::Service>;
+    type Service = GracefulService<S::Service>;
     type InitError = S::InitError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Service, S::InitError>>>>;
 
@@ -226,7 +185,7 @@ where
     }
 }
 
-impl<S> Service<TcpStream> for GracefulActixService<S>
+impl<S> Service<TcpStream> for GracefulService<S>
 where
     S: Service<Conn>,
     S::Future: 'static,
@@ -253,13 +212,11 @@ where
     }
 }
 
-impl<S: fmt::Debug, A> fmt::Debug for GracefulActixService<S, A> {
+impl<S: fmt::Debug, A> fmt::Debug for GracefulService<S, A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GracefulActixService")
+        f.debug_struct("GracefulService")
             .field("inner", &self.inner)
-            .field("options", &self.options)
-            .field("on_close", &self.on_close.is_some())
-            .field("tracker", &self.tracker)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -280,8 +237,9 @@ mod tls {
     use tokio_rustls::server::TlsStream;
     use tokio_rustls::TlsAcceptor;
 
-    use super::GracefulActixService;
-    use crate::{GracefulIo, TARGET};
+    use super::GracefulService;
+    use crate::io::GracefulIo;
+    use crate::integrations::rustls::handshake;
 
     /// What actix-http's `HttpService` is served with over TLS.
     type TlsConn = (
@@ -291,16 +249,16 @@ mod tls {
     );
 
     #[cfg_attr(docsrs, doc(cfg(all(feature = "actix", feature = "rustls"))))]
-    impl<S> GracefulActixService<S> {
+    impl<S> GracefulService<S> {
         /// Serves TLS with `acceptor`, in place of actix-http's `rustls_0_23()`: each
         /// connection's handshake runs over its [`GracefulIo`], bounded by
-        /// [`handshake_timeout`](GracefulActixService::handshake_timeout), then `inner`
+        /// [`handshake_timeout`](GracefulService::handshake_timeout), then `inner`
         /// (an `HttpService`, or any service factory over
         /// `(TlsStream<GracefulIo<TcpStream>>, Protocol, Option<SocketAddr>)`) serves
         /// the TLS stream. Its close puts on the wire the TLS `close_notify` (when actix
         /// ends the connection cleanly), our FIN after it, then drains what the client
         /// still sends (raw records, never decrypted); see
-        /// [`GracefulTlsListener`](crate::GracefulTlsListener) for the order.
+        /// [`GracefulTlsListener`](crate::rustls::GracefulTlsListener) for the order.
         ///
         /// ```no_run
         /// use std::sync::Arc;
@@ -308,24 +266,23 @@ mod tls {
         /// use actix_http::HttpService;
         /// use actix_service::{map_config, ServiceFactoryExt};
         /// use actix_web::{dev::AppConfig, web, App};
-        /// use tokio_graceful_close::{CloseOptions, CloseTracker, GracefulActixService};
+        /// use tokio_graceful_close::actix::GracefulService;
+        /// use tokio_graceful_close::{CloseOptions, CloseSettings, CloseTracker};
         /// use tokio_rustls::TlsAcceptor;
         ///
         /// # async fn dox(config: Arc<tokio_rustls::rustls::ServerConfig>) -> std::io::Result<()> {
         /// // `config`: your `rustls::ServerConfig`, with its crypto provider, certificate
         /// // and ALPN (`config.alpn_protocols = vec![b"http/1.1".to_vec()]`).
-        /// let opts = CloseOptions::new(Duration::from_secs(30));
         /// let closes = CloseTracker::new();
-        /// let tracker = closes.clone();
+        /// let settings = CloseSettings::new(CloseOptions::new(Duration::from_secs(30))).tracked(&closes);
         /// actix_server::Server::build()
         ///     .bind("app", ("0.0.0.0", 443), move || {
         ///         let app = App::new().route("/", web::get().to(|| async { "hello" }));
         ///         let app = map_config(app, |_| AppConfig::default())
         ///             .map_err(|e: actix_web::Error| e.error_response());
-        ///         GracefulActixService::new(HttpService::build().finish(app), opts)
+        ///         GracefulService::new(HttpService::build().finish(app), settings.clone())
         ///             .rustls(TlsAcceptor::from(config.clone()))
         ///             .handshake_timeout(Duration::from_secs(10))
-        ///             .tracked(&tracker)
         ///     })?
         ///     .run()
         ///     .await?;
@@ -344,16 +301,15 @@ mod tls {
         /// A handshake that fails or times out ends the service call with an
         /// `io::Error` (which actix-server drops) once its connection's close ended:
         /// the [`GracefulIo`] dropped with the handshake closes gracefully like any
-        /// other, and is reported to [`on_close`](GracefulActixService::on_close).
+        /// other, and is reported to the settings' callback
+        /// ([`CloseSettings::on_close`](crate::CloseSettings::on_close)).
         /// Handshakes run in the service calls, so the worker's
         /// `max_concurrent_connections` bounds them too.
         #[must_use = "builder methods return the changed service"]
-        pub fn rustls(self, acceptor: TlsAcceptor) -> GracefulActixService<S, TlsAcceptor> {
-            GracefulActixService {
+        pub fn rustls(self, acceptor: TlsAcceptor) -> GracefulService<S, TlsAcceptor> {
+            GracefulService {
                 inner: self.inner,
-                options: self.options,
-                on_close: self.on_close,
-                tracker: self.tracker,
+                settings: self.settings,
                 tls: acceptor,
                 handshake_timeout: self.handshake_timeout,
             }
@@ -361,9 +317,10 @@ mod tls {
     }
 
     #[cfg_attr(docsrs, doc(cfg(all(feature = "actix", feature = "rustls"))))]
-    impl<S> GracefulActixService<S, TlsAcceptor> {
-        /// Sets how long a handshake may take (10 s by default, as
-        /// [`GracefulTlsListener`](crate::GracefulTlsListener)'s); a client that has
+    impl<S> GracefulService<S, TlsAcceptor> {
+        /// Sets how long a handshake may take
+        /// ([`DEFAULT_HANDSHAKE_TIMEOUT`](crate::rustls::DEFAULT_HANDSHAKE_TIMEOUT) unless
+        /// set, as for [`GracefulTlsListener`](crate::rustls::GracefulTlsListener)); a client that has
         /// not finished by then is dropped, and its connection closed gracefully.
         /// `Duration::MAX` means no bound.
         #[must_use = "builder methods return the changed service"]
@@ -378,7 +335,7 @@ mod tls {
         }
     }
 
-    impl<S> ServiceFactory<TcpStream> for GracefulActixService<S, TlsAcceptor>
+    impl<S> ServiceFactory<TcpStream> for GracefulService<S, TlsAcceptor>
     where
         S: ServiceFactory<TlsConn, Config = ()>,
         S::Future: 'static,
@@ -388,7 +345,7 @@ mod tls {
         type Response = S::Response;
         type Error = S::Error;
         type Config = ();
-        type Service = GracefulActixService<Rc<S::Service>, TlsAcceptor>;
+        type Service = GracefulService<Rc<S::Service>, TlsAcceptor>;
         type InitError = S::InitError;
         type Future = Pin<Box<dyn Future<Output = Result<Self::Service, S::InitError>>>>;
 
@@ -402,7 +359,7 @@ mod tls {
         }
     }
 
-    impl<S> Service<TcpStream> for GracefulActixService<Rc<S>, TlsAcceptor>
+    impl<S> Service<TcpStream> for GracefulService<Rc<S>, TlsAcceptor>
     where
         S: Service<TlsConn> + 'static,
         S::Error: From<io::Error>,
@@ -421,8 +378,8 @@ mod tls {
             let (inner, acceptor) = (Rc::clone(&self.inner), self.tls.clone());
             let limit = self.handshake_timeout;
             Box::pin(async move {
-                let res = match tokio::time::timeout(limit, acceptor.accept(io)).await {
-                    Ok(Ok(tls)) => {
+                let res = match handshake(&acceptor, io, limit, peer).await {
+                    Ok(tls) => {
                         let proto = match tls.get_ref().1.alpn_protocol() {
                             Some(b"h2") => Protocol::Http2,
                             _ => Protocol::Http1,
@@ -430,25 +387,7 @@ mod tls {
                         inner.call((tls, proto, peer)).await
                     }
                     // The `GracefulIo` was dropped with the handshake: its close runs.
-                    Ok(Err(e)) => {
-                        tracing::debug!(
-                            target: TARGET,
-                            peer = ?peer,
-                            error = %e,
-                            "TLS handshake failed; the connection closes in the background"
-                        );
-                        Err(e.into())
-                    }
-                    Err(_) => {
-                        tracing::debug!(
-                            target: TARGET,
-                            peer = ?peer,
-                            timeout = ?limit,
-                            "TLS handshake timed out; the connection closes in the background"
-                        );
-                        let e = io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out");
-                        Err(e.into())
-                    }
+                    Err(e) => Err(e.into()),
                 };
                 // As over TCP: the service call ends with the close.
                 let _ = closed.await;

@@ -7,7 +7,8 @@
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
 
-use crate::{AsyncGracefulClose, GracefulIo};
+use crate::ext::AsyncGracefulClose;
+use crate::io::GracefulIo;
 
 /// hyper-util's client reads the connection's metadata through the wrapper.
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper-client")))]

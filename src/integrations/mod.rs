@@ -1,36 +1,35 @@
-//! Adapters for the HTTP ecosystem, one per file, each behind its feature.
+//! Adapters for the HTTP ecosystem, one module per framework, each behind its feature
+//! and public at the crate root under the framework's name (`tokio_graceful_close::axum`).
 //!
-//! | feature | type | wraps | for |
-//! |---|---|---|---|
-//! | (none) | [`GracefulIo`](crate::GracefulIo) | a `TcpStream` / `UnixStream` | any Tokio I/O user |
-//! | `axum` | [`GracefulListener`](crate::GracefulListener) | an `axum::serve::Listener` | `axum::serve` |
-//! | `axum` | [`AnnounceCloseLayer`](crate::AnnounceCloseLayer) | an axum `Router` | early answers: the upload discarded while they go out, `Connection: close` |
-//! | `tower` | [`GracefulCloseLayer`](crate::GracefulCloseLayer) | a connector or a connection service | hyper-util's client, tower servers |
-//! | `hyper` | [`GracefulServeExt`](crate::GracefulServeExt) | `http1::Builder` | hyper's own servers |
-//! | `hyper-client` | hyper-util's `Connection` for `GracefulIo` | | connectors of your own for hyper-util's client |
-//! | `rustls` | [`GracefulTlsListener`](crate::GracefulTlsListener) | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
-//! | `tonic` | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
-//! | `poem` | [`GracefulPoemListener`](crate::GracefulPoemListener) | a poem `Listener` or `Acceptor` | `poem::Server` |
-//! | `salvo` | [`GracefulSalvoListener`](crate::GracefulSalvoListener) | a `TcpListener` | salvo's `Server` |
-//! | `actix` | [`GracefulActixService`](crate::GracefulActixService) | actix-http's `HttpService` (with `rustls`: and a `TlsAcceptor`) | actix-server, actix-web's `App` |
+//! Every adapter has the same shape: `new(inner, settings)` takes what it wraps and a
+//! [`CloseSettings`](crate::CloseSettings) (or just [`CloseOptions`](crate::CloseOptions)),
+//! `settings()` shows them, and every connection it accepts or makes is a
+//! [`GracefulIo`](crate::GracefulIo) with those settings.
+//!
+//! | feature | module | type | wraps | for |
+//! |---|---|---|---|---|
+//! | `axum` | [`axum`](crate::axum) | `GracefulListener`, `AnnounceCloseLayer`, `GracefulConnectInfo` | an `axum::serve::Listener`, a `Router` | `axum::serve` |
+//! | `tower` | [`tower`](crate::tower) | `GracefulCloseLayer` | a connector or a connection service | hyper-util's client, tower servers |
+//! | `rustls` | [`rustls`](crate::rustls) | `GracefulTlsListener` | a `TcpListener` and a `TlsAcceptor` | TLS servers, `axum::serve` (with `axum`) |
+//! | `poem` | [`poem`](crate::poem) | `GracefulListener` | a poem `Listener` or `Acceptor` | `poem::Server` |
+//! | `salvo` | [`salvo`](crate::salvo) | `GracefulListener` | a `TcpListener` | salvo's `Server` |
+//! | `actix` | [`actix`](crate::actix) | `GracefulService` | actix-http's `HttpService` (with `rustls`: and a `TlsAcceptor`) | actix-server, actix-web's `App` |
+//! | `hyper-client` | none | hyper-util's `Connection` for `GracefulIo` | | connectors of your own for hyper-util's client |
+//! | `tonic` | none | tonic's `Connected` for `GracefulIo` | | tonic's `serve_with_incoming` |
 
 #[cfg(feature = "actix")]
-pub(crate) mod actix;
+pub mod actix;
 #[cfg(feature = "axum")]
-pub(crate) mod announce;
-#[cfg(feature = "axum")]
-pub(crate) mod axum;
-#[cfg(feature = "hyper")]
-pub(crate) mod hyper;
+pub mod axum;
 #[cfg(feature = "hyper-client")]
 mod hyper_client;
 #[cfg(feature = "poem")]
-pub(crate) mod poem;
+pub mod poem;
 #[cfg(feature = "rustls")]
-pub(crate) mod rustls;
+pub mod rustls;
 #[cfg(feature = "salvo")]
-pub(crate) mod salvo;
+pub mod salvo;
 #[cfg(feature = "tonic")]
 mod tonic;
 #[cfg(feature = "tower")]
-pub(crate) mod tower;
+pub mod tower;

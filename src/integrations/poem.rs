@@ -1,4 +1,4 @@
-//! poem with graceful closes: [`GracefulPoemListener`].
+//! poem: `poem::Server` with graceful closes (feature `poem`): [`GracefulListener`].
 //!
 //! poem's server hands every accepted stream to hyper, which calls `poll_shutdown` when
 //! a connection ends cleanly and drops the stream on its error paths. A listener whose
@@ -22,9 +22,10 @@ use ::poem::http::uri::Scheme;
 use ::poem::listener::{Acceptor, Listener};
 use ::poem::web::{LocalAddr, RemoteAddr};
 
-use crate::io::settings::ConnSettings;
+use crate::ext::AsyncGracefulClose;
+use crate::io::settings::CloseSettings;
+use crate::io::GracefulIo;
 use crate::options::Role;
-use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
 /// A poem [`Listener`](::poem::listener::Listener) (and, once bound, an
 /// [`Acceptor`](::poem::listener::Acceptor)) whose connections close gracefully: its
@@ -36,7 +37,8 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 /// ```no_run
 /// use std::time::Duration;
 /// use poem::{handler, listener::TcpListener, Route, Server};
-/// use tokio_graceful_close::{CloseOptions, GracefulPoemListener};
+/// use tokio_graceful_close::poem::GracefulListener;
+/// use tokio_graceful_close::CloseOptions;
 ///
 /// #[handler]
 /// fn hello() -> &'static str {
@@ -46,8 +48,8 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 /// # async fn dox(signal: std::future::Ready<()>) -> std::io::Result<()> {
 /// let app = Route::new().at("/", poem::get(hello));
 /// let opts = CloseOptions::new(Duration::from_secs(30)); // nginx's lingering_time
-/// let listener = GracefulPoemListener::new(TcpListener::bind("127.0.0.1:3000"), opts);
-/// let closes = listener.tracker();
+/// let listener = GracefulListener::new(TcpListener::bind("127.0.0.1:3000"), opts);
+/// let closes = listener.settings().tracker().clone();
 /// Server::new(listener)
 ///     .run_with_graceful_shutdown(app, signal, Some(Duration::from_secs(10)))
 ///     .await?;
@@ -60,61 +62,39 @@ use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTrac
 /// # Graceful shutdown
 ///
 /// poem waits for the connection futures only; closes that go on in the background
-/// (after hyper's `poll_shutdown`, or after a drop) are counted by the listener's
-/// [`tracker`](Self::tracker): wait for them, as above, before the runtime shuts down.
+/// (after hyper's `poll_shutdown`, or after a drop) are counted by the
+/// [`tracker`](CloseSettings::tracker) of its settings: wait for them, as above, before
+/// the runtime shuts down.
 ///
 /// # TLS
 ///
 /// The [`GracefulIo`] goes under TLS: wrap the TCP listener, then add poem's TLS on top
-/// (`GracefulPoemListener::new(TcpListener::bind(addr), opts).rustls(config)`, with
+/// (`GracefulListener::new(TcpListener::bind(addr), opts).rustls(config)`, with
 /// poem's `rustls` feature), so that the close sends `close_notify`, then our FIN, then
 /// drains the raw bytes (`lab/tests/http_poem.rs` runs its early 413 this way). Wrapping a
 /// TLS listener does not compile: its streams are not sockets.
 #[cfg_attr(docsrs, doc(cfg(feature = "poem")))]
-pub struct GracefulPoemListener<T> {
+pub struct GracefulListener<T> {
     inner: T,
-    settings: ConnSettings,
+    settings: CloseSettings,
 }
 
-impl<T> GracefulPoemListener<T> {
+impl<T> GracefulListener<T> {
     /// Wraps `inner` (a listener or an acceptor): every connection it accepts closes
-    /// gracefully with `options` (unset options take the server defaults of
-    /// [`GracefulIo::new`]), tracked by the listener's [`tracker`](Self::tracker).
-    pub fn new(inner: T, options: CloseOptions) -> Self {
-        GracefulPoemListener {
+    /// gracefully with the [`CloseSettings`] (a [`CloseOptions`](crate::CloseOptions)
+    /// will do; unset options take the server defaults of [`GracefulIo::new`]).
+    pub fn new(inner: T, settings: impl Into<CloseSettings>) -> Self {
+        GracefulListener {
             inner,
-            settings: ConnSettings::new(options.resolve(Role::Server)),
+            settings: settings.into(),
         }
     }
 
-    /// The tracker of every connection's close: wait on it after the server returned,
-    /// before the runtime shuts down (see [`CloseTracker`]).
-    pub fn tracker(&self) -> CloseTracker {
-        self.settings.tracker()
-    }
-
-    /// Tracks the closes in `tracker` instead of the listener's own, to share one
-    /// tracker (and one lingering cap) between listeners.
-    #[must_use = "builder methods return the changed listener"]
-    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.settings.set_tracker(tracker);
-        self
-    }
-
-    /// Calls `f` with the outcome of every connection's close, to count them; see
-    /// [`GracefulIo::on_close`].
-    #[must_use = "builder methods return the changed listener"]
-    pub fn on_close<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
-    {
-        self.settings.set_on_close(f);
-        self
-    }
-
-    /// The options every connection closes with.
-    pub fn options(&self) -> &CloseOptions {
-        self.settings.options()
+    /// The settings every connection is wrapped with; wait on their
+    /// [`tracker`](CloseSettings::tracker) after the server returned, before the runtime
+    /// shuts down.
+    pub fn settings(&self) -> &CloseSettings {
+        &self.settings
     }
 
     /// Gets a reference to the inner listener or acceptor.
@@ -128,23 +108,23 @@ impl<T> GracefulPoemListener<T> {
     }
 }
 
-impl<L> Listener for GracefulPoemListener<L>
+impl<L> Listener for GracefulListener<L>
 where
     L: Listener,
     <L::Acceptor as Acceptor>::Io: AsyncGracefulClose,
 {
-    type Acceptor = GracefulPoemListener<L::Acceptor>;
+    type Acceptor = GracefulListener<L::Acceptor>;
 
     fn into_acceptor(self) -> impl Future<Output = io::Result<Self::Acceptor>> + Send {
-        let GracefulPoemListener { inner, settings } = self;
+        let GracefulListener { inner, settings } = self;
         async move {
             let inner = inner.into_acceptor().await?;
-            Ok(GracefulPoemListener { inner, settings })
+            Ok(GracefulListener { inner, settings })
         }
     }
 }
 
-impl<A> Acceptor for GracefulPoemListener<A>
+impl<A> Acceptor for GracefulListener<A>
 where
     A: Acceptor,
     A::Io: AsyncGracefulClose,
@@ -167,9 +147,9 @@ where
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for GracefulPoemListener<T> {
+impl<T: fmt::Debug> fmt::Debug for GracefulListener<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GracefulPoemListener")
+        f.debug_struct("GracefulListener")
             .field("inner", &self.inner)
             .field("settings", &self.settings)
             .finish()

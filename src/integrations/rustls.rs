@@ -1,4 +1,5 @@
-//! TLS with graceful closes: [`GracefulTlsListener`], and the recipe it follows.
+//! rustls: TLS with graceful closes (feature `rustls`): [`GracefulTlsListener`], and
+//! the recipe it follows.
 //!
 //! The [`GracefulIo`] goes **under** TLS, around the TCP stream:
 //! `tokio_rustls::server::TlsStream<GracefulIo<TcpStream>>`. Closing the TLS stream then
@@ -23,10 +24,41 @@ use tokio::time::Sleep;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::io::settings::ConnSettings;
+use crate::io::settings::CloseSettings;
+use crate::io::GracefulIo;
 use crate::options::Role;
-use crate::TARGET;
-use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
+use crate::report::TARGET;
+
+/// How long a TLS handshake may take unless set: 10 s. A client that has not finished
+/// by then is dropped, and its connection closed gracefully in the background.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server side of a TLS handshake over `io` within `limit` (`Duration::MAX`:
+/// no bound). On failure or timeout `io` is dropped with the handshake: its close runs
+/// in the background like any other. Every adapter's handshake goes through here.
+pub(crate) async fn handshake(
+    acceptor: &TlsAcceptor,
+    io: GracefulIo<TcpStream>,
+    limit: Duration,
+    peer: Option<SocketAddr>,
+) -> io::Result<TlsStream<GracefulIo<TcpStream>>> {
+    let res = match tokio::time::timeout(limit, acceptor.accept(io)).await {
+        Ok(res) => res,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    };
+    if let Err(e) = &res {
+        tracing::debug!(
+            target: TARGET,
+            peer = ?peer,
+            error = %e,
+            "TLS handshake failed; the connection closes in the background"
+        );
+    }
+    res
+}
 
 /// What a finished handshake task hands to the accept loop.
 type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
@@ -42,7 +74,8 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 /// # async fn dox(config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> std::io::Result<()> {
 /// use std::time::Duration;
 /// use axum::{routing::get, Router};
-/// use tokio_graceful_close::{CloseOptions, GracefulTlsListener};
+/// use tokio_graceful_close::rustls::GracefulTlsListener;
+/// use tokio_graceful_close::CloseOptions;
 /// use tokio_rustls::TlsAcceptor;
 ///
 /// // `config`: your `rustls::ServerConfig`, with its crypto provider, certificate and
@@ -63,14 +96,15 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 /// # Handshakes
 ///
 /// The accept loop only accepts TCP: each handshake runs in its own task, bounded by
-/// [`handshake_timeout`](Self::handshake_timeout) (10 s by default), and finished ones
+/// [`handshake_timeout`](Self::handshake_timeout) ([`DEFAULT_HANDSHAKE_TIMEOUT`] unless set), and finished ones
 /// are handed back to the loop, so a slow or stalled client holds nothing but its own
 /// task. At most [`max_handshakes`](Self::max_handshakes) (1024 by default) run at
 /// once; past that, new clients wait in the kernel's backlog until one finishes.
 ///
 /// A handshake that fails or times out drops its [`GracefulIo`]: its close runs in the
 /// background like any other (the client's bytes are drained, bounded by the
-/// [`CloseOptions`]) and is reported to [`on_close`](Self::on_close). Dropping the
+/// [`CloseOptions`](crate::CloseOptions)) and is reported to the settings'
+/// [`on_close`](CloseSettings::on_close) callback. Dropping the
 /// listener cancels the handshakes still running, whose connections close the same way.
 ///
 /// # The recipe, by hand
@@ -103,7 +137,7 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 /// 2. which sends our FIN after the alert (`shutdown(SHUT_WR)`) and returns;
 /// 3. hyper drops the stream; the [`GracefulIo`] drains what the client still sends
 ///    (raw TLS records, never decrypted) until its EOF, waits until the client
-///    acknowledged our data and FIN, bounded by the [`CloseOptions`], then closes. The client's own `close_notify` is not waited for:
+///    acknowledged our data and FIN, bounded by the [`CloseOptions`](crate::CloseOptions), then closes. The client's own `close_notify` is not waited for:
 ///    most clients never send it, and waiting for it would let any client hold the
 ///    connection.
 ///
@@ -119,7 +153,7 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 ///
 /// # Clients
 ///
-/// With hyper-rustls, the [`GracefulCloseLayer`](crate::GracefulCloseLayer) (feature
+/// With hyper-rustls, the [`GracefulCloseLayer`](crate::tower::GracefulCloseLayer) (feature
 /// `tower`) goes around the TCP connector, inside the `HttpsConnector`, for the same
 /// order: `HttpsConnectorBuilder::new().with_tls_config(config).https_or_http()
 /// .enable_http1().wrap_connector(GracefulCloseLayer::new(opts).layer(http))`, where
@@ -137,7 +171,7 @@ type Handshaken = Option<(TlsStream<GracefulIo<TcpStream>>, SocketAddr)>;
 pub struct GracefulTlsListener {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    settings: ConnSettings,
+    settings: CloseSettings,
     handshake_timeout: Duration,
     max_handshakes: usize,
     handshakes: JoinSet<Handshaken>,
@@ -149,21 +183,23 @@ pub struct GracefulTlsListener {
 // ===== impl GracefulTlsListener =====
 
 impl GracefulTlsListener {
-    /// The default [`handshake_timeout`](Self::handshake_timeout): 10 s.
-    pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
     /// The default [`max_handshakes`](Self::max_handshakes): 1024.
     pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
     /// How long the loop waits after an accept error that is not the client's.
     const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
     /// Serves TLS with `acceptor` on `listener`; every connection closes gracefully
-    /// with `options`.
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor, options: CloseOptions) -> Self {
+    /// with the [`CloseSettings`] (a [`CloseOptions`](crate::CloseOptions) will do).
+    pub fn new(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        settings: impl Into<CloseSettings>,
+    ) -> Self {
         GracefulTlsListener {
             listener,
             acceptor,
-            settings: ConnSettings::new(options.resolve(Role::Server)),
-            handshake_timeout: Self::DEFAULT_HANDSHAKE_TIMEOUT,
+            settings: settings.into(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_handshakes: Self::DEFAULT_MAX_HANDSHAKES,
             handshakes: JoinSet::new(),
             backoff: None,
@@ -187,34 +223,11 @@ impl GracefulTlsListener {
         self
     }
 
-    /// Calls `f` with the outcome of every connection's close, failed handshakes
-    /// included; see [`GracefulIo::on_close`].
-    #[must_use = "builder methods return the changed listener"]
-    pub fn on_close<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
-    {
-        self.settings.set_on_close(f);
-        self
-    }
-
-    /// The options every connection closes with.
-    pub fn options(&self) -> &CloseOptions {
-        self.settings.options()
-    }
-
-    /// The tracker of every connection's close, failed handshakes included: wait on it
-    /// after `axum::serve` returned, before the runtime shuts down (see
-    /// [`CloseTracker`]).
-    pub fn tracker(&self) -> CloseTracker {
-        self.settings.tracker()
-    }
-
-    /// Tracks the closes in `tracker` instead of the listener's own.
-    #[must_use = "builder methods return the changed listener"]
-    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.settings.set_tracker(tracker);
-        self
+    /// The settings every connection is wrapped with, failed handshakes included: wait
+    /// on their [`tracker`](CloseSettings::tracker) after `axum::serve` returned, before
+    /// the runtime shuts down.
+    pub fn settings(&self) -> &CloseSettings {
+        &self.settings
     }
 
     /// The TLS acceptor the handshakes run with.
@@ -305,30 +318,11 @@ impl GracefulTlsListener {
 
     fn start_handshake(&mut self, stream: TcpStream, addr: SocketAddr) {
         let io = self.wrap(stream);
-        let accept = self.acceptor.accept(io);
+        let acceptor = self.acceptor.clone();
         let limit = self.handshake_timeout;
         self.handshakes.spawn(async move {
-            match tokio::time::timeout(limit, accept).await {
-                Ok(Ok(tls)) => Some((tls, addr)),
-                Ok(Err(e)) => {
-                    tracing::debug!(
-                        target: TARGET,
-                        peer = %addr,
-                        error = %e,
-                        "TLS handshake failed; the connection closes in the background"
-                    );
-                    None
-                }
-                Err(_) => {
-                    tracing::debug!(
-                        target: TARGET,
-                        peer = %addr,
-                        timeout = ?limit,
-                        "TLS handshake timed out; the connection closes in the background"
-                    );
-                    None
-                }
-            }
+            let tls = handshake(&acceptor, io, limit, Some(addr)).await.ok()?;
+            Some((tls, addr))
         });
     }
 }

@@ -1,4 +1,4 @@
-//! salvo with graceful closes: [`GracefulSalvoListener`].
+//! salvo: `salvo::Server` with graceful closes (feature `salvo`): [`GracefulListener`].
 //!
 //! salvo's server hands every accepted stream to hyper, which calls `poll_shutdown` when
 //! a connection ends cleanly and drops the stream on its error paths. An acceptor whose
@@ -35,9 +35,9 @@ use ::salvo_core::http::uri::Scheme;
 use ::salvo_core::http::Version;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::io::settings::ConnSettings;
+use crate::io::settings::CloseSettings;
+use crate::io::GracefulIo;
 use crate::options::Role;
-use crate::{CloseError, CloseOptions, CloseReport, CloseTracker, GracefulIo};
 
 /// The stream salvo serves: its timeouts around the graceful close.
 type Stream = StraightStream<GracefulIo<TcpStream>>;
@@ -51,7 +51,8 @@ type Stream = StraightStream<GracefulIo<TcpStream>>;
 /// ```no_run
 /// use std::time::Duration;
 /// use salvo_core::prelude::*;
-/// use tokio_graceful_close::{CloseOptions, GracefulSalvoListener};
+/// use tokio_graceful_close::salvo::GracefulListener;
+/// use tokio_graceful_close::CloseOptions;
 ///
 /// #[handler]
 /// async fn hello() -> &'static str {
@@ -62,8 +63,8 @@ type Stream = StraightStream<GracefulIo<TcpStream>>;
 /// let router = Router::new().get(hello);
 /// let tcp = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 /// let opts = CloseOptions::new(Duration::from_secs(30)); // nginx's lingering_time
-/// let acceptor = GracefulSalvoListener::new(tcp, opts)?;
-/// let closes = acceptor.tracker();
+/// let acceptor = GracefulListener::new(tcp, opts)?;
+/// let closes = acceptor.settings().tracker().clone();
 /// Server::new(acceptor).serve(router).await; // until `ServerHandle::stop_graceful`
 /// closes.close();
 /// closes.wait().await; // every response delivered or its close timed out
@@ -74,71 +75,49 @@ type Stream = StraightStream<GracefulIo<TcpStream>>;
 /// # Graceful shutdown
 ///
 /// salvo waits for the connection futures only; closes that go on in the background
-/// (after hyper's `poll_shutdown`, or after a drop) are counted by the listener's
-/// [`tracker`](Self::tracker): wait for them, as above, before the runtime shuts down.
+/// (after hyper's `poll_shutdown`, or after a drop) are counted by the
+/// [`tracker`](CloseSettings::tracker) of its settings: wait for them, as above, before
+/// the runtime shuts down.
 ///
 /// # TLS
 ///
 /// The [`GracefulIo`] goes under TLS: give the listener to salvo's TLS listener
-/// (`RustlsListener::new(config, GracefulSalvoListener::new(tcp, opts)?)`, with
+/// (`RustlsListener::new(config, GracefulListener::new(tcp, opts)?)`, with
 /// salvo's `rustls` feature), so that the close sends `close_notify`, then our FIN,
 /// then drains the raw bytes.
 #[cfg_attr(docsrs, doc(cfg(feature = "salvo")))]
-pub struct GracefulSalvoListener {
+pub struct GracefulListener {
     listener: TcpListener,
     holdings: Vec<Holding>,
     /// A socket accepted and not handed out yet: kept across a cancelled `accept`.
     pending: Option<(TcpStream, std::net::SocketAddr)>,
-    settings: ConnSettings,
+    settings: CloseSettings,
 }
 
-impl GracefulSalvoListener {
-    /// Wraps `listener`: every connection it accepts closes gracefully with `options`
-    /// (unset options take the server defaults of [`GracefulIo::new`]), tracked by the
-    /// listener's [`tracker`](Self::tracker). Fails only if the listener's local address
-    /// cannot be read.
-    pub fn new(listener: TcpListener, options: CloseOptions) -> io::Result<Self> {
+impl GracefulListener {
+    /// Wraps `listener`: every connection it accepts closes gracefully with the
+    /// [`CloseSettings`] (a [`CloseOptions`](crate::CloseOptions) will do; unset options
+    /// take the server defaults of [`GracefulIo::new`]). Fails only if the listener's
+    /// local address cannot be read.
+    pub fn new(listener: TcpListener, settings: impl Into<CloseSettings>) -> io::Result<Self> {
         let holdings = vec![Holding {
             local_addr: listener.local_addr()?.into(),
             http_versions: vec![Version::HTTP_11],
             http_scheme: Scheme::HTTP,
         }];
-        Ok(GracefulSalvoListener {
+        Ok(GracefulListener {
             listener,
             holdings,
             pending: None,
-            settings: ConnSettings::new(options.resolve(Role::Server)),
+            settings: settings.into(),
         })
     }
 
-    /// The tracker of every connection's close: wait on it after the server returned,
-    /// before the runtime shuts down (see [`CloseTracker`]).
-    pub fn tracker(&self) -> CloseTracker {
-        self.settings.tracker()
-    }
-
-    /// Tracks the closes in `tracker` instead of the listener's own, to share one
-    /// tracker (and one lingering cap) between listeners.
-    #[must_use = "builder methods return the changed listener"]
-    pub fn tracked(mut self, tracker: &CloseTracker) -> Self {
-        self.settings.set_tracker(tracker);
-        self
-    }
-
-    /// Calls `f` with the outcome of every connection's close, to count them; see
-    /// [`GracefulIo::on_close`].
-    #[must_use = "builder methods return the changed listener"]
-    pub fn on_close<F>(mut self, f: F) -> Self
-    where
-        F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
-    {
-        self.settings.set_on_close(f);
-        self
-    }
-
-    /// The options every connection closes with.
-    pub fn options(&self) -> &CloseOptions {
-        self.settings.options()
+    /// The settings every connection is wrapped with; wait on their
+    /// [`tracker`](CloseSettings::tracker) after the server returned, before the runtime
+    /// shuts down.
+    pub fn settings(&self) -> &CloseSettings {
+        &self.settings
     }
 
     /// Gets a reference to the Tokio listener.
@@ -200,7 +179,7 @@ impl GracefulSalvoListener {
     }
 }
 
-impl Listener for GracefulSalvoListener {
+impl Listener for GracefulListener {
     type Acceptor = Self;
 
     fn try_bind(self) -> impl Future<Output = salvo_core::Result<Self>> + Send {
@@ -208,7 +187,7 @@ impl Listener for GracefulSalvoListener {
     }
 }
 
-impl Acceptor for GracefulSalvoListener {
+impl Acceptor for GracefulListener {
     type Coupler = TcpCoupler<Stream>;
     type Stream = Stream;
 
@@ -224,9 +203,9 @@ impl Acceptor for GracefulSalvoListener {
     }
 }
 
-impl fmt::Debug for GracefulSalvoListener {
+impl fmt::Debug for GracefulListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GracefulSalvoListener")
+        f.debug_struct("GracefulListener")
             .field("listener", &self.listener)
             .field("settings", &self.settings)
             .finish_non_exhaustive()

@@ -14,7 +14,7 @@
 //! use tokio_stream::{wrappers::TcpListenerStream, StreamExt};
 //!
 //! # async fn dox() -> Result<(), Box<dyn std::error::Error>> {
-//! # let svc = tower::service_fn(|_: hyper::Request<tonic::body::Body>| async {
+//! # let svc = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
 //! #     Ok::<_, std::convert::Infallible>(
 //! #         tonic::Status::unimplemented("").into_http::<tonic::body::Body>(),
 //! #     )
@@ -32,7 +32,8 @@
 
 use ::tonic::transport::server::Connected;
 
-use crate::{AsyncGracefulClose, GracefulIo};
+use crate::ext::AsyncGracefulClose;
+use crate::io::GracefulIo;
 
 /// tonic reads the connection's info (addresses) through the wrapper.
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]

@@ -5,8 +5,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::outcome::{self, close_plainly, OnClose, Path};
+use crate::error::CloseError;
+use crate::ext::AsyncGracefulClose;
 use crate::machine::Closer;
-use crate::AsyncGracefulClose;
 
 // ===== impl Background =====
 
@@ -33,7 +34,7 @@ fn evicted<S: AsyncGracefulClose>(
     conn: Option<&outcome::Conn>,
     stream: &S,
     cx: &mut Context<'_>,
-) -> Option<crate::CloseError> {
+) -> Option<CloseError> {
     let token = conn?.token.as_ref()?;
     if !closer.lingering() {
         return None;
@@ -104,7 +105,7 @@ pub(crate) fn test_close<S: AsyncGracefulClose>(
     stream: S,
     closer: Closer,
     hold: Option<crate::tracker::Hold>,
-    on_close: impl FnOnce(&Result<crate::CloseReport, crate::CloseError>) + Send + 'static,
+    on_close: impl FnOnce(&Result<crate::report::CloseReport, CloseError>) + Send + 'static,
 ) -> Background<S> {
     Background {
         stream: Some(stream),

@@ -7,15 +7,10 @@
 //! [`GracefulIo`] turns both into a graceful close, and keeps the `AsyncWrite` contract
 //! on the way: `poll_shutdown` shuts down the write side only.
 
+#[cfg(all(test, target_os = "linux"))]
+mod abandoned_tests;
 mod background;
 mod outcome;
-#[cfg(any(
-    feature = "axum",
-    feature = "poem",
-    feature = "salvo",
-    feature = "rustls",
-    feature = "tower"
-))]
 pub(crate) mod settings;
 
 use std::fmt;
@@ -35,10 +30,14 @@ use self::outcome::OnClose;
 pub(crate) use self::outcome::SharedOnClose;
 use self::outcome::{close_plainly, Conn, Path};
 use crate::discard::abandon::{Abandoned, InputHandle};
+use crate::error::CloseError;
+use crate::ext::AsyncGracefulClose;
 use crate::machine::Closer;
+use crate::options::CloseOptions;
 use crate::options::Role;
+use crate::report::CloseReport;
+use crate::tracker::CloseTracker;
 use crate::tracker::Hold;
-use crate::{AsyncGracefulClose, CloseError, CloseOptions, CloseReport, CloseTracker};
 
 /// Where the close of a [`GracefulIo`] stands. The close itself is boxed: an open
 /// connection stays small.
@@ -264,11 +263,6 @@ where
     {
         self.on_close = Some(OnClose::once(f));
         self
-    }
-
-    /// The options the close runs with.
-    pub fn options(&self) -> &CloseOptions {
-        &self.options
     }
 
     /// Gets a reference to the stream.

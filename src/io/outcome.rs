@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::error::CloseErrorKind;
 use tracing::Level;
 
+use crate::error::CloseError;
+use crate::ext::AsyncGracefulClose;
 use crate::machine::Closer;
+use crate::report::{CloseReport, TARGET};
 use crate::tracker::Token;
-use crate::{AsyncGracefulClose, CloseError, CloseReport, TARGET};
 
 /// An outcome callback shared by every connection of a listener or layer.
 type Shared = dyn Fn(&Result<CloseReport, CloseError>) + Send + Sync;
@@ -25,6 +27,12 @@ impl SharedOnClose {
         F: Fn(&Result<CloseReport, CloseError>) + Send + Sync + 'static,
     {
         SharedOnClose(Arc::new(f))
+    }
+
+    /// Runs the callback.
+    #[cfg_attr(not(feature = "actix"), allow(dead_code))]
+    pub(crate) fn call(&self, res: &Result<CloseReport, CloseError>) {
+        (self.0)(res);
     }
 }
 

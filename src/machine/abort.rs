@@ -8,8 +8,9 @@ use std::io;
 use super::phase::{End, Phase};
 use super::{Closer, Socket};
 use crate::error::{CloseError, CloseErrorKind, ClosePhase};
+use crate::options::OnTimeout;
+use crate::report::SafeAbort;
 use crate::sys::SocketKind;
-use crate::{OnTimeout, SafeAbort};
 
 impl Closer {
     /// [`CloseOptions::abort_when_safe`], when the owner's close starts: arms a reset

@@ -14,8 +14,9 @@ use super::ack::Ack;
 use super::phase::{End, Phase};
 use super::{Closer, Look, Socket};
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
+use crate::options::CloseOptions;
+use crate::report::CloseReport;
 use crate::sys;
-use crate::{CloseOptions, CloseReport};
 
 impl Closer {
     /// A delivery barrier: waits until every byte written so far is acknowledged,

@@ -298,8 +298,8 @@ mod tests {
 
     use super::super::{Closable, Closer};
     use crate::discard::Handover;
+    use crate::options::CloseOptions;
     use crate::options::Role;
-    use crate::CloseOptions;
 
     /// An upload the connection discarded before its close (an abandoned request body,
     /// whose batching ended when the close took over) counts toward the close's

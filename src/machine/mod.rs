@@ -19,9 +19,10 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{classify, CloseError, CloseErrorKind, ClosePhase};
+use crate::options::{CloseOptions, OnTimeout, PeerEof};
+use crate::report::{CloseReport, SafeAbort};
 use crate::socket::Socket;
 use crate::sys::{self, Activity, SocketKind};
-use crate::{CloseOptions, CloseReport, OnTimeout, PeerEof, SafeAbort};
 
 mod abort;
 mod ack;
@@ -29,8 +30,6 @@ mod barrier;
 mod closable;
 mod drain;
 mod phase;
-#[cfg(all(test, target_os = "linux"))]
-mod sim;
 mod time;
 
 use self::ack::Ack;

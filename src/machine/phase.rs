@@ -25,7 +25,7 @@
 //! the clock) happens in the phase's step in `mod.rs`; what follows from it, here.
 
 use crate::error::ClosePhase;
-use crate::PeerEof;
+use crate::options::PeerEof;
 
 use super::time::{Nanos, NEVER};
 

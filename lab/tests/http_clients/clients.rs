@@ -82,7 +82,9 @@ pub fn prepare(client: Client) -> Option<Ready> {
             .and_then(|()| {
                 let script = "require.resolve('playwright-core')";
                 works("node", &["-e", script]).map_err(|e| {
-                    format!("{e} (playwright-core: `npm install` in lab/tests/http_clients/clients)")
+                    format!(
+                        "{e} (playwright-core: `npm install` in lab/tests/http_clients/clients)"
+                    )
                 })
             })
             .err(),

@@ -6,7 +6,8 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_graceful_close::{GracefulConnectInfo, GracefulListener, GracefulTlsListener};
+use tokio_graceful_close::axum::{GracefulConnectInfo, GracefulListener};
+use tokio_graceful_close::rustls::GracefulTlsListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clients::{self, Ready, Target};

@@ -12,7 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
-use tokio_graceful_close::{CloseOptions, GracefulCloseLayer};
+use tokio_graceful_close::tower::GracefulCloseLayer;
+use tokio_graceful_close::{CloseOptions, CloseSettings};
 use tower::Layer;
 
 use crate::support::*;
@@ -27,11 +28,12 @@ async fn pooled_client_over_tls(h2: bool) {
     let (tx, mut client_closes) = mpsc::unbounded_channel();
     let mut http = HttpConnector::new();
     http.enforce_http(false); // the HttpsConnector sees the https URIs first
-    let tcp = GracefulCloseLayer::new(CloseOptions::new(Duration::from_secs(10)))
-        .on_close(move |res| {
+    let tcp = GracefulCloseLayer::new(
+        CloseSettings::new(CloseOptions::new(Duration::from_secs(10))).on_close(move |res| {
             let _ = tx.send(outcome_of(res));
-        })
-        .layer(http);
+        }),
+    )
+    .layer(http);
     let builder = HttpsConnectorBuilder::new()
         .with_tls_config(client_config(&[]))
         .https_only();

@@ -20,7 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
-use tokio_graceful_close::{GracefulIo, GracefulListener};
+use tokio_graceful_close::axum::GracefulListener;
+use tokio_graceful_close::{CloseSettings, GracefulIo};
 
 use crate::example;
 use crate::support::*;
@@ -163,9 +164,12 @@ async fn goaway(tls: bool) {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let (tx, closes) = mpsc::unbounded_channel();
-        let listener = GracefulListener::new(tcp, close_options()).on_close(move |res| {
-            let _ = tx.send(outcome_of(res));
-        });
+        let listener = GracefulListener::new(
+            tcp,
+            CloseSettings::new(close_options()).on_close(move |res| {
+                let _ = tx.send(outcome_of(res));
+            }),
+        );
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(signal)

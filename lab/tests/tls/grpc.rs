@@ -15,7 +15,8 @@ use bytes::{Buf, BufMut, Bytes};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_graceful_close::{GracefulCloseLayer, GracefulIo};
+use tokio_graceful_close::tower::GracefulCloseLayer;
+use tokio_graceful_close::{CloseSettings, GracefulIo};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Server};
 use tonic::{Request, Response, Status};
@@ -178,10 +179,10 @@ async fn grpc(tls: bool) {
     let (client_tx, mut client_closes) = mpsc::unbounded_channel();
     let mut http = HttpConnector::new();
     http.enforce_http(false); // tonic hands it the https URI
-    let connector = GracefulCloseLayer::new(close_options())
-        .on_close(move |res| {
+    let connector =
+        GracefulCloseLayer::new(CloseSettings::new(close_options()).on_close(move |res| {
             let _ = client_tx.send(outcome_of(res));
-        })
+        }))
         .layer(http);
     let channel = tokio::time::timeout(T, endpoint.connect_with_connector(connector))
         .await

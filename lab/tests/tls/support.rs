@@ -13,7 +13,8 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_graceful_close::{CloseError, CloseOptions, CloseReport, GracefulTlsListener};
+use tokio_graceful_close::rustls::GracefulTlsListener;
+use tokio_graceful_close::{CloseError, CloseOptions, CloseReport, CloseSettings};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -133,9 +134,13 @@ pub async fn tls_listener(
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let listener = GracefulTlsListener::new(tcp, acceptor(), opts).on_close(move |res| {
-        let _ = tx.send(outcome_of(res));
-    });
+    let listener = GracefulTlsListener::new(
+        tcp,
+        acceptor(),
+        CloseSettings::new(opts).on_close(move |res| {
+            let _ = tx.send(outcome_of(res));
+        }),
+    );
     (listener, addr, rx)
 }
 

@@ -8,12 +8,13 @@ use std::task::{ready, Context, Poll};
 use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
 
-use crate::io::settings::ConnSettings;
+use crate::ext::AsyncGracefulClose;
+use crate::io::settings::CloseSettings;
+use crate::io::GracefulIo;
 use crate::options::Role;
-use crate::{AsyncGracefulClose, GracefulIo};
 
 pin_project! {
-    /// Response future of [`GracefulCloseService`](crate::GracefulCloseService) used as
+    /// Response future of [`GracefulCloseService`](super::GracefulCloseService) used as
     /// a connector: the inner connector's future, with its connection wrapped in a
     /// [`GracefulIo`].
     #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -21,12 +22,12 @@ pin_project! {
     pub struct GracefulConnect<F> {
         #[pin]
         inner: F,
-        settings: ConnSettings,
+        settings: CloseSettings,
     }
 }
 
 impl<F> GracefulConnect<F> {
-    pub(super) fn new(inner: F, settings: ConnSettings) -> Self {
+    pub(super) fn new(inner: F, settings: CloseSettings) -> Self {
         GracefulConnect { inner, settings }
     }
 }
@@ -48,7 +49,7 @@ where
 impl<F> fmt::Debug for GracefulConnect<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GracefulConnect")
-            .field("options", self.settings.options())
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }

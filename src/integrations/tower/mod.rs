@@ -1,4 +1,5 @@
-//! A tower layer that makes connections close gracefully: [`GracefulCloseLayer`].
+//! tower: a layer that makes connections close gracefully (feature `tower`):
+//! [`GracefulCloseLayer`].
 //!
 //! The same layer serves both ends:
 //!
@@ -17,9 +18,10 @@ use http::Uri;
 use hyper_util::rt::TokioIo;
 use tower::Service;
 
-use crate::io::settings::ConnSettings;
+use crate::ext::AsyncGracefulClose;
+use crate::io::settings::CloseSettings;
+use crate::io::GracefulIo;
 use crate::options::Role;
-use crate::{AsyncGracefulClose, CloseOptions, GracefulIo};
 
 pub(crate) mod future;
 mod layer;
@@ -39,7 +41,8 @@ pub use self::layer::GracefulCloseLayer;
 /// use http_body_util::Empty;
 /// use hyper_util::client::legacy::{connect::HttpConnector, Client};
 /// use hyper_util::rt::TokioExecutor;
-/// use tokio_graceful_close::{CloseOptions, GracefulCloseLayer};
+/// use tokio_graceful_close::tower::GracefulCloseLayer;
+/// use tokio_graceful_close::CloseOptions;
 /// use tower::Layer;
 ///
 /// # fn dox() {
@@ -62,7 +65,8 @@ pub use self::layer::GracefulCloseLayer;
 /// use tokio::io::AsyncWriteExt;
 /// use std::net::SocketAddr;
 /// use tokio::net::TcpStream;
-/// use tokio_graceful_close::{CloseOptions, GracefulCloseLayer, GracefulIo};
+/// use tokio_graceful_close::tower::GracefulCloseLayer;
+/// use tokio_graceful_close::{CloseOptions, GracefulIo};
 /// use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 ///
 /// # async fn dox(listener: tokio::net::TcpListener) -> std::io::Result<()> {
@@ -81,19 +85,24 @@ pub use self::layer::GracefulCloseLayer;
 #[derive(Clone)]
 pub struct GracefulCloseService<S> {
     inner: S,
-    settings: ConnSettings,
+    settings: CloseSettings,
 }
 
 // ===== impl GracefulCloseService =====
 
 impl<S> GracefulCloseService<S> {
-    /// Wraps `inner`; its connections close gracefully with `options`.
-    pub fn new(inner: S, options: CloseOptions) -> Self {
-        Self::with_settings(inner, ConnSettings::new(options))
+    /// Wraps `inner`; its connections close gracefully with the [`CloseSettings`] (a
+    /// [`CloseOptions`](crate::CloseOptions) will do).
+    pub fn new(inner: S, settings: impl Into<CloseSettings>) -> Self {
+        GracefulCloseService {
+            inner,
+            settings: settings.into(),
+        }
     }
 
-    fn with_settings(inner: S, settings: ConnSettings) -> Self {
-        GracefulCloseService { inner, settings }
+    /// The settings every connection is wrapped with.
+    pub fn settings(&self) -> &CloseSettings {
+        &self.settings
     }
 
     /// Gets a reference to the inner service.

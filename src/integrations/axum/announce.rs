@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::discard::abandon::{DiscardBounds, InputHandle};
-use crate::CloseOptions;
+use crate::options::CloseOptions;
 
 /// A [`tower::Layer`] for answers sent before the request's body was read to its end
 /// (HTTP/1): it adds `Connection: close`, as nginx and Go's server do, and discards the
@@ -47,14 +47,14 @@ use crate::CloseOptions;
 /// It runs for answers over 16 KiB (or of unknown length), for at most
 /// [`discard_limit`](Self::discard_limit) bytes (64 MiB unless set) and
 /// [`discard_timeout`](Self::discard_timeout) (30 s, nginx's `lingering_time`). Then
-/// hyper finishes the answer and closes; [`GracefulListener`](crate::GracefulListener)
+/// hyper finishes the answer and closes; [`GracefulListener`](crate::axum::GracefulListener)
 /// makes that close lose nothing. A smaller answer fits the kernel's send buffer on its
 /// own: hyper closes at once, and the close's drain discards the upload.
 ///
 /// Where the discard happens depends on how the router is served:
 ///
 /// - `axum::serve(listener, GracefulConnectInfo::new(app))`
-///   ([`GracefulConnectInfo`](crate::GracefulConnectInfo)): below hyper. The layer
+///   ([`GracefulConnectInfo`](crate::axum::GracefulConnectInfo)): below hyper. The layer
 ///   marks the connection's input abandoned and drops the body; the connection's
 ///   writes that find the socket full discard what the client sent without copying it
 ///   (`MSG_TRUNC` on Linux), in batches once the client streams, and are woken by its
@@ -79,9 +79,8 @@ use crate::CloseOptions;
 /// ```no_run
 /// use std::time::Duration;
 /// use axum::{http::StatusCode, routing::post, Router};
-/// use tokio_graceful_close::{
-///     AnnounceCloseLayer, CloseOptions, GracefulConnectInfo, GracefulListener,
-/// };
+/// use tokio_graceful_close::axum::{AnnounceCloseLayer, GracefulConnectInfo, GracefulListener};
+/// use tokio_graceful_close::CloseOptions;
 ///
 /// # async fn dox() -> std::io::Result<()> {
 /// let upload = post(|| async { StatusCode::PAYLOAD_TOO_LARGE })

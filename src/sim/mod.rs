@@ -32,7 +32,7 @@ use std::time::Duration;
 use self::kernel::Shutdown;
 use self::script::{Case, CloseCase, Ev};
 use crate::options::Role;
-use crate::{CloseOptions, OnTimeout, PeerEof};
+use crate::options::{CloseOptions, OnTimeout, PeerEof};
 
 /// Seeds drawn per run of the test suite, for single closes and for closes sharing a
 /// tracker (a seed draws one or the other; each sweep keeps its own kind): some 4,000

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::kernel::Shutdown;
 use crate::options::Role;
-use crate::{CloseOptions, OnTimeout, PeerEof};
+use crate::options::{CloseOptions, OnTimeout, PeerEof};
 
 /// A small, seeded generator (SplitMix64): the same seed, the same case.
 #[derive(Debug, Clone)]

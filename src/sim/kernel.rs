@@ -20,10 +20,12 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::time::Instant;
 
-use super::super::{Closable, Closer};
+use crate::machine::{Closable, Closer};
+use crate::error::CloseError;
+use crate::ext::AsyncGracefulClose;
+use crate::report::CloseReport;
 use crate::socket::Socket;
 use crate::sys::{Activity, SendQueue, Sock, SocketKind};
-use crate::{AsyncGracefulClose, CloseError, CloseReport};
 
 /// Operations in one poll past which the close is spinning: the test fails there
 /// instead of hanging under the paused clock.

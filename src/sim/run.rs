@@ -19,11 +19,14 @@ use tokio::time::Instant;
 
 use super::kernel::{Kernel, SimSocket};
 use super::script::{Case, CloseCase, Ev};
+use crate::error::CloseError;
 use crate::error::CloseErrorKind;
 use crate::io::test_close;
 use crate::io::Background;
 use crate::machine::Closer;
-use crate::{CloseError, CloseReport, CloseTracker, OnTimeout, PeerEof, SafeAbort};
+use crate::options::{OnTimeout, PeerEof};
+use crate::report::{CloseReport, SafeAbort};
+use crate::tracker::CloseTracker;
 
 /// How long past its last event a case may run before a close that has not ended is
 /// called hung (a case's deadlines and idle bounds are at most 30 s; an unbounded
