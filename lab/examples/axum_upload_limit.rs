@@ -31,7 +31,7 @@ use axum::Router;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_graceful_close::axum::{AnnounceCloseLayer, GracefulConnectInfo, GracefulListener};
+use tokio_graceful_close::axum::AnnounceCloseLayer;
 use tokio_graceful_close::{CloseOptions, CloseSettings};
 
 /// Largest body accepted.
@@ -208,22 +208,17 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     if graceful {
-        // Every close that could not confirm delivery says why, on stderr.
-        let listener = GracefulListener::new(
-            listener,
-            CloseSettings::new(close_options()).on_close(|res| {
-                if let Err(e) = res {
-                    eprintln!("close: {e}");
-                }
-            }),
-        );
-        let closes = listener.settings().tracker().clone();
-        axum::serve(listener, GracefulConnectInfo::new(graceful_app()))
+        // Every close that could not confirm delivery says why, on stderr. The server
+        // waits for the closes still running before it returns.
+        let settings = CloseSettings::new(close_options()).on_close(|res| {
+            if let Err(e) = res {
+                eprintln!("close: {e}");
+            }
+        });
+        tokio_graceful_close::axum::serve(listener, app())
+            .settings(settings)
             .with_graceful_shutdown(shutdown)
-            .await?;
-        closes.close();
-        closes.wait().await; // every answer delivered, or its close timed out
-        Ok(())
+            .await
     } else {
         axum::serve(listener, app())
             .with_graceful_shutdown(shutdown)

@@ -1,5 +1,5 @@
 //! A server's life with graceful closes: shutdown does not wait on idle keep-alive
-//! clients, a runtime dropped after `CloseTracker::wait` loses nothing, lingering is
+//! clients (the runtime dropped after the shutdown: `shutdown.rs`), lingering is
 //! capped against clients that upload and never read, and connections the application
 //! gave up on are closed without downloading what nobody wants.
 #![cfg(all(
@@ -13,7 +13,6 @@
 mod process;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,87 +122,6 @@ async fn an_idle_keep_alive_client_does_not_hold_the_shutdown() {
         }
         other => panic!("one delivered close expected: {other:?}"),
     }
-}
-
-/// The body the client uploads and the handler never reads.
-const UPLOAD: usize = 64 * 1024;
-const ANSWER: usize = 3_943_424;
-
-/// Serves one large answer to a request whose upload it never reads, on a runtime of
-/// its own that is dropped right after the server stopped (and, with `wait`, after the
-/// tracker said every close ended). Returns what the client read and how it ended.
-fn serve_then_drop_the_runtime(wait: bool) -> (usize, String) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let client = std::thread::spawn(move || {
-        let crt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        crt.block_on(async move {
-            let addr = addr_rx.recv().unwrap();
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            let head = format!(
-                "POST /big HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-                UPLOAD * 16
-            );
-            s.write_all(head.as_bytes()).await.unwrap();
-            s.write_all(&vec![b'u'; UPLOAD]).await.unwrap();
-            // The answer has started: stop the server while it is still being delivered.
-            let mut buf = vec![0u8; 1 << 16];
-            let mut got = s.read(&mut buf).await.unwrap();
-            let _ = stop.send(());
-            loop {
-                tokio::time::sleep(Duration::from_millis(2)).await; // a busy client
-                match s.read(&mut buf).await {
-                    Ok(0) => return (got, "eof".to_owned()),
-                    Ok(n) => got += n,
-                    Err(e) => return (got, format!("{:?}", e.kind())),
-                }
-            }
-        })
-    });
-    rt.block_on(async move {
-        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        addr_tx.send(tcp.local_addr().unwrap()).unwrap();
-        let listener = GracefulListener::new(tcp, CloseOptions::new(Duration::from_secs(10)));
-        let closes = listener.settings().tracker().clone();
-        let app = Router::new().route(
-            "/big",
-            post(|| async { (StatusCode::OK, vec![b'a'; ANSWER]) }),
-        );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        if wait {
-            closes.close();
-            timeout(T, closes.wait()).await.expect("tracker.wait hung");
-        }
-    });
-    drop(rt);
-    let (got, end) = client.join().unwrap();
-    // The head is part of what was read.
-    (got, end)
-}
-
-#[test]
-fn a_runtime_dropped_after_tracker_wait_loses_nothing() {
-    for _ in 0..3 {
-        let (got, end) = serve_then_drop_the_runtime(true);
-        assert!(got > ANSWER, "got {got} bytes, then {end}");
-        assert_eq!(end, "eof", "got {got} bytes, then {end}");
-    }
-    // The control: the runtime dropped without waiting for the closes.
-    let (got, end) = serve_then_drop_the_runtime(false);
-    println!("control without tracker.wait(): {got} bytes, then {end}");
 }
 
 /// Raises the soft limit of open descriptors to the hard one.

@@ -238,8 +238,8 @@ mod tls {
     use tokio_rustls::TlsAcceptor;
 
     use super::GracefulService;
-    use crate::io::GracefulIo;
     use crate::integrations::rustls::handshake;
+    use crate::io::GracefulIo;
 
     /// What actix-http's `HttpService` is served with over TLS.
     type TlsConn = (

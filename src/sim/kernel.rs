@@ -20,9 +20,9 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::time::Instant;
 
-use crate::machine::{Closable, Closer};
 use crate::error::CloseError;
 use crate::ext::AsyncGracefulClose;
+use crate::machine::{Closable, Closer};
 use crate::report::CloseReport;
 use crate::socket::Socket;
 use crate::sys::{Activity, SendQueue, Sock, SocketKind};

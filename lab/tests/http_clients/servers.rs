@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_graceful_close::axum::{GracefulConnectInfo, GracefulListener};
 use tokio_graceful_close::rustls::GracefulTlsListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -125,11 +124,12 @@ pub async fn cell(
             tokio::spawn(async move { axum::serve(listener, example::app()).await })
         }
     } else if graceful {
-        // Plain HTTP as the example serves it: the upload discarded below hyper. (Over
-        // TLS above, the layer reads it through hyper: both ways meet every client.)
-        let listener = GracefulListener::new(tcp, example::close_options());
-        let app = GracefulConnectInfo::new(example::graceful_app());
-        tokio::spawn(async move { axum::serve(listener, app).await })
+        // Plain HTTP as the example serves it, the one call that puts every piece in
+        // place: the upload discarded below hyper. (Over TLS above, the pieces by hand:
+        // the layer reads it through hyper. Both ways meet every client.)
+        let server = tokio_graceful_close::axum::serve(tcp, example::app())
+            .settings(example::close_options());
+        tokio::spawn(std::future::IntoFuture::into_future(server))
     } else {
         tokio::spawn(async move { axum::serve(tcp, example::app()).await })
     };

@@ -11,6 +11,21 @@
 //! out; served through [`GracefulConnectInfo`], below hyper, in the connection's own
 //! writes.
 //!
+//! [`serve`] puts every piece in place in one call, and waits for the closes at
+//! shutdown:
+//!
+//! ```no_run
+//! # async fn dox(app: axum::Router, shutdown: std::future::Ready<()>) -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:3000").await?;
+//! tokio_graceful_close::axum::serve(listener, app)
+//!     .with_graceful_shutdown(shutdown)
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The pieces, for a stack of your own:
+//!
 //! | piece | what it does |
 //! |---|---|
 //! | [`GracefulListener`] | wraps each accepted stream in a `GracefulIo` with the [`CloseSettings`](crate::CloseSettings) |
@@ -23,7 +38,9 @@
 mod announce;
 mod connect_info;
 mod listener;
+mod serve;
 
 pub use self::announce::{AnnounceClose, AnnounceCloseFuture, AnnounceCloseLayer};
 pub use self::connect_info::{AddConnectInfo, GracefulConnectInfo};
 pub use self::listener::GracefulListener;
+pub use self::serve::{serve, Serve, DEFAULT_OPTIONS};
