@@ -21,6 +21,8 @@
 pub mod actix;
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(any(feature = "axum", feature = "poem", feature = "salvo"))]
+mod early;
 #[cfg(feature = "hyper-client")]
 mod hyper_client;
 #[cfg(feature = "poem")]

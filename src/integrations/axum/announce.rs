@@ -15,21 +15,18 @@
 //! waits on the other until the client gives up. nginx discards the body while it
 //! sends such an answer (`ngx_http_discard_request_body`); the layer does the same.
 
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use ::axum::body::{Body, Bytes, HttpBody};
+use ::axum::body::{Body, HttpBody};
 use ::axum::http::{header, HeaderValue, Request, Response, Version};
-use http_body::{Frame, SizeHint};
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::discard::abandon::{DiscardBounds, InputHandle};
-use crate::options::CloseOptions;
+use crate::integrations::early::{self, Watch};
 
 /// A [`tower::Layer`] for answers sent before the request's body was read to its end
 /// (HTTP/1): it adds `Connection: close`, as nginx and Go's server do, and discards the
@@ -101,10 +98,7 @@ impl AnnounceCloseLayer {
     /// The layer: discards up to 64 MiB for up to 30 s after an early answer.
     pub const fn new() -> Self {
         AnnounceCloseLayer {
-            discard: DiscardBounds {
-                limit: CloseOptions::DEFAULT_DRAIN_LIMIT,
-                timeout: Duration::from_secs(30),
-            },
+            discard: early::DEFAULT_DISCARD,
         }
     }
 
@@ -128,18 +122,6 @@ impl Default for AnnounceCloseLayer {
         Self::new()
     }
 }
-
-/// The largest answer that needs no discard: its bytes fit the kernel's send buffer of
-/// a fresh connection by themselves (`tcp_wmem`'s default 16 KiB, which the kernel
-/// raises to about ten segments' worth once the connection is established), so hyper
-/// finishes writing it whatever the client does, and the graceful close's own drain
-/// (`MSG_TRUNC`, in batches) discards the upload after it, at a fraction of the cost
-/// of reading it through hyper.
-const FITS: u64 = 16 << 10;
-
-/// The longest silence of the client the discard waits through: nginx's
-/// `lingering_timeout`.
-const DISCARD_IDLE: Duration = CloseOptions::ADAPTER_IDLE_TIMEOUT;
 
 impl<S> Layer<S> for AnnounceCloseLayer {
     type Service = AnnounceClose<S>;
@@ -175,24 +157,16 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         // Only HTTP/1 requests that carry a body are watched.
         let watch = req.version() <= Version::HTTP_11 && !req.body().is_end_stream();
-        let shared = watch.then(|| {
-            Arc::new(Shared {
-                ended: AtomicBool::new(false),
-                dropped: Mutex::new(None),
-            })
-        });
         // The connection's input handle, if it was served with `GracefulConnectInfo`.
         let input = watch
             .then(|| req.extensions().get::<InputHandle>().cloned())
             .flatten();
-        let req = match &shared {
-            Some(shared) => req.map(|body| {
-                Body::new(Watched {
-                    body,
-                    shared: shared.clone(),
-                })
-            }),
-            None => req,
+        let (req, shared) = if watch {
+            let (parts, body) = req.into_parts();
+            let (body, shared) = early::watch(body);
+            (Request::from_parts(parts, Body::new(body)), Some(shared))
+        } else {
+            (req, None)
         };
         AnnounceCloseFuture {
             inner: self.inner.call(req),
@@ -210,7 +184,7 @@ pin_project_lite::pin_project! {
     pub struct AnnounceCloseFuture<F> {
         #[pin]
         inner: F,
-        shared: Option<Arc<Shared>>,
+        shared: Option<Arc<Watch<Body>>>,
         input: Option<InputHandle>,
         discard: DiscardBounds,
     }
@@ -229,125 +203,11 @@ where
         let Some(shared) = this.shared.take() else {
             return Poll::Ready(Ok(res));
         };
-        if !shared.ended.load(Ordering::Acquire) {
+        let len = res.body().size_hint().exact();
+        if early::answered(&shared, len, *this.discard, this.input.take()) {
             res.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            // The body, if the handler dropped it: read on, so that the answer can go out.
-            let dropped = shared
-                .dropped
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            let bounds = *this.discard;
-            let small = res.body().size_hint().exact().is_some_and(|n| n <= FITS);
-            let wanted = !small && bounds.limit > 0 && !bounds.timeout.is_zero();
-            match (dropped, wanted, this.input.take()) {
-                // Below hyper: the connection's writes discard the input while the
-                // answer goes out; hyper stops reading once the body is dropped.
-                (Some(body), true, Some(input)) => {
-                    input.abandon(bounds);
-                    drop(body);
-                }
-                // Through hyper: a task takes the body to its end.
-                (Some(body), true, None) => {
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        drop(rt.spawn(discard(body, bounds)));
-                    }
-                }
-                _ => {}
-            }
         }
         Poll::Ready(Ok(res))
     }
-}
-
-/// What the layer's future and the request's body share.
-#[derive(Debug)]
-struct Shared {
-    /// The body was read to its end.
-    ended: AtomicBool,
-    /// The body, dropped by the handler before its end.
-    dropped: Mutex<Option<Body>>,
-}
-
-/// A request body that records when it was read to its end, and is kept when dropped
-/// before.
-struct Watched {
-    body: Body,
-    shared: Arc<Shared>,
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        if !self.shared.ended.load(Ordering::Acquire) {
-            let body = std::mem::take(&mut self.body);
-            *self
-                .shared
-                .dropped
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some(body);
-        }
-    }
-}
-
-impl HttpBody for Watched {
-    type Data = Bytes;
-    type Error = ::axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        if frame.is_none() || self.body.is_end_stream() {
-            self.shared.ended.store(true, Ordering::Release);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Reads `body` to its end and drops what it reads, within `bounds` and
-/// [`DISCARD_IDLE`]: hyper reads the connection as long as someone takes the body.
-async fn discard(mut body: Body, bounds: DiscardBounds) {
-    let start = Instant::now();
-    let deadline = start + bounds.timeout;
-    let (mut left, mut last) = (bounds.limit, start);
-    let mut sleep = pin!(tokio::time::sleep_until(deadline.min(last + DISCARD_IDLE)));
-    let why = poll_fn(|cx| loop {
-        match Pin::new(&mut body).poll_frame(cx) {
-            Poll::Ready(None) => return Poll::Ready("the upload ended"),
-            Poll::Ready(Some(Err(_))) => return Poll::Ready("the upload failed"),
-            Poll::Ready(Some(Ok(frame))) => {
-                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
-                match left.checked_sub(n) {
-                    Some(rest) => left = rest,
-                    None => return Poll::Ready("the discard limit was reached"),
-                }
-                last = Instant::now();
-            }
-            Poll::Pending => {
-                ready!(sleep.as_mut().poll(cx));
-                // The idle bound counts from the last frame: set lazily, here.
-                let until = deadline.min(last + DISCARD_IDLE);
-                if until <= Instant::now() {
-                    return Poll::Ready("the discard timed out");
-                }
-                sleep.as_mut().reset(until);
-            }
-        }
-    })
-    .await;
-    tracing::debug!(
-        discarded = bounds.limit - left,
-        elapsed = ?start.elapsed(),
-        "early answer: stopped discarding the upload: {why}"
-    );
 }
