@@ -29,7 +29,7 @@ use poem::listener::{
     Acceptor, Listener, RustlsCertificate, RustlsConfig, TcpAcceptor, TcpListener,
 };
 use poem::{handler, post, Body, EndpointExt, Request, Response, Route, Server};
-use tokio_graceful_close::poem::GracefulListener;
+use tokio_graceful_close::poem::{AnnounceClose, GracefulListener};
 
 use clients::Client;
 use example::{Served, Transport};
@@ -49,6 +49,14 @@ async fn upload(req: &Request, body: Body) -> Response {
     }
 }
 
+/// The large early answer, at once: the upload stays unread.
+#[handler]
+async fn large() -> Response {
+    Response::builder()
+        .status(StatusCode::PAYLOAD_TOO_LARGE)
+        .body(example::large_body())
+}
+
 fn tls_config() -> RustlsConfig {
     let (cert, key, _) = example::cert();
     RustlsConfig::new().fallback(
@@ -58,13 +66,25 @@ fn tls_config() -> RustlsConfig {
     )
 }
 
-/// Serves the app on `acceptor` until `stop`; then, if given, waits for `closes`.
-fn spawn_server<A>(acceptor: A, closes: Option<tokio_graceful_close::CloseTracker>) -> Served
+/// Serves the app on `acceptor` until `stop` (with `announce`, through the crate's
+/// `AnnounceClose`); then, if given, waits for `closes`.
+fn spawn_server<A>(
+    acceptor: A,
+    closes: Option<tokio_graceful_close::CloseTracker>,
+    announce: bool,
+) -> Served
 where
     A: Acceptor + 'static,
 {
     let addr = *acceptor.local_addr()[0].as_socket_addr().unwrap();
-    let app = Route::new().at("/upload", post(upload)).boxed();
+    let app = Route::new()
+        .at("/upload", post(upload))
+        .at("/large", post(large));
+    let app = if announce {
+        app.with(AnnounceClose::new()).boxed()
+    } else {
+        app.boxed()
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         let _ = stopped.await;
@@ -91,25 +111,46 @@ async fn start(transport: Transport, graceful: bool) -> Served {
     let opts = example::close_options();
     match (transport.tls(), graceful) {
         (false, true) => {
-            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let listener = GracefulListener::new(TcpAcceptor::from_tokio(tcp).unwrap(), opts);
-            let closes = listener.settings().tracker().clone();
-            spawn_server(listener, Some(closes))
+            // The one call, as poem's own server is used: poem's listener binds at
+            // `run` (a free port found first).
+            let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let server = tokio_graceful_close::poem::Server::new(TcpListener::bind(addr))
+                .settings(opts);
+            let app = Route::new()
+                .at("/upload", post(upload))
+                .at("/large", post(large));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let signal = async move {
+                let _ = stopped.await;
+            };
+            let timeout = Some(std::time::Duration::from_secs(5));
+            tokio::spawn(server.run_with_graceful_shutdown(app, signal, timeout));
+            example::wait_until_listening(addr).await;
+            Served {
+                addr,
+                stop: Box::new(move || {
+                    let _ = stop.send(());
+                }),
+            }
         }
         (false, false) => {
             let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            spawn_server(TcpAcceptor::from_tokio(tcp).unwrap(), None)
+            spawn_server(TcpAcceptor::from_tokio(tcp).unwrap(), None, false)
         }
         (true, true) => {
             // As the docs say: the graceful listener under poem's TLS.
             let listener = GracefulListener::new(TcpListener::bind("127.0.0.1:0"), opts);
             let closes = listener.settings().tracker().clone();
             let acceptor = listener.rustls(tls_config()).into_acceptor().await.unwrap();
-            spawn_server(acceptor, Some(closes))
+            spawn_server(acceptor, Some(closes), true)
         }
         (true, false) => {
             let listener = TcpListener::bind("127.0.0.1:0").rustls(tls_config());
-            spawn_server(listener.into_acceptor().await.unwrap(), None)
+            spawn_server(listener.into_acceptor().await.unwrap(), None, false)
         }
     }
 }
@@ -124,4 +165,33 @@ fn curl() {
 #[test]
 fn python_requests() {
     example::matrix(Client::Python, "poem", TRANSPORTS, start);
+}
+
+/// An early answer far larger than the kernel's buffers (8 MiB) reaches a client that
+/// sends its whole upload (16 MiB) before it reads: `AnnounceClose` has the upload read
+/// and discarded while the answer goes out. Without it (the control, printed: the
+/// graceful listener alone) both sides wait in their writes until the client gives up.
+#[test]
+fn a_large_early_answer_reaches_a_client_that_sends_all_first() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for graceful in [true, false] {
+        let served = rt.block_on(async {
+            if graceful {
+                start(Transport::Plain, true).await
+            } else {
+                let opts = example::close_options();
+                let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let acceptor = TcpAcceptor::from_tokio(tcp).unwrap();
+                spawn_server(GracefulListener::new(acceptor, opts), None, false)
+            }
+        });
+        let limit = std::time::Duration::from_secs(if graceful { 30 } else { 5 });
+        let got = example::send_all_then_read(served.addr, "/large", limit);
+        (served.stop)();
+        if graceful {
+            assert_eq!(got, Ok((413, example::LARGE_ANSWER)), "through poem::Server");
+        } else {
+            println!("control, GracefulListener without AnnounceClose: {got:?}");
+        }
+    }
 }

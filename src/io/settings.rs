@@ -124,6 +124,15 @@ impl CloseSettings {
     }
 }
 
+/// The settings of the one-call servers (`axum::serve`, `poem::Server`...) unless told
+/// otherwise: a 30 s deadline (nginx's `lingering_time`) and the server defaults for
+/// the rest of the options, a tracker of their own, no callback.
+impl Default for CloseSettings {
+    fn default() -> Self {
+        CloseSettings::new(CloseOptions::new(std::time::Duration::from_secs(30)))
+    }
+}
+
 impl From<CloseOptions> for CloseSettings {
     fn from(options: CloseOptions) -> Self {
         CloseSettings::new(options)

@@ -232,3 +232,59 @@ where
         "lost 413s through the crate: {failures:#?}"
     );
 }
+
+/// Waits until a server listens on `addr`: one that binds its port only once it runs.
+pub async fn wait_until_listening(addr: SocketAddr) {
+    for _ in 0..1000 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing listens on {addr} after 10 s");
+}
+
+/// The size of the large early answer: far more than the kernel's buffers hold.
+pub const LARGE_ANSWER: usize = 8 << 20;
+/// The upload a send-all client makes before it reads the large answer.
+pub const LARGE_UPLOAD: usize = 16 << 20;
+
+/// The large early answer's body.
+pub fn large_body() -> &'static [u8] {
+    static BODY: OnceLock<Vec<u8>> = OnceLock::new();
+    BODY.get_or_init(|| vec![b'x'; LARGE_ANSWER])
+}
+
+/// A blocking client that sends its whole `LARGE_UPLOAD` to `POST {path}` before it
+/// reads, as Python's `requests` does, each step bounded by `limit`. Returns the
+/// answer's status and body length, or what failed.
+pub fn send_all_then_read(
+    addr: SocketAddr,
+    path: &str,
+    limit: Duration,
+) -> Result<(u16, usize), String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_write_timeout(Some(limit)).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {LARGE_UPLOAD}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).map_err(|e| format!("head: {e}"))?;
+    let chunk = vec![b'u'; 1 << 16];
+    for _ in 0..LARGE_UPLOAD / chunk.len() {
+        s.write_all(&chunk).map_err(|e| format!("upload: {e}"))?;
+    }
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .map_err(|e| format!("answer, after {} bytes: {e}", got.len()))?;
+    let end = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| format!("no head in {} bytes", got.len()))?;
+    let status = std::str::from_utf8(&got[9..12])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status")?;
+    Ok((status, got.len() - end - 4))
+}

@@ -43,4 +43,4 @@ mod serve;
 pub use self::announce::{AnnounceClose, AnnounceCloseFuture, AnnounceCloseLayer};
 pub use self::connect_info::{AddConnectInfo, GracefulConnectInfo};
 pub use self::listener::GracefulListener;
-pub use self::serve::{serve, Serve, DEFAULT_OPTIONS};
+pub use self::serve::{serve, Serve};

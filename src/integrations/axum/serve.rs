@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::io;
 use std::pin::Pin;
-use std::time::Duration;
 
 use ::axum::serve::Listener;
 use ::axum::Router;
@@ -12,17 +11,12 @@ use ::axum::Router;
 use super::{AnnounceCloseLayer, GracefulConnectInfo, GracefulListener};
 use crate::ext::AsyncGracefulClose;
 use crate::io::settings::CloseSettings;
-use crate::options::CloseOptions;
-
-/// The close options [`serve`] uses unless told otherwise: a 30 s deadline (nginx's
-/// `lingering_time`) and the server defaults for the rest.
-pub const DEFAULT_OPTIONS: CloseOptions = CloseOptions::new(Duration::from_secs(30));
 
 /// Serves `router` on `listener` as `axum::serve` does, with every connection closed
 /// gracefully and every piece that takes in place:
 ///
 /// - each accepted stream wrapped in a [`GracefulIo`](crate::GracefulIo)
-///   ([`GracefulListener`]), closed with [`DEFAULT_OPTIONS`] unless
+///   ([`GracefulListener`]), closed with [`CloseSettings::default`] unless
 ///   [`settings`](Serve::settings) says otherwise;
 /// - early answers announced and their uploads discarded below hyper
 ///   ([`AnnounceCloseLayer`] around the router, served through
@@ -58,7 +52,7 @@ where
     Serve {
         listener,
         router,
-        settings: CloseSettings::new(DEFAULT_OPTIONS),
+        settings: CloseSettings::default(),
         announce: AnnounceCloseLayer::new(),
         signal: None,
     }
@@ -80,7 +74,7 @@ pub struct Serve<L> {
 
 impl<L> Serve<L> {
     /// Closes every connection with these [`CloseSettings`] (a
-    /// [`CloseOptions`] will do) instead of [`DEFAULT_OPTIONS`]. Their tracker is the
+    /// [`CloseOptions`](crate::CloseOptions) will do) instead of [`CloseSettings::default`]. Their tracker is the
     /// one waited for at shutdown.
     pub fn settings(mut self, settings: impl Into<CloseSettings>) -> Self {
         self.settings = settings.into();

@@ -1,18 +1,4 @@
-//! poem: `poem::Server` with graceful closes (feature `poem`): [`GracefulListener`].
-//!
-//! poem's server hands every accepted stream to hyper, which calls `poll_shutdown` when
-//! a connection ends cleanly and drops the stream on its error paths. A listener whose
-//! acceptor yields [`GracefulIo`]s turns both into a graceful close, so an early answer
-//! (413, 401, 503) to a client still uploading is delivered whole instead of being
-//! destroyed by the RST of a close with unread data.
-//!
-//! A limit: hyper stops reading a body the handler dropped. An early answer larger than
-//! the kernel's buffers (over 16 KiB to be safe) to a client that sends its whole
-//! upload before it reads (Python's `requests`, browsers over HTTP/1.1) can then stall
-//! until the client gives up, seen here with a 1 MiB answer and small buffers. axum has
-//! `AnnounceCloseLayer` (feature `axum`), which reads the upload on while the answer
-//! goes out; poem has no such layer here yet: keep early answers small, or read the
-//! body to its end in the handler before a large answer.
+//! [`GracefulListener`]: a poem `Listener` and `Acceptor` of [`GracefulIo`]s.
 
 use std::fmt;
 use std::future::Future;
