@@ -118,8 +118,8 @@ async fn start(transport: Transport, graceful: bool) -> Served {
                 .unwrap()
                 .local_addr()
                 .unwrap();
-            let server = tokio_graceful_close::poem::Server::new(TcpListener::bind(addr))
-                .settings(opts);
+            let server =
+                tokio_graceful_close::poem::Server::new(TcpListener::bind(addr)).settings(opts);
             let app = Route::new()
                 .at("/upload", post(upload))
                 .at("/large", post(large));
@@ -189,7 +189,11 @@ fn a_large_early_answer_reaches_a_client_that_sends_all_first() {
         let got = example::send_all_then_read(served.addr, "/large", limit);
         (served.stop)();
         if graceful {
-            assert_eq!(got, Ok((413, example::LARGE_ANSWER)), "through poem::Server");
+            assert_eq!(
+                got,
+                Ok((413, example::LARGE_ANSWER)),
+                "through poem::Server"
+            );
         } else {
             println!("control, GracefulListener without AnnounceClose: {got:?}");
         }

@@ -26,8 +26,8 @@ use salvo_core::conn::rustls::{Keycert, RustlsConfig};
 use salvo_core::conn::tcp::TcpAcceptor;
 use salvo_core::conn::{Acceptor, Listener, RustlsListener, TcpListener};
 use salvo_core::http::{header, StatusCode};
-use salvo_core::{handler, Request, Response, Router, Server};
-use tokio_graceful_close::salvo::GracefulListener;
+use salvo_core::{handler, Request, Response, Router, Server, Service};
+use tokio_graceful_close::salvo::{AnnounceClose, GracefulListener};
 
 use clients::Client;
 use example::{Served, Transport};
@@ -55,13 +55,32 @@ async fn upload(req: &mut Request, res: &mut Response) {
     }
 }
 
+/// The large early answer, at once: the upload stays unread.
+#[handler]
+async fn large(res: &mut Response) {
+    res.status_code(StatusCode::PAYLOAD_TOO_LARGE);
+    res.body(example::large_body().to_vec());
+}
+
+/// The app: the 256 KiB early 413 of the matrix, and the large one.
+fn router() -> Router {
+    Router::new()
+        .push(Router::with_path("upload").post(upload))
+        .push(Router::with_path("large").post(large))
+}
+
 fn tls_config() -> RustlsConfig {
     let (cert, key, _) = example::cert();
     RustlsConfig::new(Keycert::new().cert(cert.as_bytes()).key(key.as_bytes()))
 }
 
-/// Serves the router on `acceptor` until `stop`; then, if given, waits for `closes`.
-fn spawn_server<A>(acceptor: A, closes: Option<tokio_graceful_close::CloseTracker>) -> Served
+/// Serves the router on `acceptor` until `stop` (with `announce`, through the crate's
+/// `AnnounceClose`); then, if given, waits for `closes`.
+fn spawn_server<A>(
+    acceptor: A,
+    closes: Option<tokio_graceful_close::CloseTracker>,
+    announce: bool,
+) -> Served
 where
     A: Acceptor + Send + 'static,
 {
@@ -72,9 +91,14 @@ where
         .unwrap();
     let server = Server::new(acceptor);
     let handle = server.handle();
-    let router = Router::with_path("upload").post(upload);
+    let service = Service::new(router());
+    let service = if announce {
+        service.hoop(AnnounceClose::new())
+    } else {
+        service
+    };
     tokio::spawn(async move {
-        server.serve(router).await;
+        server.serve(service).await;
         if let Some(closes) = closes {
             closes.close();
             closes.wait().await;
@@ -90,22 +114,30 @@ async fn start(transport: Transport, graceful: bool) -> Served {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     match (transport.tls(), graceful) {
         (false, true) => {
-            let listener = GracefulListener::new(tcp, example::close_options()).unwrap();
-            let closes = listener.settings().tracker().clone();
-            spawn_server(listener, Some(closes))
+            // The one call, as salvo's own server is used.
+            let addr = tcp.local_addr().unwrap();
+            let server =
+                tokio_graceful_close::salvo::Server::with_settings(tcp, example::close_options())
+                    .unwrap();
+            let handle = server.handle();
+            tokio::spawn(server.serve(router()));
+            Served {
+                addr,
+                stop: Box::new(move || handle.stop_graceful(Duration::from_secs(5))),
+            }
         }
-        (false, false) => spawn_server(TcpAcceptor::try_from(tcp).unwrap(), None),
+        (false, false) => spawn_server(TcpAcceptor::try_from(tcp).unwrap(), None, false),
         (true, true) => {
             let listener = GracefulListener::new(tcp, example::close_options()).unwrap();
             let closes = listener.settings().tracker().clone();
             let acceptor = RustlsListener::new(tls_config(), listener).bind().await;
-            spawn_server(acceptor, Some(closes))
+            spawn_server(acceptor, Some(closes), true)
         }
         (true, false) => {
             let addr = tcp.local_addr().unwrap();
             drop(tcp);
             let acceptor = TcpListener::new(addr).rustls(tls_config()).bind().await;
-            spawn_server(acceptor, None)
+            spawn_server(acceptor, None, false)
         }
     }
 }
@@ -120,4 +152,36 @@ fn curl() {
 #[test]
 fn python_requests() {
     example::matrix(Client::Python, "salvo", TRANSPORTS, start);
+}
+
+/// An early answer far larger than the kernel's buffers (8 MiB) reaches a client that
+/// sends its whole upload (16 MiB) before it reads: `AnnounceClose` has the upload read
+/// and discarded while the answer goes out. Without it (the control, printed: the
+/// graceful listener alone) both sides wait in their writes until the client gives up.
+#[test]
+fn a_large_early_answer_reaches_a_client_that_sends_all_first() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for graceful in [true, false] {
+        let served = rt.block_on(async {
+            if graceful {
+                start(Transport::Plain, true).await
+            } else {
+                let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let listener = GracefulListener::new(tcp, example::close_options()).unwrap();
+                spawn_server(listener, None, false)
+            }
+        });
+        let limit = Duration::from_secs(if graceful { 30 } else { 5 });
+        let got = example::send_all_then_read(served.addr, "/large", limit);
+        (served.stop)();
+        if graceful {
+            assert_eq!(
+                got,
+                Ok((413, example::LARGE_ANSWER)),
+                "through salvo::Server"
+            );
+        } else {
+            println!("control, GracefulListener without AnnounceClose: {got:?}");
+        }
+    }
 }

@@ -267,10 +267,10 @@ pub fn send_all_then_read(
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     s.set_write_timeout(Some(limit)).unwrap();
     s.set_read_timeout(Some(limit)).unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {LARGE_UPLOAD}\r\n\r\n"
-    );
-    s.write_all(head.as_bytes()).map_err(|e| format!("head: {e}"))?;
+    let head =
+        format!("POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {LARGE_UPLOAD}\r\n\r\n");
+    s.write_all(head.as_bytes())
+        .map_err(|e| format!("head: {e}"))?;
     let chunk = vec![b'u'; 1 << 16];
     for _ in 0..LARGE_UPLOAD / chunk.len() {
         s.write_all(&chunk).map_err(|e| format!("upload: {e}"))?;

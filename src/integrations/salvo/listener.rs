@@ -1,10 +1,4 @@
-//! salvo: `salvo::Server` with graceful closes (feature `salvo`): [`GracefulListener`].
-//!
-//! salvo's server hands every accepted stream to hyper, which calls `poll_shutdown` when
-//! a connection ends cleanly and drops the stream on its error paths. An acceptor whose
-//! streams are [`GracefulIo`]s turns both into a graceful close, so an early answer
-//! (413, 401, 503) to a client still uploading is delivered whole instead of being
-//! destroyed by the RST of a close with unread data.
+//! [`GracefulListener`]: a salvo `Listener` and `Acceptor` of [`GracefulIo`]s.
 //!
 //! salvo's own acceptors wrap their sockets in types that do not give them back, so the
 //! listener accepts from a Tokio `TcpListener` itself, and keeps what salvo's
@@ -12,14 +6,6 @@
 //! rejected one is dropped, as salvo does), its idle and write-stall timeouts apply
 //! (the stream is a `StraightStream` around the [`GracefulIo`]), and a connection
 //! accepted while its `accept` future is cancelled is kept for the next call.
-//!
-//! A limit: hyper stops reading a body the handler dropped. An early answer larger than
-//! the kernel's buffers (over 16 KiB to be safe) to a client that sends its whole
-//! upload before it reads (Python's `requests`, browsers over HTTP/1.1) can then stall
-//! until the client gives up, seen with poem, which serves through hyper the same way.
-//! axum has `AnnounceCloseLayer` (feature `axum`), which reads the upload on while the
-//! answer goes out; salvo has no such layer here yet: keep early answers small, or read
-//! the body to its end in the handler before a large answer.
 
 use std::fmt;
 use std::future::Future;
