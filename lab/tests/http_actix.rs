@@ -116,14 +116,14 @@ async fn start(transport: Transport, control: Control, graceful: bool) -> Served
     let closes = CloseTracker::new();
     let tracker = closes.clone();
     let server = match (transport.tls(), graceful, control) {
-        (false, true, _) => serve(tcp, move || {
-            let app = map_config(app(), |_| AppConfig::default())
-                .map_err(|e: actix_web::Error| e.error_response());
-            GracefulService::new(
-                HttpService::build().finish(app),
-                CloseSettings::new(example::close_options()).tracked(&tracker),
-            )
-        }),
+        // The one call, as actix-web's own `HttpServer` is used.
+        (false, true, _) => tokio_graceful_close::actix::HttpServer::new(app)
+            .settings(CloseSettings::new(example::close_options()).tracked(&tracker))
+            .workers(1)
+            .disable_signals()
+            .listen(tcp)
+            .unwrap()
+            .run(),
         #[cfg(feature = "rustls")]
         (true, true, _) => {
             let acceptor =

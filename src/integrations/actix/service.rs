@@ -1,21 +1,5 @@
-//! actix-web: actix-http's `HttpService` over graceful closes (feature `actix`):
-//! [`GracefulService`].
-//!
-//! actix-web's `HttpServer` only takes addresses and std listeners, and gives no hook
-//! between the accept and its HTTP service. Underneath, it runs an actix-server
-//! `ServerBuilder` whose service per connection is actix-http's `HttpService::tcp()`:
-//! a `TcpStream` handed to an `HttpService` generic over its I/O. The adapter takes the
-//! place of `tcp()`: the `HttpService` is served over a [`GracefulIo`], so that the
-//! close that ends every connection, after a clean end or on an error path, is graceful
-//! and an early answer (413, 401, 503) to a client still uploading is delivered whole.
-//!
-//! Over TLS (features `actix` and `rustls`), [`GracefulService::rustls`] takes the
-//! place of actix-http's `rustls_0_23()` in the same way: the handshake runs over the
-//! [`GracefulIo`] and the `HttpService` is served over the TLS stream on top of it.
-//!
-//! An actix-web `App` is served this way with actix-service's `map_config`, as
-//! `HttpServer` does itself (the `AppConfig` then holds `AppConfig::default()`'s host
-//! and address, used by `url_for` and `ConnectionInfo` when a request names no host).
+//! [`GracefulService`]: actix-http's `HttpService` over [`GracefulIo`]s, in place of
+//! `HttpService::tcp()` (and, with `rustls`, of `rustls_0_23()`).
 
 use std::fmt;
 use std::future::Future;
