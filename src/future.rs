@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::error::CloseError;
 use crate::machine::Closable;
 use crate::machine::Closer;
+use crate::metrics::{self, InFlight};
 use crate::options::CloseOptions;
 use crate::options::Role;
 use crate::report::CloseReport;
@@ -25,6 +26,8 @@ use crate::report::CloseReport;
 pub struct GracefulClose<S: Closable> {
     stream: Option<S>,
     closer: Closer,
+    /// In the closes in flight (feature `metrics`) from the first poll to the end.
+    in_flight: InFlight,
 }
 
 impl<S: Closable> GracefulClose<S> {
@@ -33,6 +36,7 @@ impl<S: Closable> GracefulClose<S> {
         GracefulClose {
             stream: Some(stream),
             closer: Closer::new(options.resolve(Role::Stream)),
+            in_flight: InFlight::default(),
         }
     }
 }
@@ -48,10 +52,13 @@ impl<S: Closable> Future for GracefulClose<S> {
         let Some(stream) = this.stream.as_ref() else {
             return Poll::Ready(Err(this.closer.polled_after_done()));
         };
+        this.in_flight.start();
         let res = ready!(stream.poll_closer(&mut this.closer, cx));
         // Release the descriptor before handing back the result. A failed close has
         // already aborted or disarmed the linger.
         drop(this.stream.take());
+        metrics::closed(&res);
+        this.in_flight.end();
         Poll::Ready(res)
     }
 }

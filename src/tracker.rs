@@ -317,7 +317,10 @@ impl Token {
                 });
             }
         }
+        // The gauge follows `live`, outside the lock: the recorder is the user's code.
+        crate::metrics::lingering_started();
         for old in evict {
+            crate::metrics::lingering_ended();
             tracing::info!(
                 target: crate::report::TARGET,
                 max_lingering = max,
@@ -352,8 +355,13 @@ impl Drop for Token {
         if self.slot.lingering.load(Ordering::Acquire) && !self.slot.evicted.load(Ordering::Acquire)
         {
             let mut q = lock(&self.hold.tracker.inner.queue);
-            if !self.slot.evicted.load(Ordering::Acquire) {
+            let left = !self.slot.evicted.load(Ordering::Acquire);
+            if left {
                 q.live -= 1;
+            }
+            drop(q);
+            if left {
+                crate::metrics::lingering_ended();
             }
         }
         // The count ends with `hold`, dropped after this.

@@ -33,6 +33,7 @@ use crate::discard::abandon::{Abandoned, InputHandle};
 use crate::error::CloseError;
 use crate::ext::AsyncGracefulClose;
 use crate::machine::Closer;
+use crate::metrics::InFlight;
 use crate::options::CloseOptions;
 use crate::options::Role;
 use crate::report::CloseReport;
@@ -149,6 +150,9 @@ where
     peer_addr: Option<std::net::SocketAddr>,
     /// Input the application abandoned, discarded by writes that find the socket full.
     input: Abandoned,
+    /// The close in the closes in flight (feature `metrics`), from its start until its
+    /// report takes it over.
+    in_flight: InFlight,
 }
 
 // ===== impl GracefulIo =====
@@ -185,6 +189,7 @@ where
             hold: tracker.as_ref().map(CloseTracker::hold),
             peer_addr,
             input: Abandoned::default(),
+            in_flight: InFlight::default(),
         }
     }
 
@@ -197,8 +202,9 @@ where
     }
 
     /// The closer of a close that starts now, taking over the discard of abandoned
-    /// input if one ran.
+    /// input if one ran; the close counts in flight from now on.
     fn start_closer(&mut self) -> Box<Closer> {
+        self.in_flight.start();
         let mut closer = Closer::new(self.options);
         if self.hold.is_some() {
             closer = closer.evictable();
@@ -215,6 +221,7 @@ where
             token: self.hold.take().map(Hold::start),
             peer_addr: self.peer_addr,
             discarded_before: self.input.discarded(),
+            in_flight: std::mem::take(&mut self.in_flight),
         }
     }
 

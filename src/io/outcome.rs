@@ -11,6 +11,7 @@ use tracing::Level;
 use crate::error::CloseError;
 use crate::ext::AsyncGracefulClose;
 use crate::machine::Closer;
+use crate::metrics::{self, InFlight};
 use crate::report::{CloseReport, TARGET};
 use crate::tracker::Token;
 
@@ -179,6 +180,8 @@ pub(super) struct Conn {
     pub(super) peer_addr: Option<std::net::SocketAddr>,
     /// Input discarded before the close (an abandoned upload).
     pub(super) discarded_before: u64,
+    /// The close in the closes in flight, until it is reported (or dropped unreported).
+    pub(super) in_flight: InFlight,
 }
 
 impl Conn {
@@ -192,16 +195,19 @@ impl Conn {
         report.drained_bytes = report.drained_bytes.saturating_add(self.discarded_before);
     }
 
-    /// Reports the outcome, already [annotated](Self::annotate), then ends the
-    /// tracker's count: a server that waits for its closes sees every callback done.
+    /// Records and reports the outcome, already [annotated](Self::annotate), then ends
+    /// the tracker's count and the close's place in flight: a server that waits for its
+    /// closes sees every callback done.
     pub(super) fn report(
-        self,
+        mut self,
         res: &Result<CloseReport, CloseError>,
         on_close: Option<OnClose>,
         path: Path,
     ) {
+        metrics::closed(res);
         notify(on_close, res, path);
         drop(self.token);
+        self.in_flight.end();
     }
 }
 
