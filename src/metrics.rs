@@ -74,12 +74,12 @@ pub(crate) fn lingering_ended() {
 
 /// A close counted in [`IN_FLIGHT`] from [`start`](Self::start) until it is dropped or
 /// [`end`](Self::end)ed: every increment has its decrement, whatever ends the close (its
-/// report, a drop before it, a runtime shutting down). The decrement goes to the
-/// handle the increment went to.
+/// report, a drop before it, a runtime shutting down). One byte with the feature (it
+/// lives in every `GracefulIo`), none without.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     #[cfg(feature = "metrics")]
-    gauge: Option<::metrics::Gauge>,
+    counted: bool,
 }
 
 impl InFlight {
@@ -87,10 +87,8 @@ impl InFlight {
     #[inline]
     pub(crate) fn start(&mut self) {
         #[cfg(feature = "metrics")]
-        if self.gauge.is_none() {
-            let gauge = ::metrics::gauge!(IN_FLIGHT);
-            gauge.increment(1.0);
-            self.gauge = Some(gauge);
+        if !std::mem::replace(&mut self.counted, true) {
+            ::metrics::gauge!(IN_FLIGHT).increment(1.0);
         }
     }
 
@@ -98,8 +96,8 @@ impl InFlight {
     #[inline]
     pub(crate) fn end(&mut self) {
         #[cfg(feature = "metrics")]
-        if let Some(gauge) = self.gauge.take() {
-            gauge.decrement(1.0);
+        if std::mem::take(&mut self.counted) {
+            ::metrics::gauge!(IN_FLIGHT).decrement(1.0);
         }
     }
 }

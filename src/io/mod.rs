@@ -46,8 +46,9 @@ use crate::tracker::Hold;
 enum State {
     /// Reads and writes go through; no close started.
     Open,
-    /// `poll_shutdown` sent our FIN; the drop finishes the close.
-    Shut(Box<Closer>),
+    /// `poll_shutdown` sent our FIN; the drop finishes the close (counted in flight
+    /// meanwhile: one byte in the enum's padding, with feature `metrics`).
+    Shut(Box<Closer>, InFlight),
     /// The close ended and was reported; what `poll_shutdown` returns from now on
     /// (`None`: `Ok`).
     Closed(Option<Box<CloseError>>),
@@ -150,9 +151,6 @@ where
     peer_addr: Option<std::net::SocketAddr>,
     /// Input the application abandoned, discarded by writes that find the socket full.
     input: Abandoned,
-    /// The close in the closes in flight (feature `metrics`), from its start until its
-    /// report takes it over.
-    in_flight: InFlight,
 }
 
 // ===== impl GracefulIo =====
@@ -189,7 +187,6 @@ where
             hold: tracker.as_ref().map(CloseTracker::hold),
             peer_addr,
             input: Abandoned::default(),
-            in_flight: InFlight::default(),
         }
     }
 
@@ -202,26 +199,27 @@ where
     }
 
     /// The closer of a close that starts now, taking over the discard of abandoned
-    /// input if one ran; the close counts in flight from now on.
-    fn start_closer(&mut self) -> Box<Closer> {
-        self.in_flight.start();
+    /// input if one ran, and its count in the closes in flight (feature `metrics`).
+    fn start_closer(&mut self) -> (Box<Closer>, InFlight) {
+        let mut in_flight = InFlight::default();
+        in_flight.start();
         let mut closer = Closer::new(self.options);
         if self.hold.is_some() {
             closer = closer.evictable();
         }
         let stream = self.stream.as_ref().expect(TAKEN);
         let before = self.input.hand_over(stream, closer.takes_batches());
-        Box::new(closer.taking_over(before))
+        (Box::new(closer.taking_over(before)), in_flight)
     }
 
     /// What the connection keeps around its close, for the close's task and report:
     /// the tracker's count becomes the close's registration.
-    fn close_context(&mut self) -> Conn {
+    fn close_context(&mut self, in_flight: InFlight) -> Conn {
         Conn {
             token: self.hold.take().map(Hold::start),
             peer_addr: self.peer_addr,
             discarded_before: self.input.discarded(),
-            in_flight: std::mem::take(&mut self.in_flight),
+            in_flight,
         }
     }
 
@@ -300,7 +298,7 @@ where
         let stream = self.stream.take().expect(TAKEN);
         // The discard is over: the kernel wakes readers for every byte again.
         let _ = self.input.hand_over(&stream, false);
-        if let State::Shut(mut closer) = state {
+        if let State::Shut(mut closer, _) = state {
             closer.unbatch(&stream);
         }
         stream
@@ -308,8 +306,8 @@ where
 
     /// Records the end of the close, then reports it (in that order, so that a
     /// panicking callback cannot report twice).
-    fn finish(&mut self, mut res: Result<CloseReport, CloseError>) {
-        let context = self.close_context();
+    fn finish(&mut self, mut res: Result<CloseReport, CloseError>, in_flight: InFlight) {
+        let context = self.close_context(in_flight);
         context.annotate(&mut res);
         let kept = res.as_ref().err().map(|e| Box::new(e.duplicate()));
         self.state = State::Closed(kept);
@@ -396,19 +394,19 @@ where
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         match &this.state {
-            State::Shut(_) | State::Closed(None) => return Poll::Ready(Ok(())),
+            State::Shut(..) | State::Closed(None) => return Poll::Ready(Ok(())),
             State::Closed(Some(e)) => return Poll::Ready(Err(e.duplicate().into())),
             State::Open => {}
         }
         ready!(Pin::new(this.get_mut()).poll_flush(cx))?;
-        let mut closer = this.start_closer();
+        let (mut closer, in_flight) = this.start_closer();
         match closer.begin(this.get_ref()) {
             Ok(()) => {
-                this.state = State::Shut(closer);
+                this.state = State::Shut(closer, in_flight);
                 Poll::Ready(Ok(()))
             }
             Err(e) => {
-                this.finish(Err(e));
+                this.finish(Err(e), in_flight);
                 match &this.state {
                     State::Closed(Some(e)) => Poll::Ready(Err(e.duplicate().into())),
                     _ => unreachable!("a failed shutdown keeps its error"),
@@ -423,14 +421,14 @@ where
     S: AsyncGracefulClose + Send + 'static,
 {
     fn drop(&mut self) {
-        let closer = match std::mem::replace(&mut self.state, State::Closed(None)) {
+        let (closer, in_flight) = match std::mem::replace(&mut self.state, State::Closed(None)) {
             // Ended and reported (or given back by `into_inner`): the drop releases the
             // descriptor, if any.
             State::Closed(_) => return,
             State::Open => self.start_closer(),
-            State::Shut(c) => c,
+            State::Shut(c, f) => (c, f),
         };
-        let context = self.close_context();
+        let context = self.close_context(in_flight);
         let stream = self.stream.take().expect(TAKEN);
         let on_close = self.on_close.take();
         match tokio::runtime::Handle::try_current() {
