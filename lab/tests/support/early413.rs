@@ -181,6 +181,7 @@ where
     for &transport in transports {
         let mut whole = [0; 2];
         let mut first_failure = [None, None];
+        let mut protocols = Vec::new();
         for (i, graceful) in [true, false].into_iter().enumerate() {
             let runs = rt.block_on(async {
                 let served = start(transport, graceful).await;
@@ -199,6 +200,12 @@ where
                 runs
             });
             whole[i] = runs.iter().filter(|(o, _)| *o == Outcome::Complete).count();
+            if graceful {
+                // What the client negotiated, where it says (curl, Go, Node http.request).
+                protocols = runs.iter().map(|(_, p)| p.clone()).collect();
+                protocols.retain(|p| !p.is_empty());
+                protocols.dedup();
+            }
             first_failure[i] = runs
                 .into_iter()
                 .map(|(o, _)| o)
@@ -208,8 +215,13 @@ where
             f.as_ref()
                 .map_or_else(String::new, |o| format!("; first failure: {o:?}"))
         };
+        let protocols = if protocols.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", protocols.join(", "))
+        };
         println!(
-            "| {framework} | {} | {} | graceful: {} / {RUNS} whole{} | plain {framework}: {} / {RUNS} whole{} |",
+            "| {framework} | {} | {} | graceful: {} / {RUNS} whole{protocols}{} | plain {framework}: {} / {RUNS} whole{} |",
             client.name(),
             transport.name(),
             whole[0],
