@@ -16,6 +16,9 @@
 //!     pub use crate::example::Transport;
 //! }
 //! ```
+//!
+//! Every adapter is tested with the same clients, one `#[test]` each:
+//! [`client_tests!`] writes them.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -244,3 +247,37 @@ where
         "lost 413s through the crate: {failures:#?}"
     );
 }
+
+/// One `#[test]` per client every adapter is tested with: curl, Python requests, Node
+/// `http.request`, Go net/http, and the Rust client that sends its whole upload before
+/// it reads. Each runs [`matrix`] with `framework`, `transports` and `start`:
+///
+/// ```ignore
+/// example::client_tests!("poem", TRANSPORTS, start);
+/// ```
+macro_rules! client_tests {
+    ($framework:expr, $transports:expr, $start:expr) => {
+        $crate::example::client_tests!(
+            $framework, $transports, $start;
+            curl: Curl,
+            python_requests: Python,
+            node_http_request: NodeHttp,
+            go_net_http: Go,
+            rust_send_all_then_read: SendAll,
+        );
+    };
+    ($framework:expr, $transports:expr, $start:expr; $($test:ident: $client:ident,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                $crate::example::matrix(
+                    $crate::clients::Client::$client,
+                    $framework,
+                    $transports,
+                    $start,
+                );
+            }
+        )*
+    };
+}
+pub(crate) use client_tests;
