@@ -4,10 +4,12 @@
 //! The app (an actix-web `App`) answers 413 with a 256 KiB body to uploads over 1 KiB
 //! without reading them. Through the crate it is served by actix-server over
 //! actix-http's `HttpService` and the adapter, over TCP and (feature `rustls`) over
-//! TLS with `GracefulService::rustls`. Two controls, counted and printed beside
-//! it, never asserted: the same `HttpService` over actix-http's own `tcp()` and
-//! `rustls_0_23()` (which the adapter replaces), where Python requests, sending its
-//! whole body before it reads, is reset before it reads the answer; and actix-web's
+//! TLS with `GracefulService::rustls`, to every client of `example::client_tests!`
+//! (curl, Python requests, Node `http.request`, Go net/http, the blocking Rust
+//! client). Two controls, counted and printed beside it, never asserted: the same
+//! `HttpService` over actix-http's own `tcp()` and `rustls_0_23()` (which the adapter
+//! replaces), where Python requests, sending its whole body before it reads, is reset
+//! before it reads the answer; and actix-web's
 //! `HttpServer` with its defaults (over TCP), whose HTTP/1 dispatcher (actix-http 3.13
 //! and later) reads and discards an unread body for up to `client_disconnect_timeout`
 //! (1 s) before it closes: enough for a 10 MB upload on loopback, not for an upload
@@ -178,28 +180,23 @@ const TRANSPORTS: &[Transport] = if cfg!(feature = "rustls") {
     &[Transport::Plain]
 };
 
-#[test]
-fn curl() {
-    let start = |transport, graceful| start(transport, Control::HttpService, graceful);
-    example::matrix(Client::Curl, "actix-http HttpService", TRANSPORTS, start);
+/// The cells of the adapter: through it, and over actix-http's own `tcp()` and
+/// `rustls_0_23()` as the control.
+async fn http_service(transport: Transport, graceful: bool) -> Served {
+    start(transport, Control::HttpService, graceful).await
 }
 
-#[test]
-fn python_requests() {
-    let start = |transport, graceful| start(transport, Control::HttpService, graceful);
-    example::matrix(Client::Python, "actix-http HttpService", TRANSPORTS, start);
-}
+example::client_tests!("actix-http HttpService", TRANSPORTS, http_service);
 
 /// h2 over TLS, curl asking for it: the adapter serves HTTP/2 when ALPN chose it.
 #[cfg(feature = "rustls")]
 #[test]
 fn curl_over_h2() {
-    let start = |transport, graceful| start(transport, Control::HttpService, graceful);
     example::matrix(
         Client::Curl,
         "actix-http HttpService",
         &[Transport::TlsH2],
-        start,
+        http_service,
     );
 }
 

@@ -2,9 +2,12 @@
 //! must get it whole.
 //!
 //! The app answers 413 with a 256 KiB body to uploads over 1 KiB without reading them.
-//! curl reads while it sends; Python requests sends the whole body before it reads:
-//! served plainly, poem resets it before it reads the answer. The plain counts are
-//! printed beside the graceful ones, never asserted. A client not installed: `SKIP`
+//! The clients (`example::client_tests!`): curl, Node `http.request` and Go net/http
+//! read while they send; Python requests and the blocking Rust client send the whole
+//! body before they read: served plainly, poem can reset them before they read the
+//! answer. Node `http.request` sends its next upload on the same connection unless the
+//! answer said `Connection: close`. The plain counts are printed beside the graceful
+//! ones, never asserted. A client not installed: `SKIP`
 //! (a failure under `CI=true`).
 //!
 //! Over TLS, poem's own: `GracefulListener::new(TcpListener::bind(addr), opts)
@@ -31,7 +34,6 @@ use poem::listener::{
 use poem::{handler, post, Body, EndpointExt, Request, Response, Route, Server};
 use tokio_graceful_close::poem::{AnnounceClose, GracefulListener};
 
-use clients::Client;
 use example::{Served, Transport};
 
 #[handler]
@@ -157,15 +159,7 @@ async fn start(transport: Transport, graceful: bool) -> Served {
 
 const TRANSPORTS: &[Transport] = &[Transport::Plain, Transport::TlsH1];
 
-#[test]
-fn curl() {
-    example::matrix(Client::Curl, "poem", TRANSPORTS, start);
-}
-
-#[test]
-fn python_requests() {
-    example::matrix(Client::Python, "poem", TRANSPORTS, start);
-}
+example::client_tests!("poem", TRANSPORTS, start);
 
 /// An early answer far larger than the kernel's buffers (8 MiB) reaches a client that
 /// sends its whole upload (16 MiB) before it reads: `AnnounceClose` has the upload read

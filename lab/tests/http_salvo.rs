@@ -3,9 +3,12 @@
 //! the graceful listener).
 //!
 //! The app answers 413 with a 256 KiB body to uploads over 1 KiB without reading them.
-//! curl reads while it sends; Python requests sends the whole body before it reads:
-//! served plainly, salvo resets it before it reads the answer. The plain counts are
-//! printed beside the graceful ones, never asserted. A client not installed: `SKIP`
+//! The clients (`example::client_tests!`): curl, Node `http.request` and Go net/http
+//! read while they send; Python requests and the blocking Rust client send the whole
+//! body before they read: served plainly, salvo can reset them before they read the
+//! answer. Node `http.request` sends its next upload on the same connection unless the
+//! answer said `Connection: close`. The plain counts are printed beside the graceful
+//! ones, never asserted. A client not installed: `SKIP`
 //! (a failure under `CI=true`).
 #![cfg(all(feature = "salvo", target_os = "linux"))]
 
@@ -29,7 +32,6 @@ use salvo_core::http::{header, StatusCode};
 use salvo_core::{handler, Request, Response, Router, Server, Service};
 use tokio_graceful_close::salvo::{AnnounceClose, GracefulListener};
 
-use clients::Client;
 use example::{Served, Transport};
 
 #[handler]
@@ -144,15 +146,7 @@ async fn start(transport: Transport, graceful: bool) -> Served {
 
 const TRANSPORTS: &[Transport] = &[Transport::Plain, Transport::TlsH1];
 
-#[test]
-fn curl() {
-    example::matrix(Client::Curl, "salvo", TRANSPORTS, start);
-}
-
-#[test]
-fn python_requests() {
-    example::matrix(Client::Python, "salvo", TRANSPORTS, start);
-}
+example::client_tests!("salvo", TRANSPORTS, start);
 
 /// An early answer far larger than the kernel's buffers (8 MiB) reaches a client that
 /// sends its whole upload (16 MiB) before it reads: `AnnounceClose` has the upload read

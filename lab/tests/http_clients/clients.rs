@@ -1,6 +1,6 @@
-//! The clients: real programs (curl, Python requests, Node fetch, Go net/http, headless
-//! Chromium) run as processes, and a blocking Rust client that sends its whole request
-//! before it reads.
+//! The clients: real programs (curl, Python requests, Node fetch, Node `http.request`,
+//! Go net/http, headless Chromium) run as processes, and a blocking Rust client that
+//! sends its whole request before it reads.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +23,9 @@ pub enum Client {
     Curl,
     Python,
     Node,
+    /// Node's `http.request` on the default agent, which keeps connections alive and
+    /// reuses them.
+    NodeHttp,
     Go,
     Chromium,
     SendAll,
@@ -34,14 +37,15 @@ impl Client {
             Client::Curl => "curl",
             Client::Python => "Python requests",
             Client::Node => "Node fetch",
+            Client::NodeHttp => "Node http.request",
             Client::Go => "Go net/http",
             Client::Chromium => "headless Chromium fetch",
             Client::SendAll => "Rust, sends all then reads",
         }
     }
 
-    /// Python requests, Node's fetch (undici) and the Rust client speak HTTP/1.1 only:
-    /// the h2 cell would repeat their TLS HTTP/1.1 cell.
+    /// Python requests, Node's fetch (undici) and `http.request` and the Rust client
+    /// speak HTTP/1.1 only: the h2 cell would repeat their TLS HTTP/1.1 cell.
     pub fn speaks(self, transport: Transport) -> bool {
         transport != Transport::TlsH2
             || matches!(self, Client::Curl | Client::Go | Client::Chromium)
@@ -77,6 +81,7 @@ pub fn prepare(client: Client) -> Option<Ready> {
         Client::Curl => works("curl", &["--version"]).err(),
         Client::Python => works("python3", &["-c", "import requests"]).err(),
         Client::Node => works("node", &["-e", "fetch"]).err(),
+        Client::NodeHttp => works("node", &["-e", "require('node:http').request"]).err(),
         Client::Go => works("go", &["version"]).err(),
         Client::Chromium => works(chromium_path(), &["--version"])
             .and_then(|()| {
@@ -212,8 +217,12 @@ pub async fn run(ready: &Ready, target: &Target<'_>, runs: usize) -> Vec<(Outcom
             args.extend(ca.as_deref());
             spawn(target.lab, "python3", &args, &[]).await.0
         }
-        Client::Node => {
-            let script = scripts().join("upload.mjs").display().to_string();
+        Client::Node | Client::NodeHttp => {
+            let script = match ready.client {
+                Client::Node => "upload.mjs",
+                _ => "upload_http.mjs",
+            };
+            let script = scripts().join(script).display().to_string();
             let args = [script.as_str(), &url, &body_s, &dir_s, &runs_s];
             let env: Vec<_> = ca
                 .iter()

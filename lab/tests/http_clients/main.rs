@@ -7,11 +7,14 @@
 //! the whole 413. The same uploads to plain axum (the control) are counted and printed
 //! beside them, never asserted.
 //!
-//! The clients: curl, Go net/http and Node fetch read while they send; Python
-//! requests, headless Chromium over HTTP/1.1 and [`clients::send_all_then_read`] (a
-//! blocking Rust client, the deterministic reproduction) send the whole body before
-//! they read anything. A server that waits for the acknowledgement of its answer
-//! without discarding their upload deadlocks with the second kind.
+//! The clients: curl, Go net/http, Node fetch and Node `http.request` read while they
+//! send; Python requests, headless Chromium over HTTP/1.1 and
+//! [`clients::send_all_then_read`] (a blocking Rust client, the deterministic
+//! reproduction) send the whole body before they read anything. A server that waits
+//! for the acknowledgement of its answer without discarding their upload deadlocks
+//! with the second kind. Node `http.request` (its default agent) sends the next upload
+//! on the same connection unless the answer said `Connection: close`: an early answer
+//! that does not say so and a close after it can leave it a dead connection.
 //!
 //! A client that is not installed makes its test print `SKIP: <name> ...` and pass;
 //! under `CI=true` it fails (`.ci/run` installs every client). The lab needs root, as
@@ -103,6 +106,11 @@ fn python_requests() {
 #[test]
 fn node_fetch() {
     matrix(Client::Node);
+}
+
+#[test]
+fn node_http_request() {
+    matrix(Client::NodeHttp);
 }
 
 #[test]

@@ -16,6 +16,9 @@
 //!     pub use crate::example::Transport;
 //! }
 //! ```
+//!
+//! Every adapter is tested with the same clients, one `#[test]` each:
+//! [`client_tests!`] writes them.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -181,6 +184,7 @@ where
     for &transport in transports {
         let mut whole = [0; 2];
         let mut first_failure = [None, None];
+        let mut protocols = Vec::new();
         for (i, graceful) in [true, false].into_iter().enumerate() {
             let runs = rt.block_on(async {
                 let served = start(transport, graceful).await;
@@ -199,6 +203,12 @@ where
                 runs
             });
             whole[i] = runs.iter().filter(|(o, _)| *o == Outcome::Complete).count();
+            if graceful {
+                // What the client negotiated, where it says (curl, Go, Node http.request).
+                protocols = runs.iter().map(|(_, p)| p.clone()).collect();
+                protocols.retain(|p| !p.is_empty());
+                protocols.dedup();
+            }
             first_failure[i] = runs
                 .into_iter()
                 .map(|(o, _)| o)
@@ -208,8 +218,13 @@ where
             f.as_ref()
                 .map_or_else(String::new, |o| format!("; first failure: {o:?}"))
         };
+        let protocols = if protocols.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", protocols.join(", "))
+        };
         println!(
-            "| {framework} | {} | {} | graceful: {} / {RUNS} whole{} | plain {framework}: {} / {RUNS} whole{} |",
+            "| {framework} | {} | {} | graceful: {} / {RUNS} whole{protocols}{} | plain {framework}: {} / {RUNS} whole{} |",
             client.name(),
             transport.name(),
             whole[0],
@@ -288,3 +303,37 @@ pub fn send_all_then_read(
         .ok_or("no status")?;
     Ok((status, got.len() - end - 4))
 }
+
+/// One `#[test]` per client every adapter is tested with: curl, Python requests, Node
+/// `http.request`, Go net/http, and the Rust client that sends its whole upload before
+/// it reads. Each runs [`matrix`] with `framework`, `transports` and `start`:
+///
+/// ```ignore
+/// example::client_tests!("poem", TRANSPORTS, start);
+/// ```
+macro_rules! client_tests {
+    ($framework:expr, $transports:expr, $start:expr) => {
+        $crate::example::client_tests!(
+            $framework, $transports, $start;
+            curl: Curl,
+            python_requests: Python,
+            node_http_request: NodeHttp,
+            go_net_http: Go,
+            rust_send_all_then_read: SendAll,
+        );
+    };
+    ($framework:expr, $transports:expr, $start:expr; $($test:ident: $client:ident,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                $crate::example::matrix(
+                    $crate::clients::Client::$client,
+                    $framework,
+                    $transports,
+                    $start,
+                );
+            }
+        )*
+    };
+}
+pub(crate) use client_tests;
