@@ -6,7 +6,7 @@
 //! closes run on the test's thread).
 #![cfg(all(feature = "metrics", target_os = "linux"))]
 
-#[path = "support/peer.rs"]
+#[path = "../../tests/support/peer.rs"]
 mod peer;
 
 use std::collections::HashMap;
