@@ -82,15 +82,16 @@ fn matrix(client: Client) {
         );
         if graceful.whole() != RUNS {
             failures.push(format!(
-                "{} over {}: {} / {RUNS} whole{}",
+                "{} over {}: {} / {RUNS} whole{}{}",
                 client.name(),
                 transport.name(),
                 graceful.whole(),
-                graceful.first_failure()
+                graceful.first_failure(),
+                graceful.server_side()
             ));
         }
     }
-    assert!(failures.is_empty(), "lost 413s: {failures:#?}");
+    assert!(failures.is_empty(), "lost 413s:\n{}", failures.join("\n"));
 }
 
 #[test]

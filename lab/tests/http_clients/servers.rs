@@ -2,11 +2,12 @@
 //! (plain HTTP, TLS with HTTP/1.1 or h2) or on side A of a lab link.
 
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_graceful_close::rustls::GracefulTlsListener;
+use tokio_graceful_close::{CloseError, CloseReport, CloseSettings, CloseTracker};
 use tokio_rustls::TlsAcceptor;
 
 use crate::clients::{self, Ready, Target};
@@ -63,9 +64,14 @@ pub fn lab() -> Option<Lab> {
     Lab::require(LabConfig::new().rate_kbit(20_000).queue(256 * 1024))
 }
 
-/// What the runs of a cell got.
+/// What the runs of a cell got, and how the server closed their connections.
 pub struct Cell {
     pub runs: Vec<(Outcome, String)>,
+    /// Through the crate: each connection's close as `on_close` reported it, in the
+    /// order they ended, stamped with the clients' clock ([`monotonic`]).
+    closes: Vec<String>,
+    /// Through the crate: connections still open or closing when the client was done.
+    unfinished: Option<usize>,
 }
 
 impl Cell {
@@ -98,6 +104,53 @@ impl Cell {
             .find(|(o, _)| *o != Outcome::Complete)
             .map_or_else(String::new, |(o, _)| format!("; first failure: {o:?}"))
     }
+
+    /// The server's side of a failed cell, to set beside the client's timing in the
+    /// failure: every close the crate reported, and what had not ended.
+    pub fn server_side(&self) -> String {
+        let mut out: String = self
+            .closes
+            .iter()
+            .map(|c| format!("\n  server close: {c}"))
+            .collect();
+        if let Some(n) = self.unfinished {
+            out.push_str(&format!(
+                "\n  server: {n} connection(s) still open or closing when the client ended"
+            ));
+        }
+        out
+    }
+}
+
+/// `CLOCK_MONOTONIC` in seconds: the clock of the clients' timing (Python's
+/// `time.monotonic()`), so that both sides of a failure line up.
+fn monotonic() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // Safety: `ts` is a live timespec for the call to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// The close settings of a cell served through the crate: the example's options, and
+/// every close's outcome recorded in `closes`.
+fn recording(closes: &Arc<Mutex<Vec<String>>>) -> CloseSettings {
+    let closes = closes.clone();
+    CloseSettings::new(example::close_options()).on_close(
+        move |res: &Result<CloseReport, CloseError>| {
+            let what = match res {
+                Ok(r) => format!("{r:?}"),
+                Err(e) => format!("{e} ({:?})", e.report()),
+            };
+            let line = format!("t={:.3} {what}", monotonic());
+            closes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(line);
+        },
+    )
 }
 
 /// Serves the app on `transport` (through the crate if `graceful`), runs the client
@@ -114,10 +167,13 @@ pub async fn cell(
         None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let addr = tcp.local_addr().unwrap();
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let settings = recording(&closes);
+    let tracker: Option<CloseTracker> = graceful.then(|| settings.tracker().clone());
     let server = if transport.tls() {
         let acceptor = TlsAcceptor::from(server_config(transport == Transport::TlsH2));
         if graceful {
-            let listener = GracefulTlsListener::new(tcp, acceptor, example::close_options());
+            let listener = GracefulTlsListener::new(tcp, acceptor, settings);
             tokio::spawn(async move { axum::serve(listener, example::graceful_app()).await })
         } else {
             let listener = PlainTlsListener { tcp, acceptor };
@@ -127,8 +183,7 @@ pub async fn cell(
         // Plain HTTP as the example serves it, the one call that puts every piece in
         // place: the upload discarded below hyper. (Over TLS above, the pieces by hand:
         // the layer reads it through hyper. Both ways meet every client.)
-        let server = tokio_graceful_close::axum::serve(tcp, example::app())
-            .settings(example::close_options());
+        let server = tokio_graceful_close::axum::serve(tcp, example::app()).settings(settings);
         tokio::spawn(std::future::IntoFuture::into_future(server))
     } else {
         tokio::spawn(async move { axum::serve(tcp, example::app()).await })
@@ -146,8 +201,14 @@ pub async fn cell(
         upload_len: transport.upload_len(),
     };
     let runs = clients::run(ready, &target, runs).await;
+    let unfinished = tracker.map(|t| t.pending());
     server.abort();
-    Cell { runs }
+    let closes = std::mem::take(&mut *closes.lock().unwrap_or_else(PoisonError::into_inner));
+    Cell {
+        runs,
+        closes,
+        unfinished,
+    }
 }
 
 /// The test certificate's PEM (`lab/tests/tls/support.rs`), written where the clients can
@@ -155,7 +216,9 @@ pub async fn cell(
 fn ca_file() -> &'static PathBuf {
     static FILE: OnceLock<PathBuf> = OnceLock::new();
     FILE.get_or_init(|| {
-        let path = clients::work_dir().join("ca.pem");
+        // One file per process: two test processes at once must not overwrite each
+        // other's certificate (a TLS client then fails to verify).
+        let path = clients::work_dir().join(format!("ca-{}.pem", std::process::id()));
         std::fs::write(&path, support::cert_pem()).unwrap();
         path
     })
