@@ -62,7 +62,13 @@ fn app() -> App<
         InitError = (),
     >,
 > {
-    App::new().route("/upload", web::post().to(upload))
+    App::new().route("/upload", web::post().to(upload)).route(
+        "/large",
+        web::post().to(|| async {
+            // The large early answer, at once: the upload stays unread.
+            HttpResponse::PayloadTooLarge().body(example::large_body())
+        }),
+    )
 }
 
 /// Which server the control is.
@@ -401,4 +407,29 @@ fn failed_and_stalled_handshakes_close_gracefully() {
     });
     let outcomes = outcomes.lock().unwrap().clone();
     assert_eq!(outcomes, [Ok(true), Ok(true)], "both closes delivered");
+}
+
+/// An early answer far larger than the kernel's buffers (8 MiB) reaches a client that
+/// sends its whole upload (16 MiB) before it reads, through `actix::HttpServer`
+/// (actix-http reads and discards the payload a handler left). The control, printed:
+/// actix-http's own `tcp()`.
+#[test]
+fn a_large_early_answer_reaches_a_client_that_sends_all_first() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for graceful in [true, false] {
+        let served = rt.block_on(start(Transport::Plain, Control::HttpService, graceful));
+        let limit = std::time::Duration::from_secs(if graceful { 30 } else { 5 });
+        let got = example::send_all_then_read(served.addr, "/large", limit);
+        let _runtime = rt.enter(); // the stop is a task
+        (served.stop)();
+        if graceful {
+            assert_eq!(
+                got,
+                Ok((413, example::LARGE_ANSWER)),
+                "through actix::HttpServer"
+            );
+        } else {
+            println!("control, actix-http's tcp(): {got:?}");
+        }
+    }
 }
