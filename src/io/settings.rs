@@ -85,8 +85,7 @@ impl CloseSettings {
             feature = "poem",
             feature = "salvo",
             feature = "rustls",
-            feature = "tower",
-            feature = "actix"
+            feature = "tower"
         )),
         allow(dead_code)
     )]
