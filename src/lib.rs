@@ -63,7 +63,9 @@
 //! Rocket 0.5 offers no way to wrap its connections (its listener API is private until
 //! 0.6). There, read and discard the upload before an early answer
 //! (`data.open(limit).stream_to(tokio::io::sink()).await`), so that the close finds no
-//! unread input, or serve it behind a proxy that lingers (nginx).
+//! unread input, and say `Connection: close` in the answer, so that the connection ends
+//! with it; or serve it behind a proxy that lingers (nginx). The lab checks this with
+//! five real clients (`lab/tests/http_rocket.rs`).
 //!
 //! Closes that outlive their connections (finished in the background after hyper let
 //! go of the stream) are counted by the settings' [`CloseTracker`]; wait for them
