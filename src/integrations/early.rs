@@ -198,3 +198,41 @@ async fn discard<B: Body + Unpin>(mut body: B, bounds: DiscardBounds) {
         "early answer: stopped discarding the upload: {why}"
     );
 }
+
+/// The constructor and the discard's bounds of each framework's early-answer type (a
+/// struct with a `discard: DiscardBounds` field): `new`, `discard_limit`,
+/// `discard_timeout` and `Default`, the same for every framework. `$what` names it in
+/// `new`'s docs ("layer", "middleware", "hoop").
+macro_rules! discard_builders {
+    ($ty:ident, $what:literal) => {
+        impl $ty {
+            #[doc = concat!("The ", $what, ": discards up to 64 MiB for up to 30 s after an early answer.")]
+            pub const fn new() -> Self {
+                $ty {
+                    discard: $crate::integrations::early::DEFAULT_DISCARD,
+                }
+            }
+
+            /// The most bytes of an unread upload discarded after an early answer (64 MiB
+            /// unless set; 0: none). Past it, the upload is left unread: a client still
+            /// sending may not see the answer.
+            pub const fn discard_limit(mut self, bytes: u64) -> Self {
+                self.discard.limit = bytes;
+                self
+            }
+
+            /// How long the discard of an unread upload may last in all (30 s unless set).
+            pub const fn discard_timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.discard.timeout = timeout;
+                self
+            }
+        }
+
+        impl Default for $ty {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    };
+}
+pub(crate) use discard_builders;

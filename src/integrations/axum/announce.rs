@@ -19,7 +19,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use ::axum::body::{Body, HttpBody};
 use ::axum::http::{header, HeaderValue, Request, Response, Version};
@@ -94,34 +93,7 @@ pub struct AnnounceCloseLayer {
     discard: DiscardBounds,
 }
 
-impl AnnounceCloseLayer {
-    /// The layer: discards up to 64 MiB for up to 30 s after an early answer.
-    pub const fn new() -> Self {
-        AnnounceCloseLayer {
-            discard: early::DEFAULT_DISCARD,
-        }
-    }
-
-    /// The most bytes of an unread upload discarded after an early answer (64 MiB
-    /// unless set; 0: none, hyper stops reading at once as without the layer). Past
-    /// it, the upload is left unread: a client still sending may not see the answer.
-    pub const fn discard_limit(mut self, bytes: u64) -> Self {
-        self.discard.limit = bytes;
-        self
-    }
-
-    /// How long the discard of an unread upload may last in all (30 s unless set).
-    pub const fn discard_timeout(mut self, timeout: Duration) -> Self {
-        self.discard.timeout = timeout;
-        self
-    }
-}
-
-impl Default for AnnounceCloseLayer {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+early::discard_builders!(AnnounceCloseLayer, "layer");
 
 impl<S> Layer<S> for AnnounceCloseLayer {
     type Service = AnnounceClose<S>;

@@ -1,7 +1,5 @@
 //! [`AnnounceClose`]: early answers done as nginx does them, for poem endpoints.
 
-use std::time::Duration;
-
 use ::poem::http::{header, HeaderValue, Version};
 use ::poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use http_body::Body as _;
@@ -33,34 +31,7 @@ pub struct AnnounceClose {
     discard: DiscardBounds,
 }
 
-impl AnnounceClose {
-    /// The middleware: discards up to 64 MiB for up to 30 s after an early answer.
-    pub const fn new() -> Self {
-        AnnounceClose {
-            discard: early::DEFAULT_DISCARD,
-        }
-    }
-
-    /// The most bytes of an unread upload discarded after an early answer (64 MiB
-    /// unless set; 0: none). Past it, the upload is left unread: a client still
-    /// sending may not see the answer.
-    pub const fn discard_limit(mut self, bytes: u64) -> Self {
-        self.discard.limit = bytes;
-        self
-    }
-
-    /// How long the discard of an unread upload may last in all (30 s unless set).
-    pub const fn discard_timeout(mut self, timeout: Duration) -> Self {
-        self.discard.timeout = timeout;
-        self
-    }
-}
-
-impl Default for AnnounceClose {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+early::discard_builders!(AnnounceClose, "middleware");
 
 impl<E: Endpoint> Middleware<E> for AnnounceClose {
     type Output = AnnounceCloseEndpoint<E>;

@@ -1,7 +1,5 @@
 //! [`AnnounceClose`]: early answers done as nginx does them, for salvo.
 
-use std::time::Duration;
-
 use ::salvo_core::http::header::{HeaderValue, CONNECTION};
 use ::salvo_core::http::{ReqBody, Version};
 use ::salvo_core::{async_trait, BoxedError, Depot, FlowCtrl, Handler, Request, Response};
@@ -29,34 +27,7 @@ pub struct AnnounceClose {
     discard: DiscardBounds,
 }
 
-impl AnnounceClose {
-    /// The hoop: discards up to 64 MiB for up to 30 s after an early answer.
-    pub const fn new() -> Self {
-        AnnounceClose {
-            discard: early::DEFAULT_DISCARD,
-        }
-    }
-
-    /// The most bytes of an unread upload discarded after an early answer (64 MiB
-    /// unless set; 0: none). Past it, the upload is left unread: a client still
-    /// sending may not see the answer.
-    pub const fn discard_limit(mut self, bytes: u64) -> Self {
-        self.discard.limit = bytes;
-        self
-    }
-
-    /// How long the discard of an unread upload may last in all (30 s unless set).
-    pub const fn discard_timeout(mut self, timeout: Duration) -> Self {
-        self.discard.timeout = timeout;
-        self
-    }
-}
-
-impl Default for AnnounceClose {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+early::discard_builders!(AnnounceClose, "hoop");
 
 #[async_trait]
 impl Handler for AnnounceClose {
