@@ -206,27 +206,16 @@ fn curl_over_h2() {
     );
 }
 
-#[test]
-fn curl_beside_http_server() {
-    let start = |transport, graceful| start(transport, Control::HttpServer, graceful);
-    example::matrix(
-        Client::Curl,
-        "actix-web HttpServer",
-        &[Transport::Plain],
-        start,
-    );
+/// actix-web's own `HttpServer` as the control, the crate's `actix::HttpServer` beside it.
+async fn http_server(transport: Transport, graceful: bool) -> Served {
+    start(transport, Control::HttpServer, graceful).await
 }
 
-#[test]
-fn python_requests_beside_http_server() {
-    let start = |transport, graceful| start(transport, Control::HttpServer, graceful);
-    example::matrix(
-        Client::Python,
-        "actix-web HttpServer",
-        &[Transport::Plain],
-        start,
-    );
-}
+example::client_tests!(
+    "actix-web HttpServer", &[Transport::Plain], http_server;
+    curl_beside_http_server: Curl,
+    python_requests_beside_http_server: Python,
+);
 
 /// A stop during a close: the client reads the 413 and the server's FIN while still
 /// uploading, the server is stopped gracefully, then the client sends the rest of its
@@ -415,21 +404,10 @@ fn failed_and_stalled_handshakes_close_gracefully() {
 /// actix-http's own `tcp()`.
 #[test]
 fn a_large_early_answer_reaches_a_client_that_sends_all_first() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    for graceful in [true, false] {
-        let served = rt.block_on(start(Transport::Plain, Control::HttpService, graceful));
-        let limit = std::time::Duration::from_secs(if graceful { 30 } else { 5 });
-        let got = example::send_all_then_read(served.addr, "/large", limit);
-        let _runtime = rt.enter(); // the stop is a task
-        (served.stop)();
-        if graceful {
-            assert_eq!(
-                got,
-                Ok((413, example::LARGE_ANSWER)),
-                "through actix::HttpServer"
-            );
-        } else {
-            println!("control, actix-http's tcp(): {got:?}");
-        }
-    }
+    example::large_answer_to_a_send_all_client(
+        "actix::HttpServer",
+        || start(Transport::Plain, Control::HttpService, true),
+        "actix-http's tcp()",
+        || start(Transport::Plain, Control::HttpService, false),
+    );
 }

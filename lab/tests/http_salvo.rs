@@ -154,28 +154,14 @@ example::client_tests!("salvo", TRANSPORTS, start);
 /// graceful listener alone) both sides wait in their writes until the client gives up.
 #[test]
 fn a_large_early_answer_reaches_a_client_that_sends_all_first() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    for graceful in [true, false] {
-        let served = rt.block_on(async {
-            if graceful {
-                start(Transport::Plain, true).await
-            } else {
-                let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let listener = GracefulListener::new(tcp, example::close_options()).unwrap();
-                spawn_server(listener, None, false)
-            }
-        });
-        let limit = Duration::from_secs(if graceful { 30 } else { 5 });
-        let got = example::send_all_then_read(served.addr, "/large", limit);
-        (served.stop)();
-        if graceful {
-            assert_eq!(
-                got,
-                Ok((413, example::LARGE_ANSWER)),
-                "through salvo::Server"
-            );
-        } else {
-            println!("control, GracefulListener without AnnounceClose: {got:?}");
-        }
-    }
+    example::large_answer_to_a_send_all_client(
+        "salvo::Server",
+        || start(Transport::Plain, true),
+        "GracefulListener without AnnounceClose",
+        || async {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let listener = GracefulListener::new(tcp, example::close_options()).unwrap();
+            spawn_server(listener, None, false)
+        },
+    );
 }

@@ -337,3 +337,30 @@ macro_rules! client_tests {
     };
 }
 pub(crate) use client_tests;
+
+/// The large early answer (`POST /large`) to a client that sends its whole upload
+/// first: through `graceful` it must arrive whole ([`LARGE_ANSWER`] bytes, within
+/// 30 s); through `control` (5 s) what happens is printed, never asserted.
+pub fn large_answer_to_a_send_all_client<G, GF, C, CF>(
+    framework: &str,
+    graceful: G,
+    control: &str,
+    plain: C,
+) where
+    G: FnOnce() -> GF,
+    GF: Future<Output = Served>,
+    C: FnOnce() -> CF,
+    CF: Future<Output = Served>,
+{
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let run = |served: Served, limit: u64| {
+        let got = send_all_then_read(served.addr, "/large", Duration::from_secs(limit));
+        let _runtime = rt.enter(); // some servers stop from a task
+        (served.stop)();
+        got
+    };
+    let got = run(rt.block_on(graceful()), 30);
+    assert_eq!(got, Ok((413, LARGE_ANSWER)), "through {framework}");
+    let got = run(rt.block_on(plain()), 5);
+    println!("control, {control}: {got:?}");
+}
