@@ -26,7 +26,20 @@ pub enum Transport {
     TlsH2,
     /// HTTP/1.1 over the lab link: 20 Mbit/s each way, between two namespaces.
     Lab,
+    /// As [`Transport::Lab`], with the server's send buffer fixed at
+    /// [`SMALL_SEND_BUFFER`] (`SO_SNDBUF`, as nginx's `listen ... sndbuf=` sets it): the
+    /// early answer never fits the kernel's buffers between the two hosts, so a client
+    /// that sends its whole upload first gets it only if the server discards that
+    /// upload while it writes. Not in [`Transport::ALL`]: the plain control would
+    /// deadlock in every run (the client's 30 s timeout each).
+    LabSmallSendBuffer,
 }
+
+/// The server's `SO_SNDBUF` in [`Transport::LabSmallSendBuffer`]; Linux doubles it, so
+/// 64 KiB of send buffer. With the at most ~128 KiB that a client which is not reading
+/// takes into its receive buffer, that leaves more than 64 KiB of the 256 KiB answer
+/// that only a discard of the upload lets go out.
+const SMALL_SEND_BUFFER: u32 = 32 << 10;
 
 impl Transport {
     pub const ALL: [Transport; 4] = [
@@ -42,6 +55,7 @@ impl Transport {
             Transport::TlsH1 => "TLS, HTTP/1.1",
             Transport::TlsH2 => "TLS, h2 offered",
             Transport::Lab => "HTTP/1.1, 20 Mbit/s lab link",
+            Transport::LabSmallSendBuffer => "HTTP/1.1, lab link, 32 KiB server SO_SNDBUF",
         }
     }
 
@@ -53,7 +67,7 @@ impl Transport {
     /// it; far more than the server's receive buffer either way).
     fn upload_len(self) -> usize {
         match self {
-            Transport::Lab => 2_000_000,
+            Transport::Lab | Transport::LabSmallSendBuffer => 2_000_000,
             _ => example::UPLOAD_LEN,
         }
     }
@@ -163,7 +177,13 @@ pub async fn cell(
     runs: usize,
 ) -> Cell {
     let tcp = match lab {
-        Some(lab) => lab.listen(Side::A, 0).expect("listen in the lab"),
+        Some(lab) => lab
+            .listen_with(Side::A, 0, |sock| match transport {
+                // Accepted connections inherit it (and the lock it puts on autotuning).
+                Transport::LabSmallSendBuffer => sock.set_send_buffer_size(SMALL_SEND_BUFFER),
+                _ => Ok(()),
+            })
+            .expect("listen in the lab"),
         None => TcpListener::bind("127.0.0.1:0").await.unwrap(),
     };
     let addr = tcp.local_addr().unwrap();

@@ -30,7 +30,9 @@ try {
       try {
         const body = new Uint8Array(len).fill(117);
         const start = performance.now();
-        const res = await fetch('/upload', { method: 'POST', body });
+        // 30 s, as every other client here: a server that stalls the upload fails
+        // the run instead of holding the browser until the test's own limit.
+        const res = await fetch('/upload', { method: 'POST', body, signal: AbortSignal.timeout(30000) });
         const text = await res.text();
         return [res.status, text, (performance.now() - start) / 1000];
       } catch (e) {
