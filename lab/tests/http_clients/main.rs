@@ -116,11 +116,11 @@ fn matrix(client: Client) {
 /// got the whole 413.
 ///
 /// In the matrix's lab cell the kernel's buffers mostly autotune large enough to take
-/// the 256 KiB answer: the server's send buffer grows with its congestion window (to
-/// 220-540 KB in those cells, `ss -tm`), the client's receive queue takes some 110-120
+/// the 256 KiB answer: the server's send buffer grows with its congestion window (276
+/// KB median in those cells, `ss -tm`), the client's receive queue takes some 110-120
 /// KB. hyper then finishes writing the answer and the close's drain discards the
 /// upload, so the cell passes even without the discard while hyper writes. It fails
-/// only when the send buffer stays small: without that discard, 1 Python upload in 100
+/// only when the send buffer stays small: without that discard, 1 Python upload in 300
 /// found it at 152 KB (congestion window 22), and hyper's write of the answer's last
 /// 111 KB waited on the client, which was not reading, while the client's upload
 /// waited on hyper, which had stopped reading the body its handler dropped. Python
